@@ -1,0 +1,33 @@
+"""The ``gankern`` command: ``gankern info | train | generate | fid | bench`` (``--help`` on each).
+
+Each row of MODULES is a module that defines ``add_parsers(subparsers)``: it adds its subcommand(s), each with
+``set_defaults(func=...)`` taking the parsed args and returning an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+MODULES = [
+    "gankern._info_cli",      # info
+    "gankern._bench_cli",     # bench
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gankern", description="gankern: fused GPU kernels and trainers for GANs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in MODULES:
+        importlib.import_module(module).add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Drop-in torch.nn modules built on gankern.ops, and ``convert(model)`` which swaps torch's modules for ours."""
+from . import utils  # noqa: F401
+from .convert import convert  # noqa: F401
+from .spectral_norm import SpectralNormGroup  # noqa: F401

@@ -1,0 +1,2 @@
+"""Public ops: each family's functions (see gankern/ops/<family>.py). One import line per family."""
+from . import spectral_norm  # noqa: F401
