@@ -1,2 +1,3 @@
 """Public ops: each family's functions (see gankern/ops/<family>.py). One import line per family."""
 from . import spectral_norm  # noqa: F401
+from . import fid  # noqa: F401
