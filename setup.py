@@ -27,8 +27,16 @@ def find_nvcc():
 
 
 class CMakeBuild(build_ext):
+    """One CMake build makes every module; it runs for the first extension and lands them all in its folder."""
+
+    _built = False
+
     def build_extension(self, ext):
         import pybind11
+
+        if CMakeBuild._built:
+            return
+        CMakeBuild._built = True
 
         outdir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
         nvcc, reason = find_nvcc()
@@ -51,4 +59,6 @@ class CMakeBuild(build_ext):
                 json.dump(info, f)
 
 
-setup(ext_modules=[Extension("gankern._C", sources=[])], cmdclass={"build_ext": CMakeBuild})
+NVCC, _ = find_nvcc()
+MODULES = ["gankern._sim"] + (["gankern._C"] if NVCC else [])
+setup(ext_modules=[Extension(name, sources=[]) for name in MODULES], cmdclass={"build_ext": CMakeBuild})

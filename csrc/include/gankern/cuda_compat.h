@@ -1,0 +1,67 @@
+// One kernel source, two builds: nvcc (the real gankern._C) and the host compiler against the CPU simulation
+// (gankern._sim, GANKERN_SIM defined). Kernels include this header only, and launch through gk::launch.
+#pragma once
+
+#ifdef GANKERN_SIM
+#include "sim/cuda_sim.h"
+#define GK_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(gk_sim::dynamic_smem())
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define GK_DYNAMIC_SMEM(T, name)                              \
+  extern __shared__ __align__(16) unsigned char gk_smem_[];   \
+  T* name = reinterpret_cast<T*>(gk_smem_)
+#endif
+
+#include <cstdint>
+
+namespace gk {
+
+// dtype codes shared with Python (gankern/ops/_launch.py: DTYPE_CODES)
+enum DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T from_float(float x);
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
+
+// Sum over the 32 lanes of a full warp; every lane gets the total.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); every thread gets the total.
+// scratch: 32 floats of shared memory, free before the call; reusable after it.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? scratch[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();
+  return v;
+}
+
+// Launch `kernel` on `stream`; an empty grid launches nothing. Returns the launch's error.
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args... args) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+#ifdef GANKERN_SIM
+  (void)stream;
+  auto body = [&]() { kernel(static_cast<Params>(args)...); };
+  return gk_sim::launch(grid, block, smem, [](void* c) { (*static_cast<decltype(body)*>(c))(); }, &body);
+#else
+  kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
+  return cudaGetLastError();
+#endif
+}
+
+}  // namespace gk

@@ -1,0 +1,41 @@
+// Spectral-norm power iteration for many layers at once (launch API; see csrc/spectral_norm.cu).
+//
+// meta: (L, 9) int64 on the device, one row per layer: [W ptr, u ptr, v ptr, h, w, inner, h_off, w_off, n_off].
+//   W is read as the matrix (h, w) with W(r, c) at (c / inner) * h * inner + r * inner + c % inner, which is
+//   W.movedim(dim, 0).reshape(h, w) for a contiguous W (inner = w when dim == 0). u (h,), v (w,), dtype of W.
+//   h_off / w_off / n_off: the layer's offsets in the flat fp32 buffers t (sum h), s (sum w) and in out (sum numel).
+// items: int32 work lists built by gankern/ops/spectral_norm.py (see each launcher).
+// dtype: gk::DType of W, u, v and out. All launchers run on `stream` and return the launch's error.
+#pragma once
+#include <cstdint>
+
+#ifdef GANKERN_SIM
+#include "sim/cuda_sim.h"
+#else
+#include <cuda_runtime_api.h>
+#endif
+
+namespace gk {
+
+// Rows of each item: t[h_off + r] = sum_c W(r, c) v[c], for SN_ROWS_PER_ITEM rows from `row0`.
+// items: (n_items, 2) [layer, row0].
+constexpr int SN_ROWS_PER_ITEM = 8;
+cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream);
+
+// Columns: s[w_off + c] += sum_{r in item} u[r] W(r, c) (atomic adds; s zeroed by the caller).
+// items: (n_items, 3) [layer, row0, col0], SN_COLS_ROWS rows by SN_COLS_COLS columns each.
+constexpr int SN_COLS_ROWS = 32;
+constexpr int SN_COLS_COLS = 256;
+cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream);
+
+// Per layer (one block each), mode 0: u = t / max(|t|, eps) (u written in dtype and, in fp32, back into t);
+// mode 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps) (= u^T W v); mode 2: sigma = u . t.
+cudaError_t sn_reduce(const int64_t* meta, int n_layers, int mode, float* flat, float eps, float* sigma, int dtype,
+                      cudaStream_t stream);
+
+// out[n_off + e] = W[e] / sigma[layer] over SN_SCALE_ELEMS elements per item. items: (n_items, 2) [layer, e0].
+constexpr int SN_SCALE_ELEMS = 2048;
+cudaError_t sn_scale(const int64_t* meta, const int32_t* items, int n_items, const float* sigma, void* out, int dtype,
+                     cudaStream_t stream);
+
+}  // namespace gk

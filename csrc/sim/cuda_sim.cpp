@@ -1,0 +1,209 @@
+// The scheduler of the CUDA simulation (see cuda_sim.h): blocks one after another, the threads of a block as
+// fibers that run until they reach a barrier; barriers are released when every live thread (or lane of the warp)
+// has reached them, and a barrier that some threads can never reach fails the launch with a message.
+#include "cuda_sim.h"
+
+#include <ucontext.h>
+
+#include <numeric>
+#include <random>
+#include <vector>
+
+thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
+
+namespace {
+
+enum State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
+
+struct Fiber {
+  ucontext_t ctx;
+  State state;
+  dim3 tid;
+};
+
+struct Launch {
+  std::vector<Fiber> fibers;
+  std::vector<std::vector<char>> stacks;
+  std::vector<unsigned char> exchange;  // 16 bytes per thread for warp shuffles
+  std::vector<unsigned char> smem;
+  ucontext_t scheduler;
+  int current = -1;
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  std::string error;
+};
+
+constexpr size_t kStackBytes = 128 * 1024;
+constexpr size_t kMaxDynamicSmem = 48 * 1024;  // without cudaFuncSetAttribute, as on the GPU
+constexpr int kExchangeBytes = 16;
+
+thread_local Launch* g_launch = nullptr;
+thread_local int g_schedule = gk_sim::kForward;
+thread_local unsigned g_seed = 0;
+thread_local cudaError_t g_last_code = cudaSuccess;
+thread_local std::string g_last_error;
+
+void fiber_entry() {
+  Launch* L = g_launch;
+  L->body(L->ctx);
+  L->fibers[L->current].state = kDone;  // returning resumes the scheduler through uc_link
+}
+
+void wait(State s) {
+  Launch* L = g_launch;
+  Fiber& f = L->fibers[L->current];
+  f.state = s;
+  swapcontext(&f.ctx, &L->scheduler);
+}
+
+cudaError_t fail(cudaError_t code, const std::string& msg) {
+  g_last_code = code;
+  g_last_error = msg;
+  return code;
+}
+
+// Runs one block to completion; returns an empty string or what went wrong.
+std::string run_block(Launch& L, std::mt19937& rng) {
+  const unsigned n = (unsigned)L.fibers.size();
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = L.fibers[i];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = L.stacks[i].data();
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = &L.scheduler;
+    makecontext(&f.ctx, fiber_entry, 0);
+    f.state = kRunnable;
+  }
+  std::fill(L.smem.begin(), L.smem.end(), (unsigned char)0xff);  // NaN in every float type
+  std::vector<unsigned> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  if (g_schedule == gk_sim::kReverse) std::reverse(order.begin(), order.end());
+  for (;;) {
+    if (g_schedule == gk_sim::kShuffled) std::shuffle(order.begin(), order.end(), rng);
+    for (unsigned idx : order) {
+      if (L.fibers[idx].state != kRunnable) continue;
+      L.current = (int)idx;
+      threadIdx = L.fibers[idx].tid;
+      swapcontext(&L.scheduler, &L.fibers[idx].ctx);
+    }
+    unsigned done = 0, at_block = 0, at_warp = 0;
+    for (const Fiber& f : L.fibers) {
+      done += f.state == kDone;
+      at_block += f.state == kAtBlockBarrier;
+      at_warp += f.state == kAtWarpBarrier;
+    }
+    if (done == n) return "";
+    if (at_block > 0 && at_block + done == n) {
+      if (done > 0)
+        return "__syncthreads() reached by " + std::to_string(at_block) + " of " + std::to_string(n) +
+               " threads of the block; the others had exited (divergent barrier)";
+      for (Fiber& f : L.fibers) f.state = kRunnable;
+      continue;
+    }
+    bool released = false;
+    for (unsigned base = 0; base < n; base += 32) {
+      unsigned lanes = std::min(32u, n - base), w_done = 0, w_wait = 0;
+      for (unsigned i = base; i < base + lanes; ++i) {
+        w_done += L.fibers[i].state == kDone;
+        w_wait += L.fibers[i].state == kAtWarpBarrier;
+      }
+      if (w_wait == 0 || w_wait + w_done != lanes) continue;
+      if (w_done > 0)
+        return "a warp shuffle or __syncwarp() in warp " + std::to_string(base / 32) + " was reached by " +
+               std::to_string(w_wait) + " lanes; the others had exited";
+      for (unsigned i = base; i < base + lanes; ++i) L.fibers[i].state = kRunnable;
+      released = true;
+    }
+    if (!released)
+      return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads() and " +
+             std::to_string(at_warp) + " at a warp shuffle/__syncwarp() (divergent control flow around a barrier)";
+  }
+}
+
+}  // namespace
+
+const char* cudaGetErrorString(cudaError_t e) {
+  if (e == cudaSuccess) return "no error";
+  if (e == g_last_code && !g_last_error.empty()) return g_last_error.c_str();
+  switch (e) {
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    default: return "unspecified launch failure";
+  }
+}
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = g_last_code;
+  g_last_code = cudaSuccess;
+  return e;
+}
+
+namespace gk_sim {
+
+void set_schedule(int schedule, unsigned seed) {
+  g_schedule = schedule;
+  g_seed = seed;
+}
+
+int schedule() { return g_schedule; }
+
+cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx) {
+  const unsigned long nthreads = (unsigned long)block.x * block.y * block.z;
+  if (nthreads == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.y > 65535 || grid.z > 65535)
+    return fail(cudaErrorInvalidConfiguration,
+                "invalid configuration argument: grid (" + std::to_string(grid.x) + "," + std::to_string(grid.y) +
+                    "," + std::to_string(grid.z) + ") block (" + std::to_string(block.x) + "," +
+                    std::to_string(block.y) + "," + std::to_string(block.z) + ")");
+  if (dynamic_smem > kMaxDynamicSmem)
+    return fail(cudaErrorInvalidValue, "dynamic shared memory of " + std::to_string(dynamic_smem) +
+                                           " bytes exceeds the 48 KiB a launch gets without opt-in");
+  if (g_launch != nullptr) return fail(cudaErrorLaunchFailure, "nested launch in the simulation");
+  Launch L;
+  L.body = body;
+  L.ctx = ctx;
+  L.fibers.resize(nthreads);
+  L.stacks.assign(nthreads, std::vector<char>(kStackBytes));
+  L.exchange.assign(nthreads * kExchangeBytes, 0);
+  L.smem.assign(dynamic_smem, 0);
+  for (unsigned z = 0, i = 0; z < block.z; ++z)
+    for (unsigned y = 0; y < block.y; ++y)
+      for (unsigned x = 0; x < block.x; ++x, ++i) L.fibers[i].tid = dim3(x, y, z);
+  std::mt19937 rng(g_seed);
+  g_launch = &L;
+  gridDim = grid;
+  blockDim = block;
+  std::string err;
+  for (unsigned bz = 0; bz < grid.z && err.empty(); ++bz)
+    for (unsigned by = 0; by < grid.y && err.empty(); ++by)
+      for (unsigned bx = 0; bx < grid.x && err.empty(); ++bx) {
+        blockIdx = dim3(bx, by, bz);
+        err = run_block(L, rng);
+        if (!err.empty())
+          err += " [block (" + std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) + ")]";
+      }
+  g_launch = nullptr;
+  if (!err.empty()) return fail(cudaErrorLaunchFailure, err);
+  return cudaSuccess;
+}
+
+void syncthreads() { wait(kAtBlockBarrier); }
+
+void syncwarp() { wait(kAtWarpBarrier); }
+
+unsigned lane_id() { return (unsigned)g_launch->current % 32u; }
+
+void shuffle(const void* in, void* out, int bytes, int src_lane) {
+  Launch* L = g_launch;
+  const unsigned me = (unsigned)L->current, n = (unsigned)L->fibers.size();
+  std::memcpy(&L->exchange[me * kExchangeBytes], in, bytes);
+  wait(kAtWarpBarrier);  // every lane has deposited its value
+  unsigned src = me - me % 32u + (unsigned)src_lane;
+  if (src >= n) src = me;  // a lane past the end of a partial warp
+  std::memcpy(out, &L->exchange[src * kExchangeBytes], bytes);
+  wait(kAtWarpBarrier);  // every lane has read before any lane deposits again
+}
+
+void* dynamic_smem() { return g_launch->smem.data(); }
+
+}  // namespace gk_sim

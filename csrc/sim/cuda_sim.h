@@ -1,0 +1,161 @@
+// A small CPU simulation of the CUDA execution model, so that the kernels of csrc/*.cu are *executed* in CPU CI.
+//
+// The same kernel source is compiled by the host compiler with GANKERN_SIM defined (see csrc/include/gankern/
+// cuda_compat.h). What is simulated:
+//   - gridDim / blockDim / blockIdx / threadIdx; blocks run one after another, the threads of a block run as
+//     cooperative fibers (ucontext) on one OS thread, each until it reaches a barrier;
+//   - static shared memory (`__shared__` is `static`: one copy, serving the one block that runs at a time) and
+//     dynamic shared memory (GK_DYNAMIC_SMEM), the latter filled with NaN bytes at every block start;
+//   - __syncthreads (every live thread of the block must reach it, else the launch fails: divergent barrier),
+//     __syncwarp and the warp shuffles __shfl_sync / __shfl_up_sync / __shfl_down_sync / __shfl_xor_sync
+//     (every live lane of the warp must take part);
+//   - atomics (trivially atomic: fibers switch only at barriers), the float intrinsics the kernels use, bf16/fp16.
+// The schedule (the order in which fibers run between barriers) is forward, reverse or a seeded shuffle
+// (gk_sim::set_schedule): a missing barrier makes a reduction read a value that another thread has not yet written
+// (or already overwritten) under at least one of these orders, so tests run kernels under several schedules.
+#pragma once
+
+#include <cmath>
+#include <math.h>
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+#include <string>
+
+// ---- CUDA qualifiers and types ----
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __restrict__ __restrict
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+enum cudaError_t : int {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorLaunchFailure = 719,
+};
+typedef struct CUstream_st* cudaStream_t;
+
+const char* cudaGetErrorString(cudaError_t e);
+cudaError_t cudaGetLastError();
+
+extern thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
+
+namespace gk_sim {
+
+enum Schedule { kForward = 0, kReverse = 1, kShuffled = 2 };
+void set_schedule(int schedule, unsigned seed);
+int schedule();
+
+// Runs body() for every thread of every block; returns cudaSuccess or an error whose text cudaGetErrorString gives.
+cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
+
+void syncthreads();
+void syncwarp();
+// Deposits `bytes` of the calling lane, waits for its warp, copies the bytes of lane `src` (own if out of range).
+void shuffle(const void* in, void* out, int bytes, int src_lane);
+unsigned lane_id();
+void* dynamic_smem();
+}  // namespace gk_sim
+
+inline void __syncthreads() { gk_sim::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { gk_sim::syncwarp(); }
+
+#define GK_SIM_SHUFFLE_CHECK(T) static_assert(sizeof(T) <= 16, "the simulation shuffles up to 16 bytes")
+
+template <typename T>
+inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
+  GK_SIM_SHUFFLE_CHECK(T);
+  T out;
+  unsigned lane = gk_sim::lane_id();
+  int base = (int)(lane / width) * width;
+  gk_sim::shuffle(&v, &out, sizeof(T), base + ((src % width) + width) % width);
+  return out;
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  GK_SIM_SHUFFLE_CHECK(T);
+  T out;
+  int lane = (int)gk_sim::lane_id();
+  int src = (lane % width) + (int)delta < width ? lane + (int)delta : lane;
+  gk_sim::shuffle(&v, &out, sizeof(T), src);
+  return out;
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+  GK_SIM_SHUFFLE_CHECK(T);
+  T out;
+  int lane = (int)gk_sim::lane_id();
+  int src = (lane % width) >= (int)delta ? lane - (int)delta : lane;
+  gk_sim::shuffle(&v, &out, sizeof(T), src);
+  return out;
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+  GK_SIM_SHUFFLE_CHECK(T);
+  T out;
+  int lane = (int)gk_sim::lane_id();
+  int src = lane ^ mask;
+  if ((src / width) != (lane / width)) src = lane;
+  gk_sim::shuffle(&v, &out, sizeof(T), src);
+  return out;
+}
+
+// ---- atomics (fibers switch only at barriers, so a plain read-modify-write is atomic) ----
+template <typename T>
+inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+template <typename T>
+inline T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
+template <typename T>
+inline T atomicMin(T* p, T v) { T old = *p; *p = std::min(old, v); return old; }
+template <typename T>
+inline T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
+
+// ---- math intrinsics ----
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __saturatef(float x) { return std::min(1.0f, std::max(0.0f, x)); }
+// fabsf, sqrtf, expf, logf, fmaxf, fminf, tanhf, ... come from <math.h>.
+
+// ---- 16-bit floats: storage types with round-to-nearest-even conversions ----
+struct __nv_bfloat16 { uint16_t bits; };
+struct __half { uint16_t bits; };
+
+inline float __bfloat162float(__nv_bfloat16 h) {
+  uint32_t u = (uint32_t)h.bits << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  __nv_bfloat16 h;
+  if (std::isnan(f)) { h.bits = 0x7fc0; return h; }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  h.bits = (uint16_t)(u >> 16);
+  return h;
+}
+inline float __half2float(__half h) {
+  _Float16 v;
+  std::memcpy(&v, &h.bits, 2);
+  return (float)v;
+}
+inline __half __float2half(float f) {
+  _Float16 v = (_Float16)f;
+  __half h;
+  std::memcpy(&h.bits, &v, 2);
+  return h;
+}

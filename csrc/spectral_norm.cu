@@ -1,0 +1,148 @@
+// Spectral-norm power iteration and W / sigma for many layers per launch (see include/gankern/spectral_norm.h).
+// Floor per step: W read twice (rows, then columns) and W / sigma written once.
+#include "gankern/cuda_compat.h"
+#include "gankern/spectral_norm.h"
+
+namespace gk {
+namespace {
+
+struct Layer {
+  const void* w;
+  void* u;
+  void* v;
+  int64_t h, w_cols, inner, h_off, w_off, n_off;
+};
+
+__device__ __forceinline__ Layer load_layer(const int64_t* meta, int layer) {
+  const int64_t* m = meta + 9 * (int64_t)layer;  // [W, u, v, h, w, inner, h_off, w_off, n_off]
+  return Layer{reinterpret_cast<const void*>(m[0]), reinterpret_cast<void*>(m[1]), reinterpret_cast<void*>(m[2]),
+               m[3], m[4], m[5], m[6], m[7], m[8]};
+}
+
+// Offset of W(r, c) in the weight's memory.
+__device__ __forceinline__ int64_t w_index(const Layer& L, int64_t r, int64_t c) {
+  return (c / L.inner) * L.h * L.inner + r * L.inner + c % L.inner;
+}
+
+constexpr int kThreads = 256;
+
+// One warp per row: t[r] = sum_c W(r, c) v[c].
+template <typename T>
+__global__ void __launch_bounds__(kThreads) rows_kernel(const int64_t* __restrict__ meta,
+                                                        const int32_t* __restrict__ items, float* __restrict__ t) {
+  const Layer L = load_layer(meta, items[2 * blockIdx.x]);
+  const int64_t r = items[2 * blockIdx.x + 1] + threadIdx.x / 32;
+  const unsigned lane = threadIdx.x % 32;
+  const T* W = static_cast<const T*>(L.w);
+  const T* v = static_cast<const T*>(L.v);
+  float acc = 0.0f;
+  if (r < L.h)
+    for (int64_t c = lane; c < L.w_cols; c += 32) acc += to_float(W[w_index(L, r, c)]) * to_float(v[c]);
+  acc = warp_sum(acc);
+  if (lane == 0 && r < L.h) t[L.h_off + r] = acc;
+}
+
+// One thread per column over SN_COLS_ROWS rows: s[c] += sum_r u[r] W(r, c).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) cols_kernel(const int64_t* __restrict__ meta,
+                                                        const int32_t* __restrict__ items, float* __restrict__ s) {
+  const int32_t* item = items + 3 * blockIdx.x;
+  const Layer L = load_layer(meta, item[0]);
+  const int64_t r0 = item[1], c = item[2] + (int64_t)threadIdx.x;
+  const T* W = static_cast<const T*>(L.w);
+  const T* u = static_cast<const T*>(L.u);
+  __shared__ float us[SN_COLS_ROWS];
+  if (threadIdx.x < SN_COLS_ROWS) us[threadIdx.x] = r0 + threadIdx.x < L.h ? to_float(u[r0 + threadIdx.x]) : 0.0f;
+  __syncthreads();
+  if (c >= L.w_cols) return;
+  const int64_t r_end = r0 + SN_COLS_ROWS < L.h ? r0 + SN_COLS_ROWS : L.h;
+  float acc = 0.0f;
+  for (int64_t r = r0; r < r_end; ++r) acc += us[r - r0] * to_float(W[w_index(L, r, c)]);
+  atomicAdd(&s[L.w_off + c], acc);
+}
+
+// One block per layer; see sn_reduce in the header for the modes.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) reduce_kernel(const int64_t* __restrict__ meta, int mode,
+                                                          float* __restrict__ flat, float eps,
+                                                          float* __restrict__ sigma) {
+  __shared__ float scratch[32];
+  const Layer L = load_layer(meta, blockIdx.x);
+  const int64_t n = mode == 1 ? L.w_cols : L.h;
+  float* x = flat + (mode == 1 ? L.w_off : L.h_off);
+  const T* u = static_cast<const T*>(L.u);
+  float acc = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i] * (mode == 2 ? to_float(u[i]) : x[i]);
+  const float total = block_sum(acc, scratch);
+  if (mode == 2) {
+    if (threadIdx.x == 0) sigma[blockIdx.x] = total;
+    return;
+  }
+  const float denom = fmaxf(sqrtf(total), eps);
+  T* dst = static_cast<T*>(mode == 0 ? L.u : L.v);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float y = x[i] / denom;
+    x[i] = y;
+    dst[i] = from_float<T>(y);
+  }
+  if (mode == 1 && threadIdx.x == 0) sigma[blockIdx.x] = total / denom;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) scale_kernel(const int64_t* __restrict__ meta,
+                                                         const int32_t* __restrict__ items,
+                                                         const float* __restrict__ sigma, T* __restrict__ out) {
+  const int layer = items[2 * blockIdx.x];
+  const Layer L = load_layer(meta, layer);
+  const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
+  const float inv = 1.0f / sigma[layer];
+  const T* W = static_cast<const T*>(L.w);
+  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads)
+    out[L.n_off + e] = from_float<T>(to_float(W[e]) * inv);
+}
+
+// Calls f(T{}) with T the storage type of `dtype`.
+template <typename F>
+cudaError_t dispatch(int dtype, F f) {
+  switch (dtype) {
+    case kFloat32: return f(float{});
+    case kBFloat16: return f(__nv_bfloat16{});
+    case kFloat16: return f(__half{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream) {
+  static_assert(SN_ROWS_PER_ITEM * 32 == kThreads, "one warp per row");
+  return dispatch(dtype, [&](auto tag) {
+    return launch(rows_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, t);
+  });
+}
+
+cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream) {
+  static_assert(SN_COLS_COLS == kThreads && SN_COLS_ROWS <= kThreads, "one thread per column");
+  return dispatch(dtype, [&](auto tag) {
+    return launch(cols_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, s);
+  });
+}
+
+cudaError_t sn_reduce(const int64_t* meta, int n_layers, int mode, float* flat, float eps, float* sigma, int dtype,
+                      cudaStream_t stream) {
+  if (mode < 0 || mode > 2) return cudaErrorInvalidValue;
+  return dispatch(dtype, [&](auto tag) {
+    return launch(reduce_kernel<decltype(tag)>, dim3(n_layers), dim3(kThreads), 0, stream, meta, mode, flat, eps,
+                  sigma);
+  });
+}
+
+cudaError_t sn_scale(const int64_t* meta, const int32_t* items, int n_items, const float* sigma, void* out, int dtype,
+                     cudaStream_t stream) {
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(scale_kernel<T>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, sigma, static_cast<T*>(out));
+  });
+}
+
+}  // namespace gk
