@@ -85,7 +85,10 @@ def psd_factor(sigma: torch.Tensor, *, name: str = "sigma", validate: bool = Tru
         check_covariance(name, sigma)
     w, v = torch.linalg.eigh(_sym64(sigma))
     _check_psd(name, w)
-    return v * w.clamp_min(0).sqrt()  # [d, d]: column j = sqrt(w_j) v_j
+    # eigenvalues below d * eps * max are rounding noise of zero eigenvalues (eigh's absolute error is about
+    # eps * ||sigma||): their square roots (~1e-8 relative) would otherwise enter the factor as noise
+    tiny = w.shape[0] * torch.finfo(torch.float64).eps * w[-1].clamp_min(0)
+    return v * torch.where(w > tiny, w, 0).sqrt()  # [d, d]: column j = sqrt(w_j) v_j
 
 
 def _tsp_svd(l1: torch.Tensor, s2: torch.Tensor, iters: int) -> torch.Tensor:
