@@ -1,0 +1,59 @@
+"""Checkpoints: one ``ckpt-<step>.pt`` per save, written atomically (temp file, fsync, rename), the newest ``keep``
+retained, loaded with ``torch.load(weights_only=True)`` (plain tensors, numbers, strings: no code runs at load)."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+
+
+def path_for(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, f"ckpt-{step:08d}.pt")
+
+
+def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    """[(step, path)] of the complete checkpoints in run_dir, oldest first (temp files are never listed)."""
+    if not os.path.isdir(run_dir):
+        return []
+    out = [(int(m.group(1)), os.path.join(run_dir, n)) for n in os.listdir(run_dir) if (m := _NAME.match(n))]
+    return sorted(out)
+
+
+def save(state: dict, path: str) -> str:
+    """Write ``state`` (a dict of state_dicts, tensors and numbers) to path atomically."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(d, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def save_step(state: dict, run_dir: str, step: int, keep: int) -> str:
+    """Save the checkpoint of ``step`` and delete all but the newest ``keep`` checkpoints."""
+    p = save(state, path_for(run_dir, step))
+    for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        os.remove(old)
+    return p
+
+
+def load(path: str, device: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without executing code (weights_only=True)."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def latest(run_dir: str) -> str | None:
+    """Path of the newest complete checkpoint in run_dir, or None."""
+    cks = list_checkpoints(run_dir)
+    return cks[-1][1] if cks else None
