@@ -12,6 +12,7 @@ import sys
 MODULES = [
     "gankern._info_cli",      # info
     "gankern._bench_cli",     # bench
+    "gankern.metrics.cli",    # fid
 ]
 
 

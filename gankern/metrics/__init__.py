@@ -7,3 +7,6 @@ from .stats import FeatureStats, frechet_distance, load_stats, save_stats  # noq
 from .scores import inception_score, kid  # noqa: F401
 
 __all__ = ["FeatureStats", "frechet_distance", "kid", "inception_score", "load_stats", "save_stats"]
+from .extract import compute_stats  # noqa: F401,E402
+
+__all__ += ["compute_stats"]

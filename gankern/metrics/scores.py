@@ -94,6 +94,9 @@ def kid(feats_real, feats_fake, num_subsets: int = 100, max_subset_size: int = 1
     dtype = torch.promote_types(x.dtype, y.dtype)
     x, y = x.to(dtype), y.to(dtype)
     backend = _backend.select(x.device, dtype, _KID_PREFERENCE, _KID_DTYPES)
+    if backend not in _KID_SUMS:
+        raise _backend.BackendUnavailable(f"gankern backend {backend!r} was asked for but kid has no {backend} "
+                                          f"kernels (it has {', '.join(_KID_SUMS)})")
     ix, iy = _subsets(y.shape[0], x.shape[0], m, num_subsets, seed, x.device)
     return _kid_from_sums(*_KID_SUMS[backend](x, y, ix, iy), m)
 

@@ -1,0 +1,58 @@
+"""`gankern fid PATH1 PATH2`: FID between two image sets (folders, zips) or saved statistics (.npz)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "fid", help="Frechet Inception Distance between two image folders/zips or .npz statistics",
+        description="FID with pytorch-fid's Inception-v3 and statistics format. PATH is a folder of images "
+                    "(searched recursively), a zip of images, or an .npz with 'mu' and 'sigma'. Images of any size "
+                    "are resized to 299x299 (bilinear), as pytorch-fid does.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="two paths (FID), or one with --save-stats")
+    p.add_argument("--weights", default=None,
+                   help="pt_inception-2015-12-05-6726825d.pth (default: $GANKERN_INCEPTION_WEIGHTS, then the cache)")
+    p.add_argument("--download", action="store_true", help="download the weights if not found (needs network)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--num-workers", type=int, default=4, help="image decoding processes")
+    p.add_argument("--save-stats", metavar="OUT.npz", default=None,
+                   help="write the first PATH's statistics (pytorch-fid's .npz format)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from . import inception
+    from .extract import stats_of_path
+    from .stats import frechet_distance, save_stats
+
+    paths = args.paths
+    if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
+        print("gankern fid: give two paths, or one path with --save-stats OUT.npz", file=sys.stderr)
+        return 2
+    if args.batch_size < 1:
+        print(f"gankern fid: --batch-size must be positive, got {args.batch_size}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = functools.lru_cache(None)(
+        lambda: inception.load_fid_inception(args.weights, download=args.download, device=device))
+    try:
+        stats = [stats_of_path(p, model, batch_size=args.batch_size, device=device,
+                               num_workers=args.num_workers, progress=not args.quiet) for p in paths]
+        if args.save_stats:
+            save_stats(args.save_stats, *stats[0])
+            print(f"saved the statistics of {paths[0]} to {args.save_stats}", file=sys.stderr)
+        if len(stats) == 2:
+            mu1, s1, mu2, s2 = (torch.as_tensor(a, dtype=torch.float64, device=device) for pair in stats for a in pair)
+            print(f"FID: {frechet_distance(mu1, s1, mu2, s2):.6f}")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gankern fid: error: {e}", file=sys.stderr)
+        return 1
+    return 0
