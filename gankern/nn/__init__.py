@@ -2,3 +2,4 @@
 from . import utils  # noqa: F401
 from .convert import convert  # noqa: F401
 from .spectral_norm import SpectralNormGroup  # noqa: F401
+from .minibatch import MinibatchDiscrimination, MinibatchStdDev  # noqa: F401

@@ -1,3 +1,4 @@
 """Public ops: each family's functions (see gankern/ops/<family>.py). One import line per family."""
 from . import spectral_norm  # noqa: F401
 from . import fid  # noqa: F401
+from .minibatch import minibatch_discrimination, minibatch_discrimination_pairs, minibatch_stddev  # noqa: F401
