@@ -16,8 +16,8 @@ class ModelConfig:
     """Architecture options shared by all the classic GANs (one row of ARCHS picks the body)."""
     arch: str = "dcgan"          # mlp | dcgan | resnet (see ARCHS)
     z_dim: int = 64
-    g_ch: int = 64               # G base width
-    d_ch: int = 64               # D base width
+    g_ch: int = 32               # G base width
+    d_ch: int = 32               # D base width
     cond: str = "none"           # none | concat | proj: label conditioning (G always concatenates an embedding)
     g_norm: str = "bn"           # bn | none
     d_norm: str = "bn"           # bn | ln | none

@@ -136,11 +136,23 @@ frechet_distance = _pick("frechet_distance", [("gankern.metrics", "frechet_dista
 kid = _pick("kid", [("gankern.metrics", "kid")], _local_kid)
 
 
-def fid_from_features(real, fake) -> float:
-    """FID between two feature sets (n, d) and (m, d) (means and covariances in float64)."""
+def _local_mean_cov(feats):
+    """feats (n, d) -> (mean (d,), covariance (d, d)) in float64, numpy.cov's meaning."""
     import numpy as np
-    stats = []
-    for f in (real, fake):
-        f = np.asarray(f, np.float64)
-        stats += [f.mean(0), np.cov(f, rowvar=False)]
-    return float(frechet_distance(*stats))
+    f = np.asarray(feats, np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def _gankern_mean_cov(feats):
+    stats = _FeatureStats()
+    stats.update(torch.as_tensor(feats, dtype=torch.float64))
+    return stats.mean_cov()
+
+
+_FeatureStats = _pick("feature_stats", [("gankern.metrics", "FeatureStats")], None)
+mean_cov = _gankern_mean_cov if _FeatureStats is not None else _local_mean_cov
+
+
+def fid_from_features(real, fake) -> float:
+    """FID between two feature sets (n, d) and (m, d) (streaming means and covariances in float64)."""
+    return float(frechet_distance(*mean_cov(real), *mean_cov(fake)))

@@ -298,6 +298,7 @@ class Trainer:
                     "mirror": self.cfg.train.mirror},
             "penalty": {"r1": self.cfg.loss.r1, "gp": self.cfg.loss.gp, "reg_interval": self.cfg.loss.reg_interval},
             "config": self.cfg.to_json(), "fastops": json.dumps(fastops.SOURCES),
+            "channels": self.dataset.channels, "num_classes": self.num_classes,
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -363,6 +364,7 @@ class Trainer:
                 {"fastops": fastops.SOURCES, "world": self.dist.world, "device": str(self.dist.device),
                  "torch": torch.__version__, "total_steps": self.total_steps}, indent=2))
             if self.step == 0:
+                self.save_checkpoint()                     # a run killed before its first tick resumes too
                 self.snapshot()
         bar = Progress(self.total_steps, t.batch, self.step, self.progress)
         acc: dict[str, float] = {}

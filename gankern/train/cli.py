@@ -1,0 +1,191 @@
+"""``gankern train`` and ``gankern generate``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+TRAIN_EPILOG = """\
+examples:
+
+  # DCGAN on the embedded digits (scikit-learn, offline), 32x32, a few minutes on a CPU
+  gankern train --config dcgan --data digits --outdir runs/ --kimg 100
+
+  # WGAN-GP on a folder of images at 64x64 with flips, 2 GPUs
+  torchrun --nproc_per_node 2 -m gankern train --config wgan-gp --data ~/faces --res 64 --mirror
+
+  # any config field: --set SECTION.FIELD=VALUE (sections: model, loss, opt, train)
+  gankern train --config dcgan --set model.mbstd=4 --set loss.r1=1 --set loss.reg_interval=4
+
+  # continue a run (also after a crash or SIGKILL: it restarts from the newest checkpoint)
+  gankern train --resume runs/00000-dcgan-digits-32
+
+configs: gankern train --list-configs
+"""
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a GAN (dcgan, wgan-gp, sngan, ...; --list-configs)",
+                       description="Train a GAN from the table of named configs. Writes to a new run directory "
+                                   "under --outdir: config.json, checkpoints, image grids (fakes*.png), "
+                                   "metrics.jsonl, plot.png.",
+                       epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("general options")
+    g.add_argument("--config", metavar="NAME", default="dcgan", help="named config (default: %(default)s)")
+    g.add_argument("--list-configs", action="store_true", help="print the named configs and exit")
+    g.add_argument("--data", metavar="PATH", help="'digits' (embedded), folder, .zip, .npz or .npy "
+                                                  "(default: digits)")
+    g.add_argument("--outdir", metavar="DIR", default="runs", help="where to make the run directory "
+                                                                   "(default: %(default)s)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
+    g.add_argument("--kimg", type=float, metavar="KIMG", help="length of training in thousands of images")
+    g.add_argument("--batch", type=int, metavar="B", help="global batch size (all GPUs together)")
+    g.add_argument("--seed", type=int, metavar="INT", help="random seed")
+    g.add_argument("--device", metavar="DEV", help="cpu or cuda[:i] (default: cuda when available)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d = p.add_argument_group("data options")
+    d.add_argument("--res", type=int, metavar="R", help="image resolution (power of two; default 32)")
+    d.add_argument("--mirror", action="store_true", default=None, help="random horizontal flips")
+    d.add_argument("--labels", metavar="FILE", help="labels for conditional configs: dataset.json or CSV")
+    d.add_argument("--subfolder-labels", action="store_true", default=None,
+                   help="labels from first-level subfolder names")
+    t = p.add_argument_group("performance and output options")
+    t.add_argument("--amp", choices=["off", "bf16", "fp16"], help="mixed precision")
+    t.add_argument("--accum", type=int, metavar="N", help="gradient accumulation rounds per step")
+    t.add_argument("--workers", type=int, metavar="N", help="data loader processes (file data sets)")
+    t.add_argument("--snap", type=int, metavar="STEPS", help="image grid + metrics + checkpoint every STEPS")
+    t.add_argument("--keep", type=int, metavar="N", help="checkpoints kept")
+    t.add_argument("--metrics", choices=["auto", "digits-fid", "none"], help="FID/KID at snapshots "
+                   "(auto: digits-fid on digits)")
+    t.add_argument("--set", action="append", default=[], metavar="SEC.FIELD=VAL",
+                   help="set any config field, e.g. loss.r1=10, opt.d_lr=4e-4 (repeatable)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=train_main)
+
+    q = sub.add_parser("generate", help="write an image grid from a trained run",
+                       description="Generate images from a run's G_ema (newest checkpoint) into a PNG grid.")
+    q.add_argument("--run", required=True, metavar="DIR", help="run directory (or a ckpt-*.pt file)")
+    q.add_argument("--n", type=int, default=64, metavar="N", help="number of images (default: %(default)s)")
+    q.add_argument("--out", default="grid.png", metavar="PNG", help="output file (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
+    q.add_argument("--truncation", type=float, metavar="T", help="redraw latent entries with |z| > T")
+    q.add_argument("--class", dest="cls", type=int, metavar="K", help="class label (conditional configs)")
+    q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
+    q.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
+    q.set_defaults(func=generate_main)
+
+
+_FIELDS = {"data": "data", "kimg": "kimg", "batch": "batch", "seed": "seed", "res": "resolution",
+           "mirror": "mirror", "labels": "labels_file", "subfolder_labels": "subfolder_labels", "amp": "amp",
+           "accum": "accum", "workers": "workers", "keep": "keep", "metrics": "metrics"}
+
+
+def _resolve(args):
+    from .config import CONFIGS, RunConfig, named_config, set_field
+    if args.resume:
+        path = os.path.join(args.resume, "config.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--resume {args.resume}: no config.json there")
+        cfg = RunConfig.from_json(open(path).read())
+    else:
+        if args.config not in CONFIGS:
+            raise ValueError(f"unknown config '{args.config}'; known: {', '.join(CONFIGS)}")
+        cfg = named_config(args.config)
+    for a, f in _FIELDS.items():
+        v = getattr(args, a)
+        if v is not None:
+            setattr(cfg.train, f, v)
+    if args.snap is not None:
+        cfg.train.snap_steps = cfg.train.ckpt_steps = args.snap
+        cfg.train.log_steps = min(cfg.train.log_steps, args.snap)
+        if args.snap % cfg.train.log_steps:
+            cfg.train.log_steps = args.snap
+    for s in args.set:
+        set_field(cfg, s)
+    return cfg.validate()
+
+
+def _run_dir(outdir: str, cfg) -> str:
+    os.makedirs(outdir, exist_ok=True)
+    ids = [int(m.group(1)) for n in os.listdir(outdir) if (m := re.match(r"^(\d{5})-", n))]
+    data = "digits" if cfg.train.data == "digits" else os.path.splitext(os.path.basename(
+        cfg.train.data.rstrip("/")))[0]
+    return os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{cfg.config}-{data}-{cfg.train.resolution}")
+
+
+def train_main(args) -> int:
+    from .config import CONFIGS
+    if args.list_configs:
+        w = max(map(len, CONFIGS))
+        for name, (desc, _) in CONFIGS.items():
+            print(f"{name:<{w}}  {desc}")
+        return 0
+    try:
+        cfg = _resolve(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"gankern train: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    import torch.distributed as tdist
+
+    from .loop import Dist, NonFiniteError, Trainer
+    dist = Dist.from_env(args.device)
+    run_dir = args.resume or _run_dir(args.outdir, cfg)
+    if dist.world > 1:                                   # every rank writes into rank 0's choice
+        box = [run_dir]
+        tdist.broadcast_object_list(box, src=0)
+        run_dir = box[0]
+    trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet)
+    if dist.rank == 0:
+        print(f"run directory: {run_dir}\nconfig: {cfg.config} ({CONFIGS.get(cfg.config, ('',))[0]})\n"
+              f"{trainer.total_steps} steps of {cfg.train.batch} images on {dist.world} x {dist.device}")
+    try:
+        if args.resume:
+            trainer.resume()
+        last = trainer.train()
+    except NonFiniteError as e:
+        print(f"gankern train: stopped: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+    if dist.rank == 0:
+        print(f"done: {json.dumps(last)}\ngrid: {os.path.join(run_dir, 'fakes-latest.png')}\n"
+              f"plot: {os.path.join(run_dir, 'plot.png')}\nmetrics: {os.path.join(run_dir, 'metrics.jsonl')}")
+    return 0
+
+
+def load_generator(run: str, device: str = "cpu", ema: bool = True):
+    """(G, RunConfig, num_classes) from a run directory's newest checkpoint (or a checkpoint file)."""
+    from ..models import build
+    from . import checkpoint
+    from .config import RunConfig
+    path = run if os.path.isfile(run) else checkpoint.latest(run)
+    if path is None:
+        raise FileNotFoundError(f"{run}: no checkpoint (ckpt-*.pt)")
+    s = checkpoint.load(path, device)
+    cfg = RunConfig.from_json(s["config"])
+    G, _ = build(cfg.model, cfg.train.resolution, int(s["channels"]), int(s["num_classes"]))
+    G.load_state_dict(s["G_ema" if ema else "G"])
+    return G.to(device).eval(), cfg, int(s["num_classes"])
+
+
+def generate_main(args) -> int:
+    import torch
+
+    from .loop import generate
+    from .outputs import save_grid
+    try:
+        G, cfg, k = load_generator(args.run, args.device, not args.no_ema)
+    except FileNotFoundError as e:
+        print(f"gankern generate: error: {e}", file=sys.stderr)
+        return 2
+    labels = torch.full((args.n,), args.cls, dtype=torch.long) if args.cls is not None and k else None
+    images = generate(G, args.n, cfg.model.z_dim, k, args.seed, args.truncation, args.device, labels)
+    save_grid(images, args.out)
+    print(f"wrote {args.n} images to {args.out}")
+    return 0
