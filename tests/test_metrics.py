@@ -29,7 +29,10 @@ def gen():
 
 
 # -------------------------------------------------------------------------------------------------- FeatureStats
-def test_feature_stats_matches_numpy_cov(gen):
+@pytest.mark.parametrize("block", (512, 16, 5))  # one Gram block; blocks of 16 and 5 columns (odd last block)
+def test_feature_stats_matches_numpy_cov(block, gen, monkeypatch):
+    from gankern.metrics import stats as stats_mod
+    monkeypatch.setattr(stats_mod, "SYRK_BLOCK", block)
     d = 37
     # a mean far larger than the spread: the one-pass sum-of-outer-products formula loses digits here
     x = torch.randn(1001, d, dtype=torch.float64, generator=gen) * 1e-2 + 1e4

@@ -2,13 +2,15 @@
 
 ``FeatureStats`` keeps, in float64 on the features' device, the count n, the mean and the centered second moment
 M2 = sum_i (x_i - mean)(x_i - mean)^T of every row seen. Each ``update`` centers its chunk on the chunk's own mean
-(one float64 GEMM of the centered chunk) and merges (Chan, Golub & LeVeque):
+(one float64 Gram matrix of the centered chunk, upper blocks only: ``_add_gram_``) and merges (Chan, Golub & LeVeque):
 
     M2 = M2_a + M2_b + delta delta^T * n_a n_b / n,   delta = mean_b - mean_a.
 
 Nothing is a one-pass sum of outer products, so a mean that is large next to the spread costs no digits (the
-one-pass formula sum(x x^T) - n mean mean^T of torchmetrics does). Cost per chunk of n_b rows: n_b d^2 multiply-adds
-(the GEMM) + O(d^2) for the merge; the floor of 50k x 2048 is one float64 GEMM of that size.
+one-pass formula sum(x x^T) - n mean mean^T of torchmetrics does). Cost per chunk of n_b rows: about (5/8) n_b d^2
+multiply-adds for d = 2048 (the upper blocks; a full GEMM is n_b d^2) + O(n_b d) for the cast and centering + O(d^2)
+for the merge. The bar of issue 7 is one float64 GEMM of all the features (GPU.md: 9.9 ms for 50k x 2048 on the
+H100); the floor is the syrk's n d^2 FLOPs at the FP64 rate. Not measured on a GPU yet (bench/bench_fid.py).
 """
 from __future__ import annotations
 
@@ -75,7 +77,13 @@ class FeatureStats:
         x = feats.to(device=self.device, dtype=torch.float64)
         mean_b = x.mean(0)
         xc = x - mean_b                                   # [n_b, d]
-        self._merge(n_b, mean_b, xc.T @ xc)
+        n_a = self.n
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean.add_(delta, alpha=n_b / n)
+        _add_gram_(self.m2, xc)                           # M2 += xc^T xc (upper blocks + mirror)
+        self.m2.addr_(delta, delta, alpha=n_a * n_b / n)
+        self.n = n
         return self
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
@@ -131,6 +139,27 @@ class FeatureStats:
         self.mean, self.m2 = state["mean"].to(torch.float64), state["m2"].to(torch.float64)
         self.dim, self.device = self.mean.shape[0], self.mean.device
         return self
+
+
+SYRK_BLOCK = 512
+
+
+def _add_gram_(m2: torch.Tensor, xc: torch.Tensor) -> None:
+    """m2 (d, d) += xc^T xc (xc (n, d)) computing only the diagonal and upper blocks of SYRK_BLOCK columns (torch
+    has no syrk): for d = 2048, 10 GEMMs of 512 columns instead of the 16 of a full GEMM, 5/8 of the FLOPs; the
+    lower blocks are copied from the upper ones."""
+    d = xc.shape[1]
+    if d <= SYRK_BLOCK:
+        m2.addmm_(xc.T, xc)
+        return
+    edges = list(range(0, d, SYRK_BLOCK)) + [d]
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    for i, bi in enumerate(blocks):
+        for bj in blocks[i:]:
+            m2[bi, bj].addmm_(xc[:, bi].T, xc[:, bj])
+    for i, bi in enumerate(blocks):
+        for bj in blocks[i + 1:]:
+            m2[bj, bi] = m2[bi, bj].T
 
 
 def _as_tensor(name: str, x, ndim: int) -> torch.Tensor:
