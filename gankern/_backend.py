@@ -11,7 +11,6 @@ the CUDA execution model (``gankern._sim``, enabled by :func:`gankern._ext.simul
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 from typing import Iterable, Sequence
 
@@ -21,7 +20,8 @@ from . import _ext
 
 BACKENDS = ("ref", "triton", "cuda")
 
-_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("gankern_backend", default=None)
+# The forced backends, innermost last (a plain module-level list, so that torch.compile can trace the choice).
+_forced: list[str | None] = []
 
 
 class BackendUnavailable(RuntimeError):
@@ -35,27 +35,28 @@ def _check_name(name: str) -> str:
 
 
 class use_backend(contextlib.ContextDecorator):
-    """Force a backend: ``gankern.use_backend("triton")`` for the rest of the program (or context),
-    ``with gankern.use_backend("ref"): ...`` for a block. ``None`` returns to the default choice."""
+    """Force a backend: ``gankern.use_backend("triton")`` for the rest of the program, or
+    ``with gankern.use_backend("ref"): ...`` for a block. ``None`` returns to the default choice (and overrides
+    ``GANKERN_BACKEND``)."""
 
     def __init__(self, name: str | None):
-        self._token = _forced.set(None if name is None else _check_name(name))
+        _forced.append(None if name is None else _check_name(name))
+        self._depth = len(_forced)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _forced.reset(self._token)
+        del _forced[self._depth - 1:]
         return False
 
 
 def forced_backend() -> str | None:
     """The backend forced by :func:`use_backend` or, failing that, by ``GANKERN_BACKEND``; else None."""
-    name = _forced.get()
-    if name is None:
-        env = os.environ.get("GANKERN_BACKEND", "").strip()
-        name = _check_name(env) if env else None
-    return name
+    if _forced:
+        return _forced[-1]
+    env = os.environ.get("GANKERN_BACKEND", "").strip()
+    return _check_name(env) if env else None
 
 
 def triton_interpreted() -> bool:
@@ -63,8 +64,17 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+_TRITON_REASON: list[str | None] = []  # decided once per process (a plain list, traceable by torch.compile)
+
+
 def triton_reason() -> str | None:
-    """Why Triton cannot run at all here, or None."""
+    """Why Triton cannot run at all here, or None (decided once per process)."""
+    if not _TRITON_REASON:
+        _TRITON_REASON.append(_triton_reason())
+    return _TRITON_REASON[0]
+
+
+def _triton_reason() -> str | None:
     try:
         import triton  # noqa: F401
     except ImportError as e:  # pragma: no cover - triton is a dependency on Linux

@@ -32,8 +32,17 @@ def _import(name: str):
         return None, str(e)
 
 
+_CUDA_REASON: list[str | None] = []  # decided once per process (a plain list, traceable by torch.compile)
+
+
 def cuda_reason() -> str | None:
-    """Why the cuda backend cannot run on this machine, or None."""
+    """Why the cuda backend cannot run on this machine, or None (decided once per process)."""
+    if not _CUDA_REASON:
+        _CUDA_REASON.append(_cuda_reason())
+    return _CUDA_REASON[0]
+
+
+def _cuda_reason() -> str | None:
     info = build_info()
     if not info.get("cuda"):
         return f"gankern._C was not built: {info.get('reason', 'unknown')}"

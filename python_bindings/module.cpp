@@ -7,7 +7,12 @@
 #endif
 
 namespace gk_bind {
+#ifdef GANKERN_SIM
+void bind_sim_selftest(py::module_& m);
+#endif
 void bind_spectral_norm(py::module_& m);
+void bind_minibatch(py::module_& m);
+void bind_modulation(py::module_& m);
 }  // namespace gk_bind
 
 PYBIND11_MODULE(GK_MODULE_NAME, m) {
@@ -16,8 +21,11 @@ PYBIND11_MODULE(GK_MODULE_NAME, m) {
   m.attr("simulated") = true;
   m.def("set_schedule", &gk_sim::set_schedule, pybind11::arg("schedule"), pybind11::arg("seed") = 0,
         "order of the simulated threads between barriers: 0 forward, 1 reverse, 2 shuffled with seed");
+  gk_bind::bind_sim_selftest(m);
 #else
   m.attr("simulated") = false;
 #endif
   gk_bind::bind_spectral_norm(m);
+  gk_bind::bind_minibatch(m);
+  gk_bind::bind_modulation(m);
 }

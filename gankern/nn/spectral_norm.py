@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm as _TorchSpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm as _TorchHookSpectralNorm
 
 from ..ops import spectral_norm as ops
 from .convert import register_converter
@@ -150,7 +152,7 @@ def _convert(module: nn.Module) -> nn.Module | None:
     if parametrize.is_parametrized(module):
         for tname, plist in module.parametrizations.items():
             for i, p in enumerate(plist):
-                if type(p).__name__ == "_SpectralNorm" and type(p).__module__ == "torch.nn.utils.parametrizations":
+                if isinstance(p, _TorchSpectralNorm):
                     if plist.original.ndim > 1:
                         new = SpectralNorm.from_vectors(p._u, p._v, plist.original, p.n_power_iterations, p.dim, p.eps)
                     else:
@@ -158,17 +160,16 @@ def _convert(module: nn.Module) -> nn.Module | None:
                     new.train(p.training)
                     plist[i] = new
                     changed = True
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, torch.nn.utils.spectral_norm.SpectralNorm):
+    for hook in list(module._forward_pre_hooks.values()):
+        if isinstance(hook, _TorchHookSpectralNorm):
             name = hook.name
             original = getattr(module, name + "_orig").detach().clone()
             u, v = getattr(module, name + "_u"), getattr(module, name + "_v")
             torch.nn.utils.remove_spectral_norm(module, name)
             with torch.no_grad():
                 getattr(module, name).copy_(original)
-            wm_dim = hook.dim
             parametrize.register_parametrization(
-                module, name, SpectralNorm.from_vectors(u, v, original, hook.n_power_iterations, wm_dim, hook.eps),
+                module, name, SpectralNorm.from_vectors(u, v, original, hook.n_power_iterations, hook.dim, hook.eps),
                 unsafe=True)
             changed = True
     return module if changed else None

@@ -48,6 +48,10 @@ def from_matrix(mat: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tens
 # ----------------------------------------------------------------------------------------------------------------
 # reference twins
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """sigma, u and v as returned to the caller: float64 for float64 weights, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
 def _power_iteration_ref(weights, us, vs, dims, n_iter, eps):
     sigmas = []
     with torch.no_grad():
@@ -56,8 +60,9 @@ def _power_iteration_ref(weights, us, vs, dims, n_iter, eps):
             for _ in range(n_iter):
                 u.copy_(F.normalize(torch.mv(wm, v), dim=0, eps=eps))
                 v.copy_(F.normalize(torch.mv(wm.H, u), dim=0, eps=eps))
-            sigmas.append(torch.vdot(u, torch.mv(wm, v)).float())
-        return (torch.stack(sigmas), torch.cat([u.float() for u in us]), torch.cat([v.float() for v in vs]))
+            sigmas.append(torch.vdot(u, torch.mv(wm, v)))
+        acc = _acc_dtype(weights[0].dtype)
+        return (torch.stack(sigmas).to(acc), torch.cat([u.to(acc) for u in us]), torch.cat([v.to(acc) for v in vs]))
 
 
 def _normalize_ref(weights, sigmas):
@@ -197,8 +202,9 @@ def _sn_power_iteration(weights: list[torch.Tensor], us: list[torch.Tensor], vs:
 @_sn_power_iteration.register_fake
 def _(weights, us, vs, dims, n_iter, eps, backend):
     w0 = weights[0]
-    return (w0.new_empty(len(weights), dtype=torch.float32), w0.new_empty(sum(u.numel() for u in us), dtype=torch.float32),
-            w0.new_empty(sum(v.numel() for v in vs), dtype=torch.float32))
+    acc = _acc_dtype(w0.dtype)
+    return (w0.new_empty(len(weights), dtype=acc), w0.new_empty(sum(u.numel() for u in us), dtype=acc),
+            w0.new_empty(sum(v.numel() for v in vs), dtype=acc))
 
 
 @torch.library.custom_op("gankern::sn_normalize", mutates_args=())
@@ -221,16 +227,20 @@ def _normalize_setup(ctx, inputs, output):
 
 
 def _normalize_backward(ctx, grad):
-    """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer (differentiable torch ops, so it has a backward too)."""
+    """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer, in differentiable torch ops (so it has a backward)."""
     sigmas, u_flat, v_flat, *weights = ctx.saved_tensors
     grads = grad.split([w.numel() for w in weights])
     us = u_flat.split([w.shape[d] for w, d in zip(weights, ctx.dims)])
     vs = v_flat.split([w.numel() // w.shape[d] for w, d in zip(weights, ctx.dims)])
     out = []
     for w, g, u, v, sig, d in zip(weights, grads, us, vs, sigmas, ctx.dims):
-        g = g.view(w.shape).float()
-        coef = (g * w.float()).sum() / (sig * sig)
-        out.append((g / sig - coef * from_matrix(torch.outer(u, v), w.shape, d)).to(w.dtype))
+        uv = from_matrix(torch.outer(u, v), w.shape, d)  # d sigma / dW
+        wa = w.to(sig.dtype)
+        if torch.is_grad_enabled():  # double backward: sigma = <u v^T, W> must carry its dependence on W
+            sig = (uv * wa).sum()
+        g = g.view(w.shape).to(sig.dtype)
+        coef = (g * wa).sum() / (sig * sig)
+        out.append((g / sig - coef * uv).to(w.dtype))
     return out, None, None, None, None, None
 
 
@@ -250,6 +260,7 @@ def _check(weights, us, vs, dims, n_power_iterations, eps):
         raise ValueError(f"n_power_iterations must be an int >= 0, got {n_power_iterations!r}")
     if not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive float, got {eps!r}")
+    _validate.tensor("weights[0]", weights[0])
     device, dtype = weights[0].device, weights[0].dtype
     for i, (w, u, v, d) in enumerate(zip(weights, us, vs, dims)):
         _validate.tensor(f"weights[{i}]", w, dtypes=_validate.FLOATS, device=device)
@@ -287,12 +298,14 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         weights: L tensors, each (h, ...) read as a matrix along ``dims[l]`` (default 0); one dtype and device.
         us: L tensors (h_l,), the left vectors; vs: L tensors (w_l,), the right vectors; dtype of the weights.
     Returns:
-        sigmas: (L,) float32, sigma_l = u_l^T W_l v_l after the iterations (with 0 iterations: of the given u, v).
+        sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0 iterations: of the given u, v).
     """
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype)
-    return _sn_power_iteration(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps), backend)[0]
+    with torch.no_grad():
+        return _sn_power_iteration(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps),
+                                   backend)[0]
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -301,13 +314,15 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
     """Power iteration (updating ``us``, ``vs`` in place) and W / sigma for every layer, differentiable in W.
 
     Returns:
-        (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32.
+        (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32
+        (float64 for float64 weights).
     """
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype)
     weights = list(weights)
-    sigmas, u_flat, v_flat = _sn_power_iteration(weights, list(us), list(vs), dims, n_power_iterations, float(eps),
-                                                  backend)
+    with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
+        sigmas, u_flat, v_flat = _sn_power_iteration(weights, list(us), list(vs), dims, n_power_iterations,
+                                                      float(eps), backend)
     flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
     return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigmas

@@ -1,0 +1,308 @@
+"""Spectral norm: every backend against the reference twin, the drop-in parametrization against torch's, convert(),
+the batched group, torch.compile, and bad input."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import gankern
+import gankern._sim as sim
+from gankern.nn import SpectralNormGroup, convert
+from gankern.nn.utils import spectral_norm
+from gankern.ops.spectral_norm import as_matrix, power_iteration_all, spectral_normalize_all
+
+from conftest import CPU_BACKENDS, backend_ctx
+
+# (shape, dim): convs, a transposed conv (dim 1), linears with few and many rows, sizes that are not multiples of
+# any tile of the kernels.
+LAYERS = [((7, 5, 3, 3), 0), ((33, 20), 0), ((4, 9, 3, 3), 1), ((301, 3), 0), ((1, 37), 0), ((130, 70, 1, 1), 0)]
+
+
+def fresh_vectors(weights, dims, dtype=torch.float32, warm=3):
+    """Random u, v after ``warm`` reference iterations (as a module has them after its first steps: with raw random
+    vectors u^T W v can be near 0 and the gradient W / sigma ill-conditioned)."""
+    us = [F.normalize(torch.randn(w.shape[d]), dim=0) for w, d in zip(weights, dims)]
+    vs = [F.normalize(torch.randn(w.numel() // w.shape[d]), dim=0) for w, d in zip(weights, dims)]
+    if warm:
+        with gankern.use_backend("ref"):
+            power_iteration_all([w.float() for w in weights], us, vs, warm, 1e-12, dims)
+    return [u.to(dtype) for u in us], [v.to(dtype) for v in vs]
+
+
+def run(backend, weights, us, vs, dims, n, grad_seed=None):
+    ws = [w.detach().clone().requires_grad_(True) for w in weights]
+    us, vs = [u.clone() for u in us], [v.clone() for v in vs]
+    with backend_ctx(backend):
+        outs, sig = spectral_normalize_all(ws, us, vs, n, 1e-12, dims)
+    g = torch.Generator().manual_seed(grad_seed or 0)
+    loss = sum((o.float() * torch.randn(o.shape, generator=g)).sum() for o in outs)
+    loss.backward()
+    return outs, sig, us, vs, [w.grad for w in ws]
+
+
+def assert_close_lists(a, b, **tol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.float(), y.float(), **tol)
+
+
+@pytest.mark.parametrize("schedule", [0, 1])
+@pytest.mark.parametrize("n_iter", [0, 1, 3])
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_kernels_match_reference(name, n_iter, schedule):
+    weights = [torch.randn(s) for s, _ in LAYERS]
+    dims = [d for _, d in LAYERS]
+    us, vs = fresh_vectors(weights, dims)
+    sim.set_schedule(schedule, 0)
+    try:
+        got = run(name, weights, us, vs, dims, n_iter, grad_seed=5)
+    finally:
+        sim.set_schedule(0, 0)
+    want = run("ref", weights, us, vs, dims, n_iter, grad_seed=5)
+    tol = dict(rtol=2e-5, atol=2e-6)
+    assert_close_lists(got[0], want[0], **tol)        # W / sigma
+    torch.testing.assert_close(got[1], want[1], **tol)  # sigmas
+    assert_close_lists(got[2], want[2], **tol)        # u updated in place
+    assert_close_lists(got[3], want[3], **tol)        # v updated in place
+    assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)  # dW
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_kernels_fp16_weights(name):
+    weights = [torch.randn(s).half() for s, _ in LAYERS[:3]]
+    dims = [d for _, d in LAYERS[:3]]
+    us, vs = fresh_vectors(weights, dims, torch.float16)
+    got = run(name, weights, us, vs, dims, 2)
+    want = run("ref", [w.float() for w in weights], [u.float() for u in us], [v.float() for v in vs], dims, 2)
+    assert got[0][0].dtype == torch.float16 and got[2][0].dtype == torch.float16
+    assert_close_lists(got[0], want[0], rtol=5e-3, atol=2e-3)
+    torch.testing.assert_close(got[1], want[1], rtol=5e-3, atol=1e-3)
+
+
+def test_sigma_is_the_largest_singular_value_after_many_iterations(backend):
+    q1, _ = torch.linalg.qr(torch.randn(40, 25))
+    q2, _ = torch.linalg.qr(torch.randn(25, 25))
+    s = torch.rand(25) * 2.0
+    s[7] = 5.0  # a gap of 2.5x to the next singular value: 25 iterations reach float32 accuracy
+    w = q1 @ torch.diag(s) @ q2.T
+    us, vs = fresh_vectors([w], [0], warm=0)
+    sigma = power_iteration_all([w], us, vs, 25)
+    assert sigma.item() == pytest.approx(5.0, rel=1e-5)
+
+
+def test_reference_gradients_gradcheck_float64():
+    w = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    u = F.normalize(torch.randn(4, dtype=torch.float64), dim=0)
+    v = F.normalize(torch.randn(18, dtype=torch.float64), dim=0)
+
+    def f(w):  # with 0 iterations u, v are fixed, so the formula (u, v held constant) is the exact derivative
+        out, _ = spectral_normalize_all([w], [u.clone()], [v.clone()], 0, 1e-12, [1])
+        return out[0]
+    assert torch.autograd.gradcheck(f, (w,))
+    assert torch.autograd.gradgradcheck(f, (w,))
+
+
+def test_eval_mode_uses_stored_vectors_without_iterating(backend):
+    w = torch.randn(9, 14)
+    us, vs = fresh_vectors([w], [0])
+    u0, v0 = us[0].clone(), vs[0].clone()
+    sigma = power_iteration_all([w], us, vs, 0)
+    torch.testing.assert_close(us[0], u0, rtol=0, atol=0)
+    torch.testing.assert_close(vs[0], v0, rtol=0, atol=0)
+    torch.testing.assert_close(sigma[0], u0 @ w @ v0, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the drop-in parametrization
+
+
+def make_net(sn, seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.LeakyReLU(0.2), nn.ConvTranspose2d(8, 5, 3), nn.Flatten(),
+                        nn.Linear(5 * 7 * 7, 11))
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            sn(m)
+    return net
+
+
+def train_steps(net, steps, seed):
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for _ in range(steps):
+        x = torch.randn(4, 3, 7, 7, generator=g)
+        y = net(x)
+        opt.zero_grad()
+        (y.square().mean()).backward()
+        opt.step()
+        outs.append(y.detach())
+    return outs
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_parametrization_matches_torch_over_training(name):
+    ref = make_net(torch.nn.utils.parametrizations.spectral_norm, seed=3)
+    with backend_ctx(name):
+        ours = make_net(spectral_norm, seed=3)   # same RNG use: same u, v at init
+        assert ref.state_dict().keys() == ours.state_dict().keys()
+        assert_close_lists(list(ours.state_dict().values()), list(ref.state_dict().values()), rtol=1e-5, atol=1e-6)
+        got = train_steps(ours, 4, seed=9)
+    want = train_steps(ref, 4, seed=9)
+    assert_close_lists(got, want, rtol=1e-4, atol=1e-5)
+    assert_close_lists(list(ours.state_dict().values()), list(ref.state_dict().values()), rtol=1e-4, atol=1e-5)
+    ours.eval()
+    ref.eval()
+    x = torch.randn(2, 3, 7, 7)
+    with backend_ctx(name):
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_state_dicts_load_both_ways():
+    ref = make_net(torch.nn.utils.parametrizations.spectral_norm, seed=1)
+    train_steps(ref, 2, seed=2)
+    ours = make_net(spectral_norm, seed=5)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 7, 7)
+    ref.eval(), ours.eval()
+    torch.testing.assert_close(ours(x), ref(x))
+    back = make_net(torch.nn.utils.parametrizations.spectral_norm, seed=6)
+    train_steps(ours, 2, seed=3)
+    back.load_state_dict(ours.state_dict())
+    back.eval()
+    torch.testing.assert_close(back(x), ours(x))
+
+
+def test_convert_swaps_torch_parametrizations_and_keeps_training_identical():
+    ref = make_net(torch.nn.utils.parametrizations.spectral_norm, seed=4)
+    conv = convert(copy.deepcopy(ref))
+    kinds = {type(m.parametrizations.weight[0]).__module__ for m in conv if hasattr(m, "parametrizations")}
+    assert kinds == {"gankern.nn.spectral_norm"}
+    assert_close_lists(train_steps(conv, 3, seed=1), train_steps(ref, 3, seed=1), rtol=1e-4, atol=1e-5)
+
+
+def test_convert_old_hook_spectral_norm_keeps_values():
+    torch.manual_seed(0)
+    old = nn.Sequential(torch.nn.utils.spectral_norm(nn.Linear(6, 5)), nn.ReLU(),
+                        torch.nn.utils.spectral_norm(nn.ConvTranspose2d(5, 4, 1)))
+    old[0](torch.randn(2, 6))  # one training step of the hook
+    old.eval()
+    x = torch.randn(3, 6)
+    want = old[2](old[1](old[0](x))[:, :, None, None])
+    orig = old[0].weight_orig.detach().clone()
+    conv = convert(old)
+    torch.testing.assert_close(conv[0].parametrizations.weight.original, orig)
+    got = conv[2](conv[1](conv[0](x))[:, :, None, None])
+    torch.testing.assert_close(got, want)
+    assert "0.parametrizations.weight.0._u" in conv.state_dict()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the batched group
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_group_update_equals_per_layer_parametrization(name):
+    a = make_net(spectral_norm, seed=7)
+    b = copy.deepcopy(a)
+    x = torch.randn(3, 3, 7, 7)
+    with backend_ctx(name):
+        group = SpectralNormGroup(a)
+        assert len(group.entries) == 3
+        sigmas = group.update()
+        ya = a(x)
+        yb = b(x)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
+    ya.sum().backward()
+    yb.sum().backward()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6)
+    for name_, mod in (("0.weight", b[0]), ("4.weight", b[4])):
+        wm = as_matrix(mod.parametrizations.weight.original, 0)
+        sn = mod.parametrizations.weight[0]
+        torch.testing.assert_close(sigmas[name_], (sn._u @ wm @ sn._v).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_group_cache_is_dropped_when_the_weight_changes():
+    net = make_net(spectral_norm, seed=8)
+    group = SpectralNormGroup(net)
+    with group.cached():
+        w1 = net[0].weight
+        assert net[0].weight is w1           # served from the batched update
+    group.update()
+    with torch.no_grad():
+        net[0].parametrizations.weight.original.mul_(2.0)  # bumps the version counter
+    assert net[0].weight is not group.entries[0][3]._group_cache[2]
+
+
+def test_group_needs_spectral_norms():
+    with pytest.raises(ValueError, match="no gankern spectral norm"):
+        SpectralNormGroup(nn.Linear(3, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.compile and bad input
+
+
+@pytest.mark.parametrize("name", ["ref", "triton"])
+def test_torch_compile_fullgraph_traces_through_the_ops(name):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    with backend_ctx(name):
+        lin = spectral_norm(nn.Linear(13, 6))
+        lin_ref = copy.deepcopy(lin)
+        compiled = torch.compile(lin, fullgraph=True, backend="aot_eager")
+        x = torch.randn(5, 13)
+        y = compiled(x)
+        y_ref = lin_ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    y.sum().backward()
+    y_ref.sum().backward()
+    torch.testing.assert_close(lin.parametrizations.weight.original.grad,
+                               lin_ref.parametrizations.weight.original.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_forced_backend_that_cannot_run_says_why():
+    w = torch.randn(4, 4, dtype=torch.float64)
+    with backend_ctx("triton"):
+        with pytest.raises(gankern.BackendUnavailable, match="take torch.float32"):
+            power_iteration_all([w], [torch.randn(4, dtype=torch.float64)], [torch.randn(4, dtype=torch.float64)])
+    with gankern.use_backend("cuda"):
+        with pytest.raises(gankern.BackendUnavailable, match="needs CUDA tensors"):
+            power_iteration_all([w.float()], [torch.randn(4)], [torch.randn(4)])
+
+
+BAD_CASES = {
+    "not a list": lambda w, u, v: ((w, [u], [v]), {}),
+    "empty": lambda w, u, v: (([], [], []), {}),
+    "length mismatch": lambda w, u, v: (([w], [u, u], [v]), {}),
+    "1-d weight": lambda w, u, v: (([w[0]], [u], [v]), {}),
+    "u wrong size": lambda w, u, v: (([w], [u[:-1]], [v]), {}),
+    "v wrong dtype": lambda w, u, v: (([w], [u], [v.double()]), {}),
+    "u 2-d": lambda w, u, v: (([w], [u[:, None]], [v]), {}),
+    "non-contiguous weight": lambda w, u, v: (([w.t()], [v], [u]), {}),
+    "int weight": lambda w, u, v: (([w.long()], [u], [v]), {}),
+    "bad dim": lambda w, u, v: (([w], [u], [v]), {"dims": [2]}),
+    "negative iterations": lambda w, u, v: (([w], [u], [v]), {"n_power_iterations": -1}),
+    "zero eps": lambda w, u, v: (([w], [u], [v]), {"eps": 0.0}),
+    "not a tensor": lambda w, u, v: ((["w"], [u], [v]), {}),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(BAD_CASES)), h=st.integers(2, 9), w=st.integers(2, 9),
+       name=st.sampled_from(CPU_BACKENDS))
+def test_bad_input_raises_before_launch(case, h, w, name):
+    if case == "non-contiguous weight" and h == w:
+        w += 1
+    weight = torch.randn(h, w)
+    u, v = torch.randn(h), torch.randn(w)
+    args, kwargs = BAD_CASES[case](weight, u, v)
+    with backend_ctx(name):
+        for fn in (power_iteration_all, spectral_normalize_all):
+            with pytest.raises((ValueError, TypeError)):
+                fn(*args, **kwargs)
