@@ -1,0 +1,28 @@
+// Minibatch discrimination pair sums (launch API; see csrc/minibatch.cu and gankern/ops/minibatch.py).
+//
+// M: (N, B, C) contiguous, gk::DType `dtype`; g = dL/do: (N, B), dtype of M. Per (i, b):
+//   forward   o[i, b]     = sum_{j != i} exp(-||M[i, b, :] - M[j, b, :]||_1)                     out (N, B)
+//   backward  dM[i, b, c] = -sum_j (g[i, b] + g[j, b]) e_ijb sign(M[i, b, c] - M[j, b, c])       out (N, B, C)
+// with fp32 accumulation, the result written in dtype. One block per (b, tile of MB_TILE rows i); the rows j stream
+// through shared memory in tiles of MB_TILE: nothing of size N x N is stored. C <= MB_MAX_C (shared-memory tiles),
+// else cudaErrorInvalidValue. All launchers run on `stream` and return the launch's error.
+#pragma once
+#include <cstdint>
+
+#ifdef GANKERN_SIM
+#include "sim/cuda_sim.h"
+#else
+#include <cuda_runtime_api.h>
+#endif
+
+namespace gk {
+
+constexpr int MB_TILE = 32;
+constexpr int MB_MAX_C = 96;
+
+cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void* out, int dtype,
+                            cudaStream_t stream);
+cudaError_t mb_disc_backward(const void* M, const void* g, int64_t N, int64_t B, int64_t C, void* dM, int dtype,
+                             cudaStream_t stream);
+
+}  // namespace gk
