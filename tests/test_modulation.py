@@ -1,0 +1,184 @@
+"""Modulation family: bias_act, adain and modulated_conv2d on every backend against their reference twins (values,
+first and second-order gradients), torch.compile, and bad input."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gankern
+import gankern._sim as sim
+from gankern.ops.modulation import ACTIVATIONS, bias_act, bias_act_ref
+
+from conftest import CPU_BACKENDS, backend_ctx
+
+KERNELS = ("triton", "cuda")
+
+
+# Each kernel backend once; the simulated CUDA kernels under the forward and the reverse thread order.
+KERNEL_RUNS = [("triton", 0), ("cuda", 0), ("cuda", 1)]
+
+
+@pytest.fixture(params=KERNEL_RUNS, ids=["triton", "cuda-fwd", "cuda-rev"])
+def kernel(request):
+    """(backend, schedule): forces nothing; sets the order of the simulated CUDA threads for the test."""
+    name, schedule = request.param
+    sim.set_schedule(schedule, 0)
+    yield name
+    sim.set_schedule(0, 0)
+
+
+def grads_up_to_second_order(fn, x, b, w, u, v):
+    """y = fn(x, b); first-order grads of <y, w> w.r.t. x, b; second-order grads of <gx, u> + <gb, v> w.r.t. x, b
+    and w (the last one exercises the d(dy) path of the backward)."""
+    x, b, w = (t.detach().clone().requires_grad_(True) for t in (x, b, w))
+    y = fn(x, b)
+    gx, gb = torch.autograd.grad((y * w).sum(), (x, b), create_graph=True)
+    loss2 = (gx * u).sum() + (gb * v).sum()
+    second = torch.autograd.grad(loss2, (x, b, w), allow_unused=True, materialize_grads=True)
+    return (y, gx, gb) + tuple(second)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bias_act
+
+# (shape, dim, channels_last): odd sizes, bias along the first / middle / last dim, a channels_last 4-d input.
+BIAS_ACT_CASES = [((3, 5, 7), 1, False), ((37,), 0, False), ((2, 3, 5, 4), 1, True), ((4, 3, 6), 2, False)]
+# (alpha, gain, clamp): table defaults, and explicit values with a clamp that cuts some outputs.
+BIAS_ACT_PARAMS = [(None, None, None), (0.3, 0.7, 0.4)]
+
+
+@pytest.mark.parametrize("params", BIAS_ACT_PARAMS, ids=["defaults", "alpha-gain-clamp"])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_matches_reference_to_second_order(kernel, act, params):
+    name = kernel
+    alpha, gain, clamp = params
+    for shape, dim, channels_last in BIAS_ACT_CASES:
+        x = torch.randn(shape) * 2
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        b = torch.randn(shape[dim])
+        w, u, v = torch.randn(shape), torch.randn(shape), torch.randn(shape[dim])
+
+        with backend_ctx(name):  # the backward passes launch kernels too
+            got = grads_up_to_second_order(lambda x, b: bias_act(x, b, dim, act, alpha, gain, clamp), x, b, w, u, v)
+        want = grads_up_to_second_order(lambda x, b: bias_act_ref(x, b, dim, act, alpha, gain, clamp), x, b, w, u, v)
+        for label, g, r in zip(("y", "dx", "db", "d2x", "d2b", "d2w"), got, want):
+            torch.testing.assert_close(g, r, rtol=2e-5, atol=2e-5, msg=lambda m: f"{label} ({shape}): {m}")
+        if channels_last:
+            assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_bias_act_half_precision_and_no_bias(name):
+    x = torch.randn(3, 17, 5).half()
+    b = torch.randn(17).half()
+    with backend_ctx(name):
+        y = bias_act(x, b, act="swish", clamp=1.5)
+        y_nob = bias_act(x, act="tanh")
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), bias_act_ref(x.float(), b.float(), act="swish", clamp=1.5),
+                               rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(y_nob.float(), torch.tanh(x.float()), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_bias_act_non_dense_input_and_empty_batch(name):
+    x = torch.randn(4, 6, 5)[:, ::2]  # strided view: gets a dense copy
+    b = torch.randn(3)
+    with backend_ctx(name):
+        y = bias_act(x, b, act="elu", gain=1.3)
+        empty = bias_act(torch.randn(0, 3, 5), b)
+    torch.testing.assert_close(y, bias_act_ref(x, b, act="elu", gain=1.3), rtol=1e-5, atol=1e-6)
+    assert empty.shape == (0, 3, 5)
+
+
+def test_bias_act_reference_meaning():
+    """The table's defaults: lrelu slope 0.2 with gain sqrt(2); clamp after the gain."""
+    x, b = torch.randn(4, 3, 5, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    v = x + b[:, None]
+    torch.testing.assert_close(bias_act_ref(x, b), F.leaky_relu(v, 0.2) * math.sqrt(2))
+    torch.testing.assert_close(bias_act_ref(x, b, act="relu", clamp=0.5), (F.relu(v) * math.sqrt(2)).clamp(max=0.5))
+    torch.testing.assert_close(bias_act_ref(x, None, act="linear"), x)
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_reference_gradcheck_float64(act):
+    x = (torch.randn(3, 4, 5, dtype=torch.float64) * 2).requires_grad_(True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    # Keep pre-activations away from kinks (0 for relu-like, the clamp boundary) so finite differences are valid.
+    with torch.no_grad():
+        v = x + b[:, None]
+        x += torch.where(v.abs() < 0.1, 0.3 * torch.sign(v + 1e-3), torch.zeros_like(v))
+
+    def fn(x, b):
+        return bias_act_ref(x, b, act=act, gain=1.1)
+
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_bias_act_third_order_says_not_implemented(name):
+    x = torch.randn(2, 3, requires_grad=True)
+    with backend_ctx(name):
+        y = bias_act(x, torch.randn(3), act="tanh")
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (ggx,) = torch.autograd.grad(gx.sum(), x, create_graph=True)
+        with pytest.raises(NotImplementedError, match="third-order"):
+            torch.autograd.grad(ggx.sum(), x)
+
+
+def test_bias_act_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    with backend_ctx("triton"):
+        compiled = torch.compile(lambda x, b: bias_act(x, b, act="swish", clamp=1.0), fullgraph=True,
+                                 backend="aot_eager")
+        y = compiled(x, b)
+        y.square().sum().backward()
+    x2, b2 = x.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+    y2 = bias_act_ref(x2, b2, act="swish", clamp=1.0)
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.grad, b2.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_act_forced_backend_that_cannot_run_says_why():
+    with backend_ctx("triton"):
+        with pytest.raises(gankern.BackendUnavailable, match="take torch.float32"):
+            bias_act(torch.randn(2, 3, dtype=torch.float64))
+    with gankern.use_backend("cuda"):
+        with pytest.raises(gankern.BackendUnavailable, match="needs CUDA tensors"):
+            bias_act(torch.randn(2, 3))
+
+
+BIAS_ACT_BAD = {
+    "unknown act": dict(act="gelu2"),
+    "b wrong length": dict(b="short"),
+    "b 2-d": dict(b="2d"),
+    "bad dim": dict(dim=5),
+    "negative clamp": dict(clamp=-1.0),
+    "nan gain": dict(gain=float("nan")),
+    "string alpha": dict(alpha="0.2"),
+    "int x": dict(x="int"),
+    "x not a tensor": dict(x="list"),
+    "b on another dtype family": dict(b="int"),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(BIAS_ACT_BAD)), n=st.integers(1, 4), c=st.integers(2, 6),
+       name=st.sampled_from(CPU_BACKENDS))
+def test_bias_act_bad_input_raises_before_launch(case, n, c, name):
+    x, b = torch.randn(n, c, 3), torch.randn(c)
+    kwargs = dict(BIAS_ACT_BAD[case])
+    x = {"int": x.long(), "list": x.tolist()}.get(kwargs.pop("x", None), x)
+    b = {"short": b[:-1], "2d": b[:, None], "int": b.long()}.get(kwargs.pop("b", None), b)
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            bias_act(x, b, **kwargs)
