@@ -38,10 +38,12 @@ from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
 
 DISC_PREFERENCE = ("cuda", "triton")
 DISC_KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
+DISC_CUDA_MAX_C = 96  # gk::MB_MAX_C: the CUDA kernels' shared-memory tiles hold rows of up to this many elements
 STD_PREFERENCE = ("triton",)
 STD_KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 STD_EPS = 1e-8
 _REF_CHUNK = 1 << 24  # elements of the (rows, N, B, C) temporary of the reference discrimination
+_empty = torch.empty  # allocation of the kernels' outputs (the tests fill them with NaN)
 
 __all__ = ["minibatch_discrimination", "minibatch_discrimination_pairs", "minibatch_stddev"]
 
@@ -118,7 +120,7 @@ def _std_backward_ref(x: torch.Tensor, go: torch.Tensor, G: int, F: int) -> torc
 def _disc_kernels(backend: str, M: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     """Forward (g None): o (N, B) in M's dtype; backward: dM (N, B, C)."""
     N, B, C = M.shape
-    out = torch.empty((N, B) if g is None else (N, B, C), device=M.device, dtype=M.dtype)
+    out = _empty((N, B) if g is None else (N, B, C), device=M.device, dtype=M.dtype)
     if backend == "triton":
         from ..kernels import minibatch as k
         k.disc(M, g, out)
@@ -136,7 +138,7 @@ def _std_kernels(backend: str, x: torch.Tensor, go: torch.Tensor | None, G: int,
     """Forward (go None): (N, C + F, H, W); backward: dx (N, C, H, W). Triton only."""
     from ..kernels import minibatch as k
     N, C, H, W = x.shape
-    out = torch.empty((N, C + F, H, W) if go is None else (N, C, H, W), device=x.device, dtype=x.dtype)
+    out = _empty((N, C + F, H, W) if go is None else (N, C, H, W), device=x.device, dtype=x.dtype)
     k.std(x, go, out, G, F, STD_EPS)
     return out
 
@@ -150,7 +152,9 @@ def _grad_of_backward(formula, tensors, extra, grad):
     again when the caller asked for a graph (create_graph)."""
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        ins = [t if t.requires_grad else t.detach().requires_grad_(True) for t in tensors]
+        # fresh nodes (a view of a tensor in the graph, else a detached leaf): the gradients are those of this
+        # formula alone, not also of the paths between the tensors (go may itself depend on x)
+        ins = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True) for t in tensors]
         return torch.autograd.grad(formula(*ins, *extra), ins, grad, create_graph=create_graph)
 
 
@@ -264,7 +268,14 @@ def minibatch_discrimination_pairs(M: torch.Tensor) -> torch.Tensor:
     _validate.tensor("M", M, ndim=3)
     if M.numel() == 0:
         raise ValueError(f"M must not be empty, got shape {tuple(M.shape)}")
-    backend = _backend.select(M.device, M.dtype, DISC_PREFERENCE, DISC_KERNEL_DTYPES)
+    preference = DISC_PREFERENCE
+    if M.shape[2] > DISC_CUDA_MAX_C:
+        if _backend.forced_backend() == "cuda":
+            raise _backend.BackendUnavailable(f"gankern backend 'cuda' was asked for but cannot run: its minibatch "
+                                              f"discrimination kernels take C <= {DISC_CUDA_MAX_C}, got C = "
+                                              f"{M.shape[2]}")
+        preference = ("triton",)
+    backend = _backend.select(M.device, M.dtype, preference, DISC_KERNEL_DTYPES)
     return _disc_op(M if backend == "ref" else M.contiguous(), backend)
 
 
