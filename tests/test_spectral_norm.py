@@ -306,3 +306,74 @@ def test_bad_input_raises_before_launch(case, h, w, name):
         for fn in (power_iteration_all, spectral_normalize_all):
             with pytest.raises((ValueError, TypeError)):
                 fn(*args, **kwargs)
+
+
+def test_benchmark_workload_is_biggan128_of_gpu_md():
+    import importlib.util
+    import math
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "bench_spectral_norm.py")
+    spec = importlib.util.spec_from_file_location("bench_spectral_norm", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shapes = mod.biggan128_shapes(96)
+    assert len(shapes) == 57
+    assert sum(math.prod(s) for s in shapes) == pytest.approx(160.5e6, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU (pytest -m gpu, on the device machine; bench/gpu_check.sh runs these)
+
+GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=5e-3, atol=2e-3),
+           torch.bfloat16: dict(rtol=3e-2, atol=2e-2)}
+
+
+def _poison_allocator(nbytes):
+    """Fill free memory of the caching allocator with NaN, so an output element a kernel does not write shows up."""
+    torch.empty(nbytes // 4 + 1024, device="cuda").fill_(float("nan"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_gpu_kernels_match_reference(name, dtype):
+    shapes = [(97, 45, 3, 3), (3, 96, 3, 3), (1, 1531), (1531, 148), (24576, 20), (130, 70, 1, 1), (5, 33, 3, 3)]
+    dims = [0, 1, 0, 0, 0, 0, 1]
+    weights = [torch.randn(s, device="cuda").to(dtype) for s in shapes]
+    us, vs = fresh_vectors([w.cpu().float() for w in weights], dims)
+    us = [u.cuda().to(dtype) for u in us]
+    vs = [v.cuda().to(dtype) for v in vs]
+    ws = [w.clone().requires_grad_(True) for w in weights]
+    u1, v1 = [u.clone() for u in us], [v.clone() for v in vs]
+    _poison_allocator(sum(w.numel() for w in weights) * 4)
+    with gankern.use_backend(name):
+        outs, sig = spectral_normalize_all(ws, u1, v1, 2, 1e-12, dims)
+    grads = [torch.randn_like(o) for o in outs]
+    torch.autograd.backward(outs, grads)
+    wr = [w.detach().double().requires_grad_(True) for w in weights]
+    u2, v2 = [u.double() for u in us], [v.double() for v in vs]
+    with gankern.use_backend("ref"):
+        outs_r, sig_r = spectral_normalize_all(wr, u2, v2, 2, 1e-12, dims)
+    torch.autograd.backward(outs_r, [g.double() for g in grads])
+    tol = GPU_TOL[dtype]
+    for o, r in zip(outs, outs_r):
+        assert torch.isfinite(o).all()
+        torch.testing.assert_close(o.double(), r, **tol)
+    torch.testing.assert_close(sig.double(), sig_r, **tol)
+    for a, b in zip(u1 + v1, u2 + v2):
+        torch.testing.assert_close(a.double(), b, **tol)
+    for w, r in zip(ws, wr):
+        torch.testing.assert_close(w.grad.double(), r.grad, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+
+
+@pytest.mark.gpu
+def test_gpu_parametrization_matches_torch_and_group_and_compile():
+    ref = make_net(torch.nn.utils.parametrizations.spectral_norm, seed=3).cuda()
+    ours = make_net(spectral_norm, seed=3).cuda()
+    x = torch.randn(4, 3, 7, 7, device="cuda")
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+    group = SpectralNormGroup(ours)
+    with group.cached():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+    compiled = torch.compile(ours, fullgraph=True)
+    torch.testing.assert_close(compiled(x), ref(x), rtol=1e-4, atol=1e-5)
