@@ -19,8 +19,10 @@ __device__ __forceinline__ Layer load_layer(const int64_t* meta, int layer) {
                m[3], m[4], m[5], m[6], m[7], m[8]};
 }
 
-// Offset of W(r, c) in the weight's memory.
+// Offset of W(r, c) in the weight's memory. dim == 0 (inner == w) takes the plain row-major index: no 64-bit
+// division in the hot loop of the common case (the branch is uniform over the block).
 __device__ __forceinline__ int64_t w_index(const Layer& L, int64_t r, int64_t c) {
+  if (L.inner == L.w_cols) return r * L.w_cols + c;
   return (c / L.inner) * L.h * L.inner + r * L.inner + c % L.inner;
 }
 

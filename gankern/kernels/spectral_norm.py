@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 ROWS_PER_ITEM = 16      # sn_rows: rows per program
-COLS_ROWS = 32          # sn_cols: rows per program
+COLS_ROWS = 64          # sn_cols: rows per program
 COLS_COLS = 128         # sn_cols: columns per program
 SCALE_ELEMS = 2048      # sn_scale: elements per program
 _BLOCK_C = 128          # sn_rows: columns per loop step
@@ -18,6 +18,16 @@ _BLOCK_R = 1024         # sn_reduce: elements per loop step
 @triton.jit
 def _layer_ptr(meta, layer, field, DT: tl.constexpr):
     return tl.load(meta + layer * 9 + field).to(tl.pointer_type(DT))
+
+
+@triton.jit
+def _w_index(rows, cols, h, w, inner):
+    """Offsets of W(rows[:, None], cols[None, :]); dim == 0 (inner == w) skips the divisions."""
+    if inner == w:
+        idx = rows[:, None] * w + cols[None, :]
+    else:
+        idx = (cols // inner)[None, :] * (h * inner) + rows[:, None] * inner + (cols % inner)[None, :]
+    return idx
 
 
 @triton.jit
@@ -38,8 +48,8 @@ def sn_rows_kernel(meta, items, t, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C
     for c0 in range(0, w, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         cmask = cols < w
-        idx = (cols // inner)[None, :] * (h * inner) + rows[:, None] * inner + (cols % inner)[None, :]
-        x = tl.load(w_ptr + idx, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        x = tl.load(w_ptr + _w_index(rows, cols, h, w, inner), mask=rmask[:, None] & cmask[None, :],
+                    other=0.0).to(tl.float32)
         vv = tl.load(v_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
         acc += x * vv[None, :]
     tl.store(t + h_off + rows, tl.sum(acc, axis=1), mask=rmask)
@@ -62,8 +72,8 @@ def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: t
     cols = col0 + tl.arange(0, COLS)
     rmask = rows < h
     cmask = cols < w
-    idx = (cols // inner)[None, :] * (h * inner) + rows[:, None] * inner + (cols % inner)[None, :]
-    x = tl.load(w_ptr + idx, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    x = tl.load(w_ptr + _w_index(rows, cols, h, w, inner), mask=rmask[:, None] & cmask[None, :],
+                other=0.0).to(tl.float32)
     uu = tl.load(u_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
     tl.atomic_add(s + w_off + cols, tl.sum(x * uu[:, None], axis=0), mask=cmask)
 

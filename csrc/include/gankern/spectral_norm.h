@@ -24,7 +24,7 @@ cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, floa
 
 // Columns: s[w_off + c] += sum_{r in item} u[r] W(r, c) (atomic adds; s zeroed by the caller).
 // items: (n_items, 3) [layer, row0, col0], SN_COLS_ROWS rows by SN_COLS_COLS columns each.
-constexpr int SN_COLS_ROWS = 32;
+constexpr int SN_COLS_ROWS = 64;
 constexpr int SN_COLS_COLS = 256;
 cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream);
 
