@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import gankern
 import gankern._sim as sim
-from gankern.ops.modulation import ACTIVATIONS, bias_act, bias_act_ref
+from gankern.nn.modulation import AdaIN
+from gankern.ops.modulation import ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref
 
 from conftest import CPU_BACKENDS, backend_ctx
 
@@ -182,3 +183,113 @@ def test_bias_act_bad_input_raises_before_launch(case, n, c, name):
     with backend_ctx(name):
         with pytest.raises((ValueError, TypeError)):
             bias_act(x, b, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# adain
+
+# (N, C, H, W): odd sizes, a plane of 2 pixels, more channels than one tile holds.
+ADAIN_SHAPES = [(2, 3, 5, 7), (3, 5, 1, 2), (1, 37, 3, 3)]
+
+
+@pytest.fixture(params=["one-pass", "two-pass"])
+def adain_tiles(request, monkeypatch):
+    """Run the one-pass kernels, or the two-pass ones with small tiles so that the pixel loops take several steps."""
+    from gankern.kernels import modulation as k
+    if request.param == "two-pass":
+        monkeypatch.setattr(k, "ADAIN_ONE_PASS_MAX_HW", 1)
+        monkeypatch.setattr(k, "ADAIN_TWO_PASS_TILE", {False: (2, 4), True: (4, 2)})
+    return request.param
+
+
+def adain_grads(fn, x, gamma, beta, w, u):
+    x, gamma, beta, w = (t.detach().clone().requires_grad_(True) for t in (x, gamma, beta, w))
+    y = fn(x, gamma, beta)
+    gx, ggamma, gbeta = torch.autograd.grad((y * w).sum(), (x, gamma, beta), create_graph=True)
+    loss2 = (gx * u).sum() + ggamma.square().sum() + (gbeta * gamma).sum()
+    second = torch.autograd.grad(loss2, (x, gamma, w), allow_unused=True, materialize_grads=True)
+    return (y, gx, ggamma, gbeta) + tuple(second)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_adain_matches_reference_to_second_order(adain_tiles, channels_last):
+    for shape in ADAIN_SHAPES:
+        x = torch.randn(shape) * 3 + 10  # a mean far from 0: the two-pass statistics must not cancel
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        gamma, beta = torch.randn(shape[:2]), torch.randn(shape[:2])
+        w, u = torch.randn(shape), torch.randn(shape)
+        with backend_ctx("triton"):
+            got = adain_grads(adain, x, gamma, beta, w, u)
+        want = adain_grads(adain_ref, x, gamma, beta, w, u)
+        for label, g, r in zip(("y", "dx", "dgamma", "dbeta", "d2x", "d2gamma", "d2w"), got, want):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=lambda m: f"{label} ({shape}): {m}")
+        assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_adain_half_precision_and_empty_batch():
+    x = torch.randn(2, 6, 9, 5).half()
+    gamma, beta = torch.randn(2, 6), torch.randn(2, 6)
+    with backend_ctx("triton"):
+        y = adain(x, gamma, beta)
+        empty = adain(torch.randn(0, 6, 3, 3), torch.randn(0, 6), torch.randn(0, 6))
+    assert y.dtype == torch.float16 and empty.shape == (0, 6, 3, 3)
+    torch.testing.assert_close(y.float(), adain_ref(x.float(), gamma, beta), rtol=2e-3, atol=2e-3)
+
+
+def test_adain_reference_meaning_and_gradcheck_float64():
+    x = torch.randn(2, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    gamma = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    beta = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    mean = x.mean((2, 3), keepdim=True)
+    var = x.var((2, 3), unbiased=False, keepdim=True)
+    want = (x - mean) / torch.sqrt(var + 1e-5) * gamma[:, :, None, None] + beta[:, :, None, None]
+    torch.testing.assert_close(adain_ref(x, gamma, beta), want)
+    assert torch.autograd.gradcheck(adain_ref, (x, gamma, beta))
+    assert torch.autograd.gradgradcheck(adain_ref, (x, gamma, beta))
+
+
+def test_adain_module_styles_and_compile():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    mod = AdaIN(6, 8)
+    x, w = torch.randn(3, 6, 5, 4), torch.randn(3, 8)
+    gamma, beta = mod.affine(w).chunk(2, dim=1)
+    torch.testing.assert_close(mod(x, w), adain_ref(x, gamma, beta))
+    with torch.no_grad():  # fresh parameters: the style starts as gamma = 1, beta = 0
+        torch.testing.assert_close(mod.affine.bias, torch.cat([torch.ones(6), torch.zeros(6)]))
+    with backend_ctx("triton"):
+        compiled = torch.compile(mod, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x, w), adain_ref(x, gamma, beta), rtol=1e-4, atol=1e-4)
+    assert "num_features=6" in repr(mod)
+
+
+def test_adain_forced_cuda_says_why():
+    x = torch.randn(1, 2, 3, 3)
+    with backend_ctx("cuda"):
+        with pytest.raises(gankern.BackendUnavailable, match="Triton kernels only"):
+            adain(x, torch.randn(1, 2), torch.randn(1, 2))
+
+
+ADAIN_BAD = {
+    "N mismatch": lambda x, g, b: (x, g[:-1], b[:-1]),
+    "C mismatch": lambda x, g, b: (x, g[:, :-1], b),
+    "3-d x": lambda x, g, b: (x[0], g, b),
+    "1-d gamma": lambda x, g, b: (x, g[0], b),
+    "one pixel": lambda x, g, b: (x[:, :, :1, :1], g, b),
+    "int x": lambda x, g, b: (x.long(), g, b),
+    "beta not a tensor": lambda x, g, b: (x, g, 1.0),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(ADAIN_BAD)), n=st.integers(2, 3), c=st.integers(2, 5),
+       name=st.sampled_from(("ref", "triton")), eps_bad=st.booleans())
+def test_adain_bad_input_raises_before_launch(case, n, c, name, eps_bad):
+    x, g, b = torch.randn(n, c, 3, 4), torch.randn(n, c), torch.randn(n, c)
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            adain(*ADAIN_BAD[case](x, g, b))
+        if eps_bad:
+            with pytest.raises(ValueError, match="eps"):
+                adain(x, g, b, eps=0.0)

@@ -8,9 +8,6 @@ import triton
 import triton.language as tl
 
 BIAS_ACT_BLOCK = 1024   # bias_act: elements per program
-ADAIN_BLOCK_C = 4       # adain: channels per program (contiguous x) ...
-ADAIN_BLOCK_CL = 32     # ... (channels_last x)
-ADAIN_BLOCK_HW = 256    # adain: pixels per loop step
 EPI_BLOCK_HW = 256      # modconv epilogue: pixels per loop step
 
 
@@ -115,3 +112,129 @@ def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
     bias_act_kernel[grid](x, x if b is None else b, x if g is None else g, x if g2 is None else g2, out, n, C,
                           stride_dim, alpha, gain, clamp, HAS_B=b is not None, MODE=mode, ACT=act,
                           BLOCK=BIAS_ACT_BLOCK)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# AdaIN. x, y, dy, dx: (N, C, HW) read through strides (sxn, sxc, sxp) (contiguous NCHW: (C HW, HW, 1); channels_last:
+# (HW C, 1, C)); gamma, beta, dgamma, dbeta, mean, rstd: (N, C) contiguous. One program per (n, block of channels).
+# ONE_PASS: the whole row fits the tile (HW <= BLOCK_HW), so x (and dy) are read once; else twice.
+
+ADAIN_ONE_PASS_MAX_HW = 2048  # rows up to this many pixels (rounded up to a power of 2) are read once
+ADAIN_ONE_PASS_TILE = 4096    # elements of a one-pass tile (BLOCK_C * BLOCK_HW)
+ADAIN_TWO_PASS_TILE = {False: (4, 512), True: (32, 64)}  # (BLOCK_C, BLOCK_HW) by channels_last
+
+
+@triton.jit
+def _adain_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    n_cblocks = tl.cdiv(C, BLOCK_C)
+    n = pid // n_cblocks
+    c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    row = n.to(tl.int64) * sxn + c.to(tl.int64) * sxc  # [BLOCK_C]
+    return n, c, cmask, row
+
+
+@triton.jit
+def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp, eps, BLOCK_C: tl.constexpr,
+                     BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
+    """y = (x - mean) * rstd * gamma + beta per (n, c) over HW; writes mean, rstd (fp32)."""
+    n, c, cmask, row = _adain_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    p = tl.arange(0, BLOCK_HW)
+    g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
+    bt = tl.load(beta + n * C + c, mask=cmask, other=0.0).to(tl.float32)
+    if ONE_PASS:
+        m = cmask[:, None] & (p < HW)[None, :]
+        off = row[:, None] + p[None, :].to(tl.int64) * sxp
+        v = tl.load(x + off, mask=m, other=0.0).to(tl.float32)
+        mean = tl.sum(v, axis=1) / HW
+        d = tl.where(m, v - mean[:, None], 0.0)
+        rstd = tl.rsqrt(tl.sum(d * d, axis=1) / HW + eps)
+        tl.store(y + off, (d * (rstd * g)[:, None] + bt[:, None]).to(y.dtype.element_ty), mask=m)
+    else:
+        # sums shifted by each row's first element (no cancellation when |mean| >> std)
+        k = tl.load(x + row, mask=cmask, other=0.0).to(tl.float32)
+        s1 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+        s2 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+        for p0 in range(0, HW, BLOCK_HW):
+            m = cmask[:, None] & (p0 + p < HW)[None, :]
+            v = tl.load(x + row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp, mask=m, other=0.0).to(tl.float32)
+            d = tl.where(m, v - k[:, None], 0.0)
+            s1 += d
+            s2 += d * d
+        m1 = tl.sum(s1, axis=1) / HW
+        mean = k + m1
+        rstd = tl.rsqrt(tl.maximum(tl.sum(s2, axis=1) / HW - m1 * m1, 0.0) + eps)
+        for p0 in range(0, HW, BLOCK_HW):
+            m = cmask[:, None] & (p0 + p < HW)[None, :]
+            off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
+            v = tl.load(x + off, mask=m, other=0.0).to(tl.float32)
+            out = (v - mean[:, None]) * (rstd * g)[:, None] + bt[:, None]
+            tl.store(y + off, out.to(y.dtype.element_ty), mask=m)
+    tl.store(mean_out + n * C + c, mean, mask=cmask)
+    tl.store(rstd_out + n * C + c, rstd, mask=cmask)
+
+
+@triton.jit
+def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, sxn, sxc, sxp,
+                     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
+    """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma rstd (dy - dbeta / HW - xhat dgamma / HW) per (n, c)."""
+    n, c, cmask, row = _adain_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    p = tl.arange(0, BLOCK_HW)
+    g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
+    mean = tl.load(mean_in + n * C + c, mask=cmask, other=0.0)
+    rstd = tl.load(rstd_in + n * C + c, mask=cmask, other=0.0)
+    if ONE_PASS:
+        m = cmask[:, None] & (p < HW)[None, :]
+        off = row[:, None] + p[None, :].to(tl.int64) * sxp
+        xh = tl.where(m, (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+        gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+        sdy = tl.sum(gy, axis=1)
+        sdyx = tl.sum(gy * xh, axis=1)
+        out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+        tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
+    else:
+        a1 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+        a2 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+        for p0 in range(0, HW, BLOCK_HW):
+            m = cmask[:, None] & (p0 + p < HW)[None, :]
+            off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
+            xh = (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
+            gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+            a1 += gy
+            a2 += tl.where(m, gy * xh, 0.0)
+        sdy = tl.sum(a1, axis=1)
+        sdyx = tl.sum(a2, axis=1)
+        for p0 in range(0, HW, BLOCK_HW):
+            m = cmask[:, None] & (p0 + p < HW)[None, :]
+            off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
+            xh = (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
+            gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+            out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+            tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
+    tl.store(dgamma + n * C + c, sdyx, mask=cmask)
+    tl.store(dbeta + n * C + c, sdy, mask=cmask)
+
+
+def _adain_blocks(C, HW, channels_last):
+    """(BLOCK_C, BLOCK_HW, ONE_PASS) for a (., C, HW) problem."""
+    hw2 = triton.next_power_of_2(HW)
+    if hw2 <= ADAIN_ONE_PASS_MAX_HW:
+        return max(1, min(triton.next_power_of_2(C), ADAIN_ONE_PASS_TILE // hw2)), hw2, True
+    return (*ADAIN_TWO_PASS_TILE[channels_last], False)
+
+
+def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last):
+    N, C, H, W = x.shape
+    sxn, sxc, _, sxp = x.stride()
+    block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
+    adain_fwd_kernel[(N * triton.cdiv(C, block_c),)](x, gamma, beta, y, mean, rstd, C, H * W, sxn, sxc, sxp, eps,
+                                                    BLOCK_C=block_c, BLOCK_HW=block_hw, ONE_PASS=one_pass)
+
+
+def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last):
+    N, C, H, W = x.shape
+    sxn, sxc, _, sxp = x.stride()
+    block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
+    adain_bwd_kernel[(N * triton.cdiv(C, block_c),)](x, gamma, mean, rstd, dy, dx, dgamma, dbeta, C, H * W, sxn,
+                                                    sxc, sxp, BLOCK_C=block_c, BLOCK_HW=block_hw,
+                                                    ONE_PASS=one_pass)

@@ -261,3 +261,145 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     if backend == "ref":
         return bias_act_ref(x, b, dim, act, alpha, gain, None if clamp < 0 else clamp)
     return _bias_act_op(x, b, dim, act, alpha, gain, clamp, backend)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# second order through a fused backward: differentiate the reference formula of the first-order gradients
+
+
+def _double_backward_via_ref(ref_fn, inputs, grad_out, grad_grads):
+    """Gradients of <first-order grads of ref_fn(*inputs) w.r.t. inputs for grad_out, grad_grads> w.r.t. inputs
+    and grad_out (what the backward of a fused backward op must return). Second order only: the result does not
+    track further gradients."""
+    with torch.enable_grad():
+        ins = [t.detach().requires_grad_(True) for t in inputs]
+        g = grad_out.detach().requires_grad_(True)
+        first = torch.autograd.grad(ref_fn(*ins), ins, g, create_graph=True)
+        pairs = [(f, gg) for f, gg in zip(first, grad_grads) if gg is not None and f.requires_grad]
+        if not pairs:
+            return [None] * (len(ins) + 1)
+        return list(torch.autograd.grad([f for f, _ in pairs], ins + [g], [gg for _, gg in pairs],
+                                        allow_unused=True))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# adain: reference twin, kernels, ops
+
+
+def adain_ref(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Eager twin of :func:`adain` (statistics in fp32 for 16-bit inputs)."""
+    xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    y = F.instance_norm(xc, eps=eps) * gamma.to(xc.dtype)[:, :, None, None] + beta.to(xc.dtype)[:, :, None, None]
+    return y.to(x.dtype)
+
+
+def _adain_layout(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """x in a layout the kernels read with (n, c, pixel) strides: NCHW contiguous or channels_last."""
+    if x.is_contiguous():
+        return x, False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x, True
+    return x.contiguous(), False
+
+
+@torch.library.custom_op("gankern::adain", mutates_args=())
+def _adain_op(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float, backend: str
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, cl = _adain_layout(x)
+    y = torch.empty_like(x)
+    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    if x.numel():
+        _triton().adain_fwd(x, gamma.contiguous(), beta.contiguous(), y, mean, rstd, eps, cl)
+    return y, mean, rstd
+
+
+@_adain_op.register_fake
+def _(x, gamma, beta, eps, backend):
+    x, _ = _adain_layout(x)
+    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x), mean, torch.empty_like(mean)
+
+
+@torch.library.custom_op("gankern::adain_backward", mutates_args=())
+def _adain_backward_op(x: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                       dy: torch.Tensor, eps: float, backend: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dgamma, dbeta) from the statistics of the forward."""
+    x, cl = _adain_layout(x)
+    dx = torch.empty_like(x)
+    dgamma = torch.empty_like(mean)
+    dbeta = torch.empty_like(mean)
+    if x.numel():
+        _triton().adain_bwd(x, gamma.contiguous(), mean, rstd, _like(dy, x), dx, dgamma, dbeta, cl)
+    return dx, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype)
+
+
+@_adain_backward_op.register_fake
+def _(x, gamma, mean, rstd, dy, eps, backend):
+    x, _ = _adain_layout(x)
+    return torch.empty_like(x), torch.empty_like(gamma), torch.empty_like(gamma)
+
+
+def _adain_setup(ctx, inputs, output):
+    x, gamma, beta, eps, backend = inputs
+    ctx.save_for_backward(x, gamma, beta, output[1], output[2])
+    ctx.eps, ctx.backend = eps, backend
+
+
+def _adain_backward(ctx, dy, _dmean, _drstd):
+    x, gamma, beta, mean, rstd = ctx.saved_tensors
+    dx, dgamma, dbeta = _adain_backward_op(x, gamma, mean, rstd, dy, ctx.eps, ctx.backend)
+    return dx, dgamma, dbeta.to(beta.dtype), None, None
+
+
+def _adain_backward_setup(ctx, inputs, output):
+    x, gamma, mean, rstd, dy, eps, backend = inputs
+    ctx.save_for_backward(x, gamma, dy)
+    ctx.eps = eps
+
+
+def _adain_double_backward(ctx, ddx, ddgamma, ddbeta):
+    """Second order from the reference formula (mean and rstd are recomputed from x, so they get no gradient)."""
+    x, gamma, dy = ctx.saved_tensors
+    gx, ggamma, _, gdy = _double_backward_via_ref(lambda x, g, b: adain_ref(x, g, b, ctx.eps),
+                                                  (x, gamma, torch.zeros_like(gamma)), dy, (ddx, ddgamma, ddbeta))
+    return gx, ggamma, None, None, gdy, None, None
+
+
+_adain_op.register_autograd(_adain_backward, setup_context=_adain_setup)
+_adain_backward_op.register_autograd(_adain_double_backward, setup_context=_adain_backward_setup)
+
+
+def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance normalization: ``instance_norm(x, eps) * gamma[:, :, None, None] + beta[:, :, None, None]``.
+
+    One kernel computes the statistics of each (n, c) plane, normalizes and applies the affine (x read once when
+    H*W <= 2048, else twice); the backward is one fused kernel for (dx, dgamma, dbeta); second order through the
+    reference formula.
+
+    Args:
+        x: (N, C, H, W), H * W >= 2, contiguous or channels_last (kept), fp32/bf16/fp16 (and fp64 on ref).
+        gamma, beta: (N, C), any float dtype (the gradients come back in their dtypes).
+        eps: added to the (biased) variance.
+    Returns:
+        y: (N, C, H, W), dtype and layout of x.
+    """
+    _validate.tensor("x", x, ndim=4)
+    _validate.tensor("gamma", gamma, ndim=2, device=x.device)
+    _validate.tensor("beta", beta, ndim=2, device=x.device)
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        if tuple(t.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"{name} must have shape (N, C) = {tuple(x.shape[:2])} to match x of shape "
+                             f"{tuple(x.shape)}, got {tuple(t.shape)}")
+    if x.shape[2] * x.shape[3] < 2:
+        raise ValueError(f"x must have at least 2 pixels per plane to normalize, got shape {tuple(x.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
+    if backend == "ref":
+        return adain_ref(x, gamma, beta, eps)
+    if backend == "cuda":
+        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: adain has Triton "
+                                          "kernels only (use the triton backend)")
+    return _adain_op(x, gamma, beta, float(eps), backend)[0]
