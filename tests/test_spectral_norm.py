@@ -182,7 +182,9 @@ def test_convert_swaps_torch_parametrizations_and_keeps_training_identical():
     conv = convert(copy.deepcopy(ref))
     kinds = {type(m.parametrizations.weight[0]).__module__ for m in conv if hasattr(m, "parametrizations")}
     assert kinds == {"gankern.nn.spectral_norm"}
+    assert conv.state_dict().keys() == ref.state_dict().keys()
     assert_close_lists(train_steps(conv, 3, seed=1), train_steps(ref, 3, seed=1), rtol=1e-4, atol=1e-5)
+    assert_close_lists(list(conv.state_dict().values()), list(ref.state_dict().values()), rtol=1e-4, atol=1e-5)
 
 
 def test_convert_old_hook_spectral_norm_keeps_values():
