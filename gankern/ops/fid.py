@@ -5,33 +5,36 @@ M = L1^T S2 L1 = A A^T with A = L1^T L2, so
 
     Tr sqrtm(S1 S2) = Tr sqrtm(M) = ||A||_* (sum of the singular values of A).
 
-Methods (one row each in ``METHODS``; all in float64 whatever the input dtype):
+Methods (one row each in ``METHODS``; all in float64 whatever the input dtype). The factor of a covariance is
+L = V diag(sqrt(w)) from ``eigh``, with eigenvalues below d * eps * max(w) (rounding noise of zero eigenvalues) set
+to zero, so singular covariances (fewer samples than dimensions) are exact too.
 
-- ``"svd"``: L_i = V_i diag(sqrt(w_i)) from ``eigh(S_i)``, then ``svdvals(L1^T L2).sum()``. Singular values carry an
-  absolute error of about eps * ||A||, so tiny and zero eigenvalues (singular covariances: fewer samples than
-  dimensions) are not amplified by a square root. Cost: 2 eigh + 1 GEMM + 1 SVD (values only) of d x d; with the
-  reference factor cached (``factor1=psd_factor(S1)``): 1 eigh + 1 GEMM + 1 SVD. The default on the CPU (2048-d on 2
-  cores: see bench/bench_fid.py; scipy.linalg.sqrtm takes about 20 s there).
+- ``"svd"``: ``svdvals(L1^T L2).sum()``. Singular values carry an absolute error of about eps * ||A||: nothing is
+  amplified by a square root. Cost: 2 eigh + 1 GEMM + 1 SVD (values only) of d x d; with the reference factor
+  cached (``factor1=psd_factor(S1)``): 1 eigh + 1 GEMM + 1 SVD. The default on the CPU.
 - ``"eigh"``: ``eigvalsh(L1^T S2 L1)``, then the sum of the square roots of the non-negative eigenvalues. Cost with
-  the cached reference factor: 2 GEMMs + 1 eigvalsh (values only, the cheapest dense symmetric solve there is).
-  Eigenvalues of M have an absolute error of about eps * ||M||, so each near-zero eigenvalue can add up to
-  sqrt(eps * ||M||) ~ 1e-8 * ||A|| to the trace: exact on full-rank covariances, a few 1e-5 absolute on 2048-d
-  singular ones. The default on CUDA (fewest FLOPs of the exact routes; cuSOLVER's SVD is far slower than its eigh).
-- ``"newton_schulz"``: the coupled Newton-Schulz iteration for sqrtm(M) on the symmetric PSD M (stable, unlike
-  Newton-Schulz on the non-symmetric S1 S2), in float64, GEMMs only (3 per iteration, the elementwise update fused into
-  cuBLAS's epilogue through addmm). Eigenvalue x of M / ||M||_F converges after about log(1/x) / log(2.25) iterations,
-  so ill-conditioned M needs many (``iters``): fast on GPUs only when the spectrum is not too wide. Opt-in.
+  the cached reference factor: 2 GEMMs + 1 eigvalsh (values only: no back-transformation), the cheapest exact route.
+  A near-zero eigenvalue of M can add up to sqrt(eps * ||M||) ~ 1e-8 * ||A||; measured: 2.6e-12 relative to scipy
+  on GPU.md's 2048-d covariances, a few 1e-8 absolute on FID = 0 at 128..512-d. The default on CUDA (cuSOLVER's SVD
+  is far slower than its eigh).
+- ``"newton_schulz"``: scaled coupled Newton-Schulz for sqrtm(M) on the symmetric PSD M = L1^T S2 L1 (stable, unlike
+  Newton-Schulz on the non-symmetric S1 S2), float64, GEMMs only: 24 steps of 3 GEMMs (:func:`ns_schedule`: minimax
+  cubic steps, then plain ones), converged for eigenvalues of M down to 1e-16 ||M||_F (1e-14 relative error measured
+  on GPU.md's spectrum at 256/512-d). With the cached factor: 2 + 72 GEMMs of d^3, no solver. Opt-in until timed.
 
-The GPU floor of the d = 2048 problem: one float64 GEMM of 2048^3 (17 GFLOP, about 0.3 ms at the H100's 60 TFLOP/s
-FP64 tensor-core rate); dense eigen/SVD solvers on the GPU run far below that rate (tridiagonalization is memory
-bound), which is what the Newton-Schulz route trades accuracy on wide spectra for. Timings: bench/bench_fid.py
-(not measured on a GPU yet).
+Cost and floor at d = 2048 on the H100: one float64 GEMM of 2048^3 is 17 GFLOP, about 0.26 ms at the 67 TFLOP/s FP64
+tensor-core peak, so the Newton-Schulz route is about 74 GEMMs ~ 19 ms at peak (its floor), the eigh route is bound
+by cuSOLVER's tridiagonalization (GPU.md: 54 ms for two eigh, uncached). Neither has been timed on a GPU yet:
+bench/bench_fid.py times every method with its error against scipy. CPU (2 cores, float64, 2048-d, same run):
+scipy.linalg.sqrtm 20.7 s; ``svd`` 3.8 s, ``eigh`` 2.9 s, ``eigh`` with the cached factor 0.86 s.
 
 ``trace_sqrt_product_ref`` is the eager oracle (R = sqrtm(S1) by eigh, then eigvalsh(R S2 R)); tests also check
 against scipy.linalg.sqrtm and against exact low-rank constructions.
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable
 
 import torch
@@ -102,20 +105,52 @@ def _tsp_eigh(l1: torch.Tensor, s2: torch.Tensor, iters: int) -> torch.Tensor:
     return w.clamp_min(0).sqrt().sum()
 
 
-def newton_schulz_trace_sqrt(m: torch.Tensor, iters: int) -> torch.Tensor:
-    """Tr sqrtm(m) for symmetric PSD m (d, d) by ``iters`` coupled Newton-Schulz steps (3 GEMMs each), any dtype.
+NS_L0 = 1e-8   # the scaled schedule is built for sqrt(eigenvalue / ||M||_F) >= NS_L0 (eigenvalues down to 1e-16)
 
-    Y0 = m / c, Z0 = I (c = ||m||_F); T = (3I - Z Y) / 2; Y <- Y T; Z <- T Z. Y -> sqrtm(m / c).
+
+@functools.lru_cache(maxsize=8)
+def ns_schedule(l0: float = NS_L0, tol: float = 1e-15) -> tuple[tuple[float, float], ...]:
+    """Coefficients (a_k, b_k) of the scaled Newton-Schulz steps s <- s (a_k + b_k s^2) (host floats, no sync).
+
+    While the interval [l, 1] of sqrt-eigenvalues is wide, each step is the minimax (equioscillating) odd cubic on
+    [l, 1], rescaled so that its maximum is 1: small values grow 2.6x per step instead of plain Newton-Schulz's 1.5x.
+    Near 1, plain Newton-Schulz (a, b) = (1.5, -0.5) finishes with cubic convergence. From l0 = 1e-8: 24 steps
+    (plain Newton-Schulz needs about 45 for the same range).
+    """
+    out, lo = [], l0
+    while len(out) < 200:
+        if 1 - lo < 1e-3:
+            out.append((1.5, -0.5))
+            lo = lo * (3 - lo * lo) / 2
+            if 1 - lo < tol:
+                break
+            continue
+        q = 1 + lo + lo * lo
+        a = 2 / ((lo + lo * lo) / q + (2 / 3) * math.sqrt(q / 3))   # p(lo) = p(1) = 1 - E, max p = 1 + E
+        b = -a / q
+        hi = (2 * a / 3) * math.sqrt(q / 3)
+        out.append((a / hi, b / hi))
+        lo = (a * lo + b * lo ** 3) / hi
+    return tuple(out)
+
+
+def newton_schulz_trace_sqrt(m: torch.Tensor, iters: int | None = None, l0: float = NS_L0) -> torch.Tensor:
+    """Tr sqrtm(m) for symmetric PSD m (d, d) by the scaled coupled Newton-Schulz iteration (3 GEMMs a step).
+
+    Y0 = m / c, Z0 = I (c = ||m||_F); T = a_k I + b_k Z Y; Y <- Y T; Z <- T Z (:func:`ns_schedule`); Y -> sqrtm(m / c).
+    Y / Z stays m / c, and Y Z follows s -> s (a + b s^2) on the square roots of the eigenvalues of m / c.
+    Args: iters: take only the first ``iters`` steps of the schedule (default: all of it).
     """
     c = torch.linalg.matrix_norm(m)
-    if bool(c == 0):
-        return c
+    sched = ns_schedule(l0)
+    if iters is not None:
+        sched = sched[:iters]
     d = m.shape[0]
     eye = torch.eye(d, dtype=m.dtype, device=m.device)
-    y = m / c
+    y = m / c.clamp_min(torch.finfo(m.dtype).tiny)
     z = eye.clone()
-    for _ in range(iters):
-        t = torch.addmm(eye, z, y, beta=1.5, alpha=-0.5)   # 1.5 I - 0.5 Z Y, one GEMM with its epilogue
+    for a, b in sched:
+        t = torch.addmm(eye, z, y, beta=a, alpha=b)   # a I + b Z Y: one GEMM with its epilogue
         y, z = y @ t, t @ z
     return torch.diagonal(y).sum() * c.sqrt()
 
@@ -126,10 +161,10 @@ def _tsp_ns(l1: torch.Tensor, s2: torch.Tensor, iters: int) -> torch.Tensor:
 
 
 # method -> (function(L1, S2, iters), default iters). Adding a method is one row.
-METHODS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], int]] = {
+METHODS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, int | None], torch.Tensor], int | None]] = {
     "svd": (_tsp_svd, 0),
     "eigh": (_tsp_eigh, 0),
-    "newton_schulz": (_tsp_ns, 60),
+    "newton_schulz": (_tsp_ns, None),
 }
 
 
@@ -147,7 +182,7 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor, *, factor1: t
         factor1: optional (d, d) ``psd_factor(sigma1)``, cached across evaluations against fixed reference stats.
         method: ``"svd"``, ``"eigh"`` or ``"newton_schulz"`` (module docstring: cost and accuracy of each);
             default :func:`default_method` for the device.
-        iters: Newton-Schulz iterations (default 60).
+        iters: Newton-Schulz steps (default: the whole scaled schedule, 24 steps; fewer truncates it).
     Returns:
         0-dim float64 tensor on the inputs' device (no host sync besides the input checks).
     Raises:
