@@ -1,5 +1,11 @@
 // Minibatch discrimination: the N x N pair loop tiled through shared memory (see include/gankern/minibatch.h).
-// Floor per pass: N^2 * B * C abs-diff-adds and N^2 * B exps on the CUDA cores; memory O(N * B * C).
+// Floor per pass: N^2 * B * C abs-diff-adds (2 FP32 instructions each) and N^2 * B exps on the CUDA cores;
+// memory O(N * B * C).
+//
+// A block serves one b and MB_TILE rows i; the rows j stream through shared memory MB_TILE at a time. Both tiles
+// hold rows of M in fp32, zero-padded to a multiple of 4 columns (|0 - 0| adds nothing) and read as 16-byte
+// vectors. Thread (ty, tx) of a 16 x 16 block computes the distances of the 4 x 4 pairs
+// (ty + 16 a, tx + 16 b): 8 vector loads per 64 abs-diff-adds, so the loop is bound by the FP32 units.
 #include "gankern/cuda_compat.h"
 #include "gankern/minibatch.h"
 
@@ -7,101 +13,146 @@ namespace gk {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = MB_TILE / kWarps;  // thread (warp w, lane l) evaluates pairs (w + kWarps * k, l)
-constexpr int kWStride = MB_TILE + 1;           // row stride of the pair-weight tile (no bank conflicts)
-static_assert(MB_TILE == 32, "one lane per row j of a tile");
+constexpr int kSide = 16;                    // threads per side of the pair tile
+constexpr int kReg = MB_TILE / kSide;        // pairs per thread per side
+constexpr int kWStride = MB_TILE + 1;        // row stride of the backward's pair-weight tile (no bank conflicts)
+constexpr int kItems = (MB_TILE * ((MB_MAX_C + 3) / 4) + kThreads - 1) / kThreads;  // backward (row, 4 cols) items
+static_assert(kSide * kSide == kThreads && kReg * kSide == MB_TILE, "16 x 16 threads, 4 x 4 pairs each");
 
-// Row stride of the M tiles in shared memory: odd, so that lanes reading rows j (stride C) hit distinct banks.
-__host__ __device__ __forceinline__ int64_t tile_stride(int64_t C) { return C | 1; }
+struct alignas(16) Vec4 {
+  float x, y, z, w;
+};
 
-// tile[r * cs + c] = M[r0 + r, b, c] in fp32, zeros past N.
+// Row stride of the tiles in Vec4 units: ceil(C / 4), made odd so that 16-byte loads of different rows spread over
+// the banks.
+__host__ __device__ __forceinline__ int64_t vec_stride(int64_t C) { return ((C + 3) / 4) | 1; }
+
+// tile[r, c] = M[r0 + r, b, c] in fp32 for r < MB_TILE, c < 4 * vec_stride(C); zeros past N or C.
 template <typename T>
-__device__ __forceinline__ void load_tile(float* tile, const T* M, int64_t r0, int64_t b, int64_t N, int64_t B,
+__device__ __forceinline__ void load_tile(Vec4* tile, const T* M, int64_t r0, int64_t b, int64_t N, int64_t B,
                                           int64_t C) {
-  const int64_t cs = tile_stride(C);
-  for (int64_t e = threadIdx.x; e < MB_TILE * C; e += kThreads) {
-    const int64_t r = e / C, c = e % C;
-    tile[r * cs + c] = r0 + r < N ? to_float(M[((r0 + r) * B + b) * C + c]) : 0.0f;
+  const int64_t width = 4 * vec_stride(C);
+  float* t = reinterpret_cast<float*>(tile);
+  for (int64_t e = threadIdx.x; e < MB_TILE * width; e += kThreads) {
+    const int64_t r = e / width, c = e % width;
+    t[e] = r0 + r < N && c < C ? to_float(M[((r0 + r) * B + b) * C + c]) : 0.0f;
   }
 }
 
-// exp(-||mi[r] - mj[l]||_1) for the pair (i0 + r, j0 + l), 0 when j is past N or j == i.
-__device__ __forceinline__ float pair_weight(const float* mi, const float* mj, int r, int l, int64_t i0,
-                                             int64_t j0, int64_t N, int64_t C) {
-  const int64_t i = i0 + r, j = j0 + l, cs = tile_stride(C);
-  if (i >= N || j >= N || i == j) return 0.0f;
-  float d = 0.0f;
-  for (int64_t c = 0; c < C; ++c) d += fabsf(mi[r * cs + c] - mj[l * cs + c]);
-  return __expf(-d);
+__device__ __forceinline__ float abs_diff4(const Vec4& a, const Vec4& b) {
+  return fabsf(a.x - b.x) + fabsf(a.y - b.y) + fabsf(a.z - b.z) + fabsf(a.w - b.w);
 }
 
-// grid (B, tiles of rows i): o[i, b].
+// d[a][b] = ||mi[ty + 16 a] - mj[tx + 16 b]||_1.
+__device__ __forceinline__ void distances(const Vec4* mi, const Vec4* mj, int64_t C, int ty, int tx,
+                                          float d[kReg][kReg]) {
+  const int64_t s4 = vec_stride(C), n4 = (C + 3) / 4;
+  for (int a = 0; a < kReg; ++a)
+    for (int b = 0; b < kReg; ++b) d[a][b] = 0.0f;
+  for (int64_t c4 = 0; c4 < n4; ++c4) {
+    Vec4 x[kReg], y[kReg];
+    for (int a = 0; a < kReg; ++a) x[a] = mi[(ty + kSide * a) * s4 + c4];
+    for (int b = 0; b < kReg; ++b) y[b] = mj[(tx + kSide * b) * s4 + c4];
+    for (int a = 0; a < kReg; ++a)
+      for (int b = 0; b < kReg; ++b) d[a][b] += abs_diff4(x[a], y[b]);
+  }
+}
+
+// exp(-d) for the pair (i, j); 0 for j == i and for rows past N.
+__device__ __forceinline__ float pair_weight(float d, int64_t i, int64_t j, int64_t N) {
+  return i < N && j < N && i != j ? __expf(-d) : 0.0f;
+}
+
+__device__ __forceinline__ float sign_of(float v) { return (float)((v > 0.0f) - (v < 0.0f)); }
+
+// grid (B, row tiles): o[i, b].
 template <typename T>
 __global__ void __launch_bounds__(kThreads) disc_forward_kernel(const T* __restrict__ M, int64_t N, int64_t B,
                                                                 int64_t C, T* __restrict__ out) {
-  GK_DYNAMIC_SMEM(float, smem);
-  const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE, cs = tile_stride(C);
-  float* mi = smem;                 // [MB_TILE, cs]
-  float* mj = smem + MB_TILE * cs;  // [MB_TILE, cs]
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  GK_DYNAMIC_SMEM(Vec4, smem);
+  Vec4* mi = smem;                              // [MB_TILE, vec_stride(C)]
+  Vec4* mj = smem + MB_TILE * vec_stride(C);    // [MB_TILE, vec_stride(C)]
+  const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE;
+  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
   load_tile(mi, M, i0, b, N, B, C);
-  float acc[kRowsPerWarp] = {};
+  float acc[kReg] = {};
   for (int64_t j0 = 0; j0 < N; j0 += MB_TILE) {
     __syncthreads();  // the previous tile of rows j is no longer read
     load_tile(mj, M, j0, b, N, B, C);
     __syncthreads();
-    for (int k = 0; k < kRowsPerWarp; ++k) acc[k] += pair_weight(mi, mj, warp + kWarps * k, lane, i0, j0, N, C);
+    float d[kReg][kReg];
+    distances(mi, mj, C, ty, tx, d);
+    for (int a = 0; a < kReg; ++a)
+      for (int c = 0; c < kReg; ++c) acc[a] += pair_weight(d[a][c], i0 + ty + kSide * a, j0 + tx + kSide * c, N);
   }
-  for (int k = 0; k < kRowsPerWarp; ++k) {
-    const float total = warp_sum(acc[k]);
-    const int64_t i = i0 + warp + kWarps * k;
-    if (lane == 0 && i < N) out[i * B + b] = from_float<T>(total);
+  for (int a = 0; a < kReg; ++a) {  // sum over the 16 threads of a row (16 lanes of one warp)
+    float v = acc[a];
+    for (int offset = kSide / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    const int64_t i = i0 + ty + kSide * a;
+    if (tx == 0 && i < N) out[i * B + b] = from_float<T>(v);
   }
 }
 
-// grid (B, tiles of rows i): dM[i, b, :]. Per tile of rows j: the weights (g_i + g_j) e_ij into shared memory, then
-// each thread updates its own elements (r, c) of the dM tile, kept in shared memory until the end.
+// grid (B, row tiles): dM[i, b, :]. Per tile of rows j: the weights (g_i + g_j) e_ij of all pairs into shared
+// memory, then each thread accumulates its own (row, 4 columns) items of dM over the tile's rows j in registers.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __restrict__ M, const T* __restrict__ g,
                                                                  int64_t N, int64_t B, int64_t C,
                                                                  T* __restrict__ dM) {
-  GK_DYNAMIC_SMEM(float, smem);
-  const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE, cs = tile_stride(C);
-  float* mi = smem;                  // [MB_TILE, cs]
-  float* mj = mi + MB_TILE * cs;     // [MB_TILE, cs]
-  float* w = mj + MB_TILE * cs;      // [MB_TILE, kWStride] pair weights of the current tiles
-  float* dmi = w + MB_TILE * kWStride;  // [MB_TILE, C] the block's result
-  float* gi = dmi + MB_TILE * C;     // [MB_TILE]
-  float* gj = gi + MB_TILE;          // [MB_TILE]
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  GK_DYNAMIC_SMEM(Vec4, smem);
+  const int64_t s4 = vec_stride(C), n4 = (C + 3) / 4;
+  Vec4* mi = smem;                                    // [MB_TILE, s4]
+  Vec4* mj = mi + MB_TILE * s4;                       // [MB_TILE, s4]
+  float* w = reinterpret_cast<float*>(mj + MB_TILE * s4);  // [MB_TILE, kWStride] pair weights of the tiles
+  float* gi = w + MB_TILE * kWStride;                 // [MB_TILE]
+  float* gj = gi + MB_TILE;                           // [MB_TILE]
+  const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE;
+  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
+  const int64_t n_items = MB_TILE * n4;  // item e: row e / n4, columns 4 (e % n4) .. + 3
   load_tile(mi, M, i0, b, N, B, C);
   if (threadIdx.x < MB_TILE) gi[threadIdx.x] = i0 + threadIdx.x < N ? to_float(g[(i0 + threadIdx.x) * B + b]) : 0.0f;
-  for (int64_t e = threadIdx.x; e < MB_TILE * C; e += kThreads) dmi[e] = 0.0f;
+  __syncthreads();
+  Vec4 xi[kItems], acc[kItems];
+  for (int k = 0; k < kItems; ++k) {
+    const int64_t e = threadIdx.x + (int64_t)kThreads * k;
+    xi[k] = e < n_items ? mi[(e / n4) * s4 + e % n4] : Vec4{0.0f, 0.0f, 0.0f, 0.0f};
+    acc[k] = Vec4{0.0f, 0.0f, 0.0f, 0.0f};
+  }
   for (int64_t j0 = 0; j0 < N; j0 += MB_TILE) {
     __syncthreads();  // the previous tiles of rows j and weights are no longer read
     load_tile(mj, M, j0, b, N, B, C);
     if (threadIdx.x < MB_TILE) gj[threadIdx.x] = j0 + threadIdx.x < N ? to_float(g[(j0 + threadIdx.x) * B + b]) : 0.0f;
     __syncthreads();
-    for (int k = 0; k < kRowsPerWarp; ++k) {
-      const int r = warp + kWarps * k;
-      w[r * kWStride + lane] = (gi[r] + gj[lane]) * pair_weight(mi, mj, r, lane, i0, j0, N, C);
-    }
-    __syncthreads();
-    for (int64_t e = threadIdx.x; e < MB_TILE * C; e += kThreads) {
-      const int64_t r = e / C, c = e % C;
-      const float x = mi[r * cs + c];
-      float s = 0.0f;
-      for (int l = 0; l < MB_TILE; ++l) {
-        const float diff = x - mj[l * cs + c];
-        s += w[r * kWStride + l] * (float)((diff > 0.0f) - (diff < 0.0f));
+    float d[kReg][kReg];
+    distances(mi, mj, C, ty, tx, d);
+    for (int a = 0; a < kReg; ++a)
+      for (int c = 0; c < kReg; ++c) {
+        const int r = ty + kSide * a, l = tx + kSide * c;
+        w[r * kWStride + l] = (gi[r] + gj[l]) * pair_weight(d[a][c], i0 + r, j0 + l, N);
       }
-      dmi[e] -= s;
+    __syncthreads();
+    const int64_t rows_j = N - j0 < MB_TILE ? N - j0 : MB_TILE;
+    for (int k = 0; k < kItems; ++k) {
+      const int64_t e = threadIdx.x + (int64_t)kThreads * k;
+      if (e >= n_items) break;
+      const float* wr = w + (e / n4) * kWStride;
+      const Vec4* y = mj + e % n4;
+      for (int64_t l = 0; l < rows_j; ++l) {
+        const float wv = wr[l];
+        const Vec4 m = y[l * s4];
+        acc[k].x -= wv * sign_of(xi[k].x - m.x);
+        acc[k].y -= wv * sign_of(xi[k].y - m.y);
+        acc[k].z -= wv * sign_of(xi[k].z - m.z);
+        acc[k].w -= wv * sign_of(xi[k].w - m.w);
+      }
     }
   }
-  for (int64_t e = threadIdx.x; e < MB_TILE * C; e += kThreads) {  // each thread its own elements: no barrier
-    const int64_t r = e / C, c = e % C;
-    if (i0 + r < N) dM[((i0 + r) * B + b) * C + c] = from_float<T>(dmi[e]);
+  for (int k = 0; k < kItems; ++k) {
+    const int64_t e = threadIdx.x + (int64_t)kThreads * k, r = e / n4, c = 4 * (e % n4);
+    if (e >= n_items || i0 + r >= N) continue;
+    T* dst = dM + ((i0 + r) * B + b) * C;
+    const float v[4] = {acc[k].x, acc[k].y, acc[k].z, acc[k].w};
+    for (int q = 0; q < 4 && c + q < C; ++q) dst[c + q] = from_float<T>(v[q]);
   }
 }
 
@@ -121,23 +172,26 @@ bool bad_sizes(int64_t N, int64_t B, int64_t C) {
 
 dim3 grid_of(int64_t N, int64_t B) { return dim3((unsigned)B, (unsigned)((N + MB_TILE - 1) / MB_TILE)); }
 
+size_t tiles_bytes(int64_t C) { return sizeof(Vec4) * 2 * MB_TILE * vec_stride(C); }
+
 }  // namespace
 
 cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void* out, int dtype,
                             cudaStream_t stream) {
   if (bad_sizes(N, B, C)) return cudaErrorInvalidValue;
-  const size_t smem = sizeof(float) * 2 * MB_TILE * tile_stride(C);
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    return launch(disc_forward_kernel<T>, grid_of(N, B), dim3(kThreads), smem, stream, static_cast<const T*>(M), N,
-                  B, C, static_cast<T*>(out));
+    return launch(disc_forward_kernel<T>, grid_of(N, B), dim3(kThreads), tiles_bytes(C), stream,
+                  static_cast<const T*>(M), N, B, C, static_cast<T*>(out));
   });
 }
 
 cudaError_t mb_disc_backward(const void* M, const void* g, int64_t N, int64_t B, int64_t C, void* dM, int dtype,
                              cudaStream_t stream) {
   if (bad_sizes(N, B, C)) return cudaErrorInvalidValue;
-  const size_t smem = sizeof(float) * (2 * MB_TILE * tile_stride(C) + MB_TILE * kWStride + MB_TILE * C + 2 * MB_TILE);
+  const size_t smem = tiles_bytes(C) + sizeof(float) * (MB_TILE * kWStride + 2 * MB_TILE);
+  static_assert(sizeof(Vec4) * 2 * MB_TILE * (((MB_MAX_C + 3) / 4) | 1) + sizeof(float) * (MB_TILE * kWStride +
+                2 * MB_TILE) <= 48 * 1024, "the backward's tiles fit the default 48 KiB of dynamic shared memory");
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     return launch(disc_backward_kernel<T>, grid_of(N, B), dim3(kThreads), smem, stream, static_cast<const T*>(M),

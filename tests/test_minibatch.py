@@ -16,8 +16,9 @@ from conftest import CPU_BACKENDS, backend_ctx, poison
 
 KERNELS = ("triton", "cuda")
 STD_BACKENDS = ("ref", "triton")  # minibatch stddev has no CUDA C++ kernel
-# (N, A, B, C): none a multiple of the tiles (32 rows; C padded to a power of two), N below and above one tile.
-DISC_SHAPES = [(37, 6, 3, 5), (5, 4, 2, 17), (33, 3, 1, 1)]
+# (N, A, B, C): none a multiple of the tiles (32 rows in Triton, 64 in CUDA; C padded to a power of two or to a
+# multiple of 4), N below and above one tile.
+DISC_SHAPES = [(37, 6, 3, 5), (5, 4, 2, 17), (33, 3, 1, 1), (70, 5, 2, 7)]
 # (N, C, H, W, group_size, num_channels)
 STD_SHAPES = [(6, 4, 3, 2, 3, 2), (8, 5, 3, 3, 4, 1), (3, 6, 1, 1, 4, 3), (12, 8, 5, 7, 4, 2), (5, 3, 2, 2, None, 1)]
 
@@ -174,14 +175,14 @@ def test_discrimination_16bit_inputs_accumulate_in_fp32(name, dtype):
 
 def test_cuda_kernels_take_up_to_max_c_elements_per_row(schedule):
     assert sim.MB_MAX_C == mb.DISC_CUDA_MAX_C
-    M = torch.randn(34, 1, mb.DISC_CUDA_MAX_C) * 0.01
-    g = torch.randn(34, 1)
+    M = torch.randn(67, 1, mb.DISC_CUDA_MAX_C) * 0.03
+    g = torch.randn(67, 1)
     with backend_ctx("cuda"):
         o = minibatch_discrimination_pairs(M.requires_grad_(True))
         (dM,) = torch.autograd.grad(o, M, g)
     torch.testing.assert_close(o, mb._disc_ref(M.detach()), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dM, mb._disc_backward_ref(M.detach(), g), rtol=1e-4, atol=1e-5)
-    with backend_ctx("cuda"), pytest.raises(gankern.BackendUnavailable, match="C <= 96"):
+    with backend_ctx("cuda"), pytest.raises(gankern.BackendUnavailable, match=f"C <= {mb.DISC_CUDA_MAX_C}"):
         minibatch_discrimination_pairs(torch.randn(3, 1, mb.DISC_CUDA_MAX_C + 1))
 
 

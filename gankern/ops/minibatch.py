@@ -38,7 +38,7 @@ from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
 
 DISC_PREFERENCE = ("cuda", "triton")
 DISC_KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
-DISC_CUDA_MAX_C = 96  # gk::MB_MAX_C: the CUDA kernels' shared-memory tiles hold rows of up to this many elements
+DISC_CUDA_MAX_C = 48  # gk::MB_MAX_C: the CUDA kernels' shared-memory tiles hold rows of up to this many elements
 STD_PREFERENCE = ("triton",)
 STD_KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 STD_EPS = 1e-8

@@ -17,8 +17,8 @@
 
 namespace gk {
 
-constexpr int MB_TILE = 32;
-constexpr int MB_MAX_C = 96;
+constexpr int MB_TILE = 64;
+constexpr int MB_MAX_C = 48;
 
 cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void* out, int dtype,
                             cudaStream_t stream);
