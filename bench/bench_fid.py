@@ -4,6 +4,7 @@
     python bench/bench_fid.py --vs-scipy [--dim 2048]                # one timing of each method vs scipy, CPU
 
 Workloads (full size; --quick shrinks them for a smoke run on the CPU):
+- trace_sqrt_product on covariances of 1000 samples of 2048 features (singular), error against the exact value.
 - trace_sqrt_product on GPU.md's covariances: S_i = Q_i diag(logspace(1, -6, 2048)) Q_i^T, Q_i from the QR of a
   float64 Gaussian (torch.manual_seed(1), (2)); every method, the cached-reference-factor variant, torchmetrics'
   eigvals(S1 @ S2) route as "eager"; each row carries its relative error against scipy.linalg.sqrtm's value
@@ -60,8 +61,7 @@ def bench_trace_sqrt(d: int, device) -> list[dict]:
         "eigh": lambda i: fid.trace_sqrt_product(s1, s2, method="eigh"),
         "svd+cached": lambda i: fid.trace_sqrt_product(s1, s2, method="svd", factor1=l1),
         "eigh+cached": lambda i: fid.trace_sqrt_product(s1, s2, method="eigh", factor1=l1),
-        "newton_schulz40+cached": lambda i: fid.trace_sqrt_product(s1, s2, method="newton_schulz", iters=40,
-                                                                   factor1=l1),
+        "newton_schulz+cached": lambda i: fid.trace_sqrt_product(s1, s2, method="newton_schulz", factor1=l1),
     }
     floor = _bench.floor_ms(flops=2 * d ** 3, flop_rate=H100_FP64_FLOPS)
     rows = _bench.measure("fid", f"trace_sqrt_product {d}-d, eigenvalues 1e1..1e-6", (d, d), torch.float64, fns,
@@ -70,6 +70,25 @@ def bench_trace_sqrt(d: int, device) -> list[dict]:
         if r["ms"] is not None:
             v = float(_sync(fns[r["backend"]](0)))
             r["rel_err_vs_scipy"] = abs(v - ref) / ref
+    return rows
+
+
+def bench_singular(n: int, d: int, device) -> list[dict]:
+    """Covariances of n < d samples (rank n - 1): error against the exact ||Xc1 Xc2^T||_* / (n - 1)."""
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(n, d, dtype=torch.float64, generator=g) * torch.logspace(0.5, -3, d, dtype=torch.float64)
+    x2 = torch.randn(n, d, dtype=torch.float64, generator=g) * torch.logspace(0.5, -3, d, dtype=torch.float64) + 0.1
+    c1, c2 = x1 - x1.mean(0), x2 - x2.mean(0)
+    exact = float(torch.linalg.svdvals(c1 @ c2.T).sum()) / (n - 1)
+    s1, s2 = (c1.T @ c1 / (n - 1)).to(device), (c2.T @ c2 / (n - 1)).to(device)
+    fns = {m: (lambda i, m=m: fid.trace_sqrt_product(s1, s2, method=m)) for m in fid.METHODS}
+    fns["eager"] = lambda i: _eigvals_route(s1, s2)
+    floor = _bench.floor_ms(flops=2 * d ** 3, flop_rate=H100_FP64_FLOPS)
+    rows = _bench.measure("fid", f"trace_sqrt_product {d}-d from {n} samples (singular)", (d, d), torch.float64,
+                          fns, floor)
+    for r in rows:
+        if r["ms"] is not None:
+            r["rel_err_vs_exact"] = abs(float(_sync(fns[r["backend"]](0))) - exact) / exact
     return rows
 
 
@@ -111,9 +130,11 @@ def bench_kid(n: int, d: int, subsets: int, m: int, device) -> list[dict]:
 def run(quick: bool = False) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if quick:
-        return (bench_trace_sqrt(256, device) + bench_feature_stats(5000, 256, 1000, device)
+        return (bench_trace_sqrt(256, device) + bench_singular(100, 256, device)
+                + bench_feature_stats(5000, 256, 1000, device)
                 + bench_kid(2000, 256, 5, 200, device))
-    return (bench_trace_sqrt(2048, device) + bench_feature_stats(50000, 2048, 5000, device)
+    return (bench_trace_sqrt(2048, device) + bench_singular(1000, 2048, device)
+            + bench_feature_stats(50000, 2048, 5000, device)
             + bench_kid(50000, 2048, 100, 1000, device))
 
 
@@ -134,6 +155,18 @@ def vs_scipy(d: int) -> None:
         v = float(fid.trace_sqrt_product(s1, s2, method=name.split("+")[0], **kw))
         print(f"gankern {name:12s}: {time.perf_counter() - t:8.3f} s  trace {v!r}  rel err vs scipy "
               f"{abs(v - ref) / ref:.2e}")
+    # FID near 0, where cancellation bites: S2 = (1 + eps) S1, exact FID = (1 - sqrt(1 + eps))^2 Tr S1
+    from gankern.metrics import frechet_distance
+    eps = 1e-6
+    exact = (1 - np.sqrt(1 + eps)) ** 2 * float(torch.trace(s1))
+    b2 = a * (1 + eps)
+    t = time.perf_counter()
+    fid_scipy = float(np.trace(a) + np.trace(b2) - 2 * np.trace(scipy.linalg.sqrtm(a @ b2)).real)
+    print(f"FID near 0 (exact {exact:.3e}): scipy {fid_scipy - exact:+.2e} ({time.perf_counter() - t:.1f} s)", end="")
+    zero = np.zeros(d)
+    for m in ("svd", "eigh"):
+        print(f", {m} {frechet_distance(zero, a, zero, b2, method=m) - exact:+.2e}", end="")
+    print()
 
 
 if __name__ == "__main__":
