@@ -288,12 +288,11 @@ _penalty_noise_dot.register_autograd(_noise_dot_grad, setup_context=_noise_dot_s
 # public API
 
 def _backend_for(t: torch.Tensor) -> str:
-    name = _backend.select(t.device, t.dtype, PREFERENCE, KERNEL_DTYPES)
-    if name == "cuda":
+    if _backend.forced_backend() == "cuda":
         raise _backend.BackendUnavailable(
             "gankern backend 'cuda' was asked for but cannot run: the penalty family has Triton kernels only "
             "(use 'triton' or 'ref')")
-    return name
+    return _backend.select(t.device, t.dtype, PREFERENCE, KERNEL_DTYPES)
 
 
 def _center(center) -> float:
