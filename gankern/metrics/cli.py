@@ -1,7 +1,6 @@
 """`gankern fid PATH1 PATH2`: FID between two image sets (folders, zips) or saved statistics (.npz)."""
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 
@@ -11,15 +10,16 @@ def add_parsers(sub) -> None:
         "fid", help="Frechet Inception Distance between two image folders/zips or .npz statistics",
         description="FID with pytorch-fid's Inception-v3 and statistics format. PATH is a folder of images "
                     "(searched recursively), a zip of images, or an .npz with 'mu' and 'sigma'. Images of any size "
-                    "are resized to 299x299 (bilinear), as pytorch-fid does.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "are resized to 299x299 (bilinear), as pytorch-fid does.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="two paths (FID), or one with --save-stats")
     p.add_argument("--weights", default=None,
                    help="pt_inception-2015-12-05-6726825d.pth (default: $GANKERN_INCEPTION_WEIGHTS, then the cache)")
     p.add_argument("--download", action="store_true", help="download the weights if not found (needs network)")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass (default: 50)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    p.add_argument("--num-workers", type=int, default=4, help="image decoding processes")
+    p.add_argument("--num-workers", type=int, default=4, help="image decoding processes (default: 4)")
+    p.add_argument("--method", choices=("svd", "eigh", "newton_schulz"), default=None,
+                   help="matrix square-root method (gankern.ops.fid; default: svd on the CPU, eigh on CUDA)")
     p.add_argument("--save-stats", metavar="OUT.npz", default=None,
                    help="write the first PATH's statistics (pytorch-fid's .npz format)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,7 +51,7 @@ def run(args) -> int:
             print(f"saved the statistics of {paths[0]} to {args.save_stats}", file=sys.stderr)
         if len(stats) == 2:
             mu1, s1, mu2, s2 = (torch.as_tensor(a, dtype=torch.float64, device=device) for pair in stats for a in pair)
-            print(f"FID: {frechet_distance(mu1, s1, mu2, s2):.6f}")
+            print(f"FID: {frechet_distance(mu1, s1, mu2, s2, method=args.method):.6f}")
     except (FileNotFoundError, ValueError) as e:
         print(f"gankern fid: error: {e}", file=sys.stderr)
         return 1
