@@ -1,0 +1,177 @@
+"""Resample family: upfirdn2d (and its helpers, conv2d_resample) on every backend against the reference twin and a
+loop oracle, gradients to second order, torch.compile, bad input."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gankern
+from gankern.ops.resample import (conv2d_resample, downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_ref,
+                                  upsample2d)
+
+from conftest import backend_ctx
+
+
+def loop_oracle(x, f, up, down, pad, flip_filter, gain):
+    """out[oy, ox] = gain * sum_k fconv[k] X(o * down + k - p0), straight from the definition (f as a true
+    convolution kernel unless flip_filter), in float64 loops."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
+    f2 = torch.outer(f, f) if f.dim() == 1 else f
+    f2 = f2.double() * gain
+    taps = f2 if flip_filter else f2.flip([0, 1])
+    fh, fw = taps.shape
+    N, C, H, W = x.shape
+    Ho = (H * upy + py0 + py1 - fh) // downy + 1
+    Wo = (W * upx + px0 + px1 - fw) // downx + 1
+    out = torch.zeros(N, C, Ho, Wo, dtype=torch.float64)
+    xd = x.double()
+    for oy, ox, ky, kx in itertools.product(range(Ho), range(Wo), range(fh), range(fw)):
+        qy, qx = oy * downy + ky - py0, ox * downx + kx - px0
+        if qy % upy == 0 and qx % upx == 0 and 0 <= qy // upy < H and 0 <= qx // upx < W:
+            out[:, :, oy, ox] += taps[ky, kx] * xd[:, :, qy // upy, qx // upx]
+    return out
+
+
+# (up, down, padding, filter shape, flip_filter, gain): upsampling, downsampling, both, anisotropic factors,
+# negative padding (crop), 1-D (separable) and 2-D filters of odd and even sizes.
+CASES = [
+    ((2, 2), (1, 1), (2, 1, 2, 1), (4,), False, 4.0),
+    ((1, 1), (2, 2), (1, 1, 1, 1), (4,), False, 1.0),
+    ((1, 1), (1, 1), (1, 1, 1, 1), (3, 3), True, 1.5),
+    ((3, 2), (2, 1), (0, 2, -1, 3), (3, 2), False, 1.0),
+    ((2, 2), (3, 3), (-1, 2, 2, -1), (5,), True, 0.5),
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), False, 2.0),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_reference_matches_loop_oracle(case):
+    up, down, pad, fshape, flip, gain = CASES[case]
+    x, f = torch.randn(2, 3, 5, 4, dtype=torch.float64), torch.randn(fshape, dtype=torch.float64)
+    torch.testing.assert_close(upfirdn2d_ref(x, f, up, down, pad, flip, gain), loop_oracle(x, f, up, down, pad, flip, gain))
+
+
+def grads_to_second_order(fn, x, w, u):
+    x, w = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    y = fn(x)
+    (gx,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+    (gw,) = torch.autograd.grad((gx * u).sum(), w)
+    return y, gx, gw
+
+
+@pytest.mark.parametrize("case,channels_last", [(c, False) for c in range(len(CASES))] + [(0, True), (3, True)])
+def test_triton_matches_reference_with_gradients(case, channels_last):
+    up, down, pad, fshape, flip, gain = CASES[case]
+    x, f = torch.randn(1, 2, 7, 5), torch.randn(fshape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    want_y = upfirdn2d_ref(x, f, up, down, pad, flip, gain)
+    w, u = torch.randn(want_y.shape), torch.randn(x.shape)
+    with backend_ctx("triton"):
+        got = grads_to_second_order(lambda x: upfirdn2d(x, f, up, down, pad, flip, gain), x, w, u)
+    want = grads_to_second_order(lambda x: upfirdn2d_ref(x, f, up, down, pad, flip, gain), x, w, u)
+    for label, g, r in zip(("y", "dx", "d2w"), got, want):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5, msg=lambda m: f"{label}: {m}")
+
+
+def test_triton_fp16_large_tile_and_helpers():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(1, 1, 19, 45).half()
+    with backend_ctx("triton"):
+        got = [upsample2d(x, f), downsample2d(x, f), filter2d(x, f), upsample2d(x, setup_filter([1, 3, 3, 1],
+                                                                                                separable=True))]
+    want = [upsample2d(x.float(), f), downsample2d(x.float(), f), filter2d(x.float(), f), upsample2d(x.float(), f)]
+    assert [tuple(g.shape) for g in got] == [(1, 1, 38, 90), (1, 1, 9, 22), (1, 1, 19, 45), (1, 1, 38, 90)]
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float16
+        torch.testing.assert_close(g.float(), w, rtol=2e-3, atol=2e-3)
+
+
+def test_helpers_keep_the_mean_of_a_constant_image():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.full((1, 1, 8, 8), 3.0)
+    assert torch.allclose(upsample2d(x, f)[..., 2:-2, 2:-2], torch.tensor(3.0))
+    assert torch.allclose(downsample2d(x, f)[..., 1:-1, 1:-1], torch.tensor(3.0))
+
+
+def test_reference_gradcheck_float64():
+    f = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    x = torch.randn(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x):
+        return upfirdn2d_ref(x, f, up=2, down=1, padding=1)
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_conv2d_resample_matches_explicit_composition(up, down):
+    f = setup_filter([1, 3, 3, 1])
+    x, w = torch.randn(2, 4, 6, 6), torch.randn(3, 4, 3, 3)
+    got = conv2d_resample(x, w, f, up=up, down=down, padding=1, flip_weight=(up == 1))
+    inner = slice(None)
+    if up > 1:  # zero-insertion upsampling, filter, then a 'same' true convolution: equal away from the border,
+        # where the transposed convolution sees the filter's tail that the zero padding of conv2d does not
+        want = F.conv2d(upsample2d(x, f, up), w.flip([2, 3]), padding=1)
+        inner = slice(1, -1)
+    elif down > 1:  # StyleGAN2-ADA's grid: pad the blur by (fw - down + 1) // 2 + 1, then a strided convolution
+        want = F.conv2d(upfirdn2d_ref(x, f, padding=2), w, stride=2)
+    else:
+        want = F.conv2d(x, w, padding=1)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got[..., inner, inner], want[..., inner, inner], rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_fullgraph_and_empty_batch():
+    torch._dynamo.reset()
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 3, 6, 5, requires_grad=True)
+    with backend_ctx("triton"):
+        compiled = torch.compile(lambda x: upsample2d(x, f), fullgraph=True, backend="aot_eager")
+        y = compiled(x)
+        y.square().sum().backward()
+        empty = upsample2d(torch.randn(0, 3, 4, 4), f)
+    x2 = x.detach().clone().requires_grad_(True)
+    y2 = upsample2d(x2, f)
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    assert empty.shape == (0, 3, 8, 8)
+
+
+def test_forced_cuda_says_why():
+    with backend_ctx("cuda"):
+        with pytest.raises(gankern.BackendUnavailable, match="Triton kernel only"):
+            upfirdn2d(torch.randn(1, 1, 4, 4), torch.ones(2))
+
+
+BAD = {
+    "3-d filter": dict(f=torch.ones(2, 2, 2)),
+    "empty filter": dict(f=torch.ones(0)),
+    "int filter": dict(f=torch.ones(3, dtype=torch.int64)),
+    "filter requires grad": dict(f=torch.ones(3, requires_grad=True)),
+    "up 0": dict(up=0),
+    "down -1": dict(down=-1),
+    "up triple": dict(up=[1, 2, 3]),
+    "padding 3 values": dict(padding=[1, 2, 3]),
+    "padding float": dict(padding=1.5),
+    "empty output": dict(padding=-8),
+    "3-d x": dict(x="3d"),
+    "int x": dict(x="int"),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(BAD)), h=st.integers(2, 6), name=st.sampled_from(("ref", "triton")))
+def test_bad_input_raises_before_launch(case, h, name):
+    x = torch.randn(2, 3, h, h)
+    kw = dict(BAD[case])
+    x = {"3d": x[0], "int": x.long()}.get(kw.pop("x", None), x)
+    f = kw.pop("f", torch.ones(3))
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            upfirdn2d(x, f, **kw)
