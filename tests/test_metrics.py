@@ -160,7 +160,7 @@ def stylegan2_kid(real, gen_feats, num_subsets, max_subset_size, seed):
 
 @pytest.mark.parametrize("backend", ("ref", "triton"), indirect=True)
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float32))
-@pytest.mark.parametrize("n_real,n_fake,d,subset", [(70, 53, 45, 40), (33, 90, 67, 1000)])
+@pytest.mark.parametrize("n_real,n_fake,d,subset", [(70, 53, 45, 40), (33, 90, 67, 1000), (80, 75, 20, 70)])
 def test_kid_matches_stylegan2(backend, dtype, n_real, n_fake, d, subset, gen):
     real = torch.rand(n_real, d, dtype=torch.float64, generator=gen)
     fake = torch.rand(n_fake, d, dtype=torch.float64, generator=gen) * 1.1
