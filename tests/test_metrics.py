@@ -405,3 +405,28 @@ def test_cli_images_end_to_end(image_dir, weights_file, tmp_path, capsys):
     (d / "broken.png").write_bytes(b"\x89PNG garbage")
     assert _cli(argv) == 1
     assert "cannot read image" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+def test_gpu_kid_triton(dtype):
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(3001, 2048, generator=g, dtype=torch.float64).to(dtype).cuda()
+    fake = (torch.rand(2500, 2048, generator=g, dtype=torch.float64) * 1.05).to(dtype).cuda()
+    want = stylegan2_kid(real.double().cpu().numpy(), fake.double().cpu().numpy(), 4, 1000, seed=2)
+    with gankern.use_backend("triton"):
+        got = kid(real, fake, num_subsets=4, max_subset_size=1000, seed=2)
+    assert abs(got - want) <= 1e-9 * abs(want) + 1e-12
+
+
+@pytest.mark.gpu
+def test_gpu_feature_stats():
+    x = torch.rand(20011, 2048, device="cuda") * 3 + 100
+    s = FeatureStats()
+    for c in x.split(4999):
+        s.update(c)
+    mu, sigma = s.mean_cov()
+    assert sigma.device.type == "cuda"
+    want = np.cov(x.double().cpu().numpy(), rowvar=False)
+    np.testing.assert_allclose(sigma.cpu().numpy(), want, rtol=0, atol=1e-10 * np.abs(want).max())
