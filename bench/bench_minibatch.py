@@ -114,7 +114,7 @@ def bench_stddev(shape, dtype, device) -> list[dict]:
     N, C, H, W = shape
     xs = [torch.randn(shape, device=device).to(dtype) for _ in range(N_INPUTS)]
     gos = [torch.randn(N, C + 1, H, W, device=device).to(dtype) for _ in range(N_INPUTS)]
-    names = ("ref",) + (("triton",) if device.type == "cuda" else ())
+    names = ("ref",) + _kernel_backends(device)
     esize = xs[0].element_size()
     rows = []
     for phase in ("fwd", "fwd+bwd"):

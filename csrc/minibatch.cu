@@ -1,5 +1,6 @@
-// Minibatch discrimination: the N x N pair loop tiled through shared memory (see include/gankern/minibatch.h).
-// Floor per pass: N^2 * B * C abs-diff-adds (2 FP32 instructions each) and N^2 * B exps on the CUDA cores;
+// Minibatch family kernels (see include/gankern/minibatch.h).
+//
+// Minibatch discrimination: the N x N pair loop tiled through shared memory. Floor per pass: N^2 * B * C abs-diff-adds (2 FP32 instructions each) and N^2 * B exps on the CUDA cores;
 // memory O(N * B * C).
 //
 // A block serves one b and MB_TILE rows i; the rows j stream through shared memory MB_TILE at a time. Both tiles
@@ -156,6 +157,51 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
   }
 }
 
+// Minibatch stddev, one block per (group slot m, channel group f): each thread takes elements k of the group's
+// c * H * W slab and reads its G values (mean, then variance: the re-reads hit L1). Forward: copies x into out,
+// then the block's mean of s goes into the extra channel f of the G samples. Backward: dx = dout[:, :C] +
+// (x - mean) / (G * s) * gstd / (c * H * W), gstd the sum of dout's extra channel f over the group's samples.
+// Floor: x read and the output written once (backward: x and dout read, dx written).
+template <typename T, bool kBackward>
+__global__ void __launch_bounds__(kThreads) std_kernel(const T* __restrict__ x, const T* __restrict__ dout,
+                                                       int64_t C, int64_t HW, int64_t G, int64_t F, int64_t S,
+                                                       float eps, T* __restrict__ out) {
+  __shared__ float scratch[32];
+  const int64_t m = blockIdx.x / F, f = blockIdx.x % F, chw = C / F * HW, CF = C + F;
+  float coef = 0.0f;
+  if constexpr (kBackward) {
+    float acc = 0.0f;
+    for (int64_t e = threadIdx.x; e < G * HW; e += kThreads)
+      acc += to_float(dout[((e / HW * S + m) * CF + C + f) * HW + e % HW]);
+    coef = block_sum(acc, scratch) / (float)(chw * G);
+  }
+  float acc = 0.0f;
+  for (int64_t k = f * chw + threadIdx.x; k < (f + 1) * chw; k += kThreads) {
+    float mean = 0.0f, var = 0.0f;
+    for (int64_t g = 0; g < G; ++g) mean += to_float(x[(g * S + m) * C * HW + k]);
+    mean /= (float)G;
+    for (int64_t g = 0; g < G; ++g) {
+      const float d = to_float(x[(g * S + m) * C * HW + k]) - mean;
+      var += d * d;
+    }
+    const float s = sqrtf(var / (float)G + eps);
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t n = g * S + m;
+      if constexpr (kBackward)
+        out[n * C * HW + k] = from_float<T>(to_float(dout[n * CF * HW + k]) + (to_float(x[n * C * HW + k]) - mean) *
+                                                                                  (coef / s));
+      else
+        out[n * CF * HW + k] = x[n * C * HW + k];
+    }
+    acc += s;
+  }
+  if constexpr (!kBackward) {
+    const float std = block_sum(acc, scratch) / (float)chw;
+    for (int64_t e = threadIdx.x; e < G * HW; e += kThreads)
+      out[((e / HW * S + m) * CF + C + f) * HW + e % HW] = from_float<T>(std);
+  }
+}
+
 template <typename F>
 cudaError_t dispatch(int dtype, F f) {
   switch (dtype) {
@@ -174,7 +220,33 @@ dim3 grid_of(int64_t N, int64_t B) { return dim3((unsigned)B, (unsigned)((N + MB
 
 size_t tiles_bytes(int64_t C) { return sizeof(Vec4) * 2 * MB_TILE * vec_stride(C); }
 
+bool bad_std_sizes(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F) {
+  return N < 1 || C < 1 || HW < 1 || G < 1 || F < 1 || N % G != 0 || C % F != 0 || N / G * F > 0x7fffffff;
+}
+
+template <bool kBackward>
+cudaError_t launch_std(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
+                       float eps, void* out, int dtype, cudaStream_t stream) {
+  if (bad_std_sizes(N, C, HW, G, F)) return cudaErrorInvalidValue;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(std_kernel<T, kBackward>, dim3((unsigned)(N / G * F)), dim3(kThreads), 0, stream,
+                  static_cast<const T*>(x), static_cast<const T*>(dout), C, HW, G, F, N / G, eps,
+                  static_cast<T*>(out));
+  });
+}
+
 }  // namespace
+
+cudaError_t mb_std_forward(const void* x, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F, float eps,
+                           void* out, int dtype, cudaStream_t stream) {
+  return launch_std<false>(x, nullptr, N, C, HW, G, F, eps, out, dtype, stream);
+}
+
+cudaError_t mb_std_backward(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
+                            float eps, void* dx, int dtype, cudaStream_t stream) {
+  return launch_std<true>(x, dout, N, C, HW, G, F, eps, dx, dtype, stream);
+}
 
 cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void* out, int dtype,
                             cudaStream_t stream) {

@@ -15,7 +15,6 @@ from gankern.ops import minibatch_discrimination, minibatch_discrimination_pairs
 from conftest import CPU_BACKENDS, backend_ctx, poison
 
 KERNELS = ("triton", "cuda")
-STD_BACKENDS = ("ref", "triton")  # minibatch stddev has no CUDA C++ kernel
 # (N, A, B, C): none a multiple of the tiles (32 rows in Triton, 64 in CUDA; C padded to a power of two or to a
 # multiple of 4), N below and above one tile.
 DISC_SHAPES = [(37, 6, 3, 5), (5, 4, 2, 17), (33, 3, 1, 1), (70, 5, 2, 7)]
@@ -215,15 +214,26 @@ def std_run(name, x, G, F, second_order=False):
 
 
 @pytest.mark.parametrize("shape", STD_SHAPES, ids=str)
-def test_stddev_triton_matches_reference(shape):
+@pytest.mark.parametrize("name,order", KERNEL_RUNS)
+def test_stddev_kernels_match_reference(name, order, shape):
     N, C, H, W, G, F = shape
     x = torch.randn(N, C, H, W)
-    got = std_run("triton", x, G, F, second_order=True)
+    sim.set_schedule(order, 0)
+    try:
+        got = std_run(name, x, G, F, second_order=True)
+    finally:
+        sim.set_schedule(0, 0)
     want = std_run("ref", x, G, F, second_order=True)
     assert_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", STD_BACKENDS)
+def test_stddev_cuda_kernel_more_elements_than_threads():
+    x = torch.randn(4, 70, 3, 3)  # c * H * W = 630 elements per block of 256 threads
+    assert_all_close(std_run("cuda", x, 2, 1, second_order=True), std_run("ref", x, 2, 1, second_order=True),
+                     rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_stddev_fp16(name):
     x = torch.randn(8, 6, 3, 3).half()
     with backend_ctx(name):
@@ -247,11 +257,11 @@ def test_stddev_groups_samples_n_and_n_plus_n_over_g():
     torch.testing.assert_close(y[:, 1].flatten(), torch.tensor([1e-4, 1.0, 1e-4, 1.0]), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", STD_BACKENDS)
+@pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_stddev_gradcheck_and_gradgradcheck_float64(name):
     x = torch.randn(6, 4, 2, 3, dtype=torch.float64, requires_grad=True)
-    if name == "triton":  # kernels take fp32/bf16/fp16: first and second order against the reference instead
-        got = std_run("triton", x.float(), 3, 2, second_order=True)
+    if name != "ref":  # kernels take fp32/bf16/fp16: first and second order against the reference instead
+        got = std_run(name, x.float(), 3, 2, second_order=True)
         want = std_run("ref", x, 3, 2, second_order=True)
         assert_all_close(got, [w.float() for w in want], rtol=1e-4, atol=1e-5)
         return
@@ -269,19 +279,17 @@ def test_stddev_r1_style_double_backward_matches_eager():
         d = (layer(x) * w).sum(dim=(2, 3)).tanh().sum()
         (g,) = torch.autograd.grad(d, x, create_graph=True)
         return torch.autograd.grad(g.square().sum(), x)[0]
-    for name in STD_BACKENDS:
+    for name in CPU_BACKENDS:
         with backend_ctx(name):
             got = r1(lambda t: minibatch_stddev(t, 4))
         torch.testing.assert_close(got, r1(lambda t: stylegan2_minibatch_std(t, 4)), rtol=1e-4, atol=1e-5)
 
 
-def test_stddev_module_and_cuda_backend_says_why():
+def test_stddev_module(backend):
     m = MinibatchStdDev(2, 1)
     assert "group_size=2" in repr(m) and list(m.state_dict()) == []
     x = torch.randn(4, 3, 2, 2)
     torch.testing.assert_close(m(x), stylegan2_minibatch_std(x, 2, 1))
-    with backend_ctx("cuda"), pytest.raises(gankern.BackendUnavailable, match="no CUDA C"):
-        m(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,12 +299,9 @@ def test_stddev_module_and_cuda_backend_says_why():
 @pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_torch_compile_fullgraph_traces_through_both_ops(name):
     torch._dynamo.reset()
-    std_name = "triton" if name == "cuda" else name  # minibatch stddev has no CUDA C++ kernel
 
     def net(x, f, T):
-        with gankern.use_backend(std_name):
-            s = minibatch_stddev(x, 2, 1).square().mean()
-        return s + minibatch_discrimination(f, T, 3, 5).sum()
+        return minibatch_stddev(x, 2, 1).square().mean() + minibatch_discrimination(f, T, 3, 5).sum()
     x = torch.randn(4, 3, 2, 2, requires_grad=True)
     f, T = disc_inputs(6, 4, 3, 5)
     f.requires_grad_(True)
@@ -357,7 +362,7 @@ def test_discrimination_bad_input_raises_before_launch(case, n, a, name):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(sorted(STD_BAD)), n=st.sampled_from([2, 4, 6]), c=st.integers(1, 5),
-       hw=st.integers(1, 3), name=st.sampled_from(STD_BACKENDS))
+       hw=st.integers(1, 3), name=st.sampled_from(CPU_BACKENDS))
 def test_stddev_bad_input_raises_before_launch(case, n, c, hw, name):
     args, kwargs = STD_BAD[case](torch.randn(n, c, hw, hw))
     with backend_ctx(name), pytest.raises((ValueError, TypeError)):
@@ -404,9 +409,10 @@ def test_gpu_discrimination_dtypes(name, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_gpu_stddev_channels_last_and_dtypes(dtype):
+@pytest.mark.parametrize("name", KERNELS)
+def test_gpu_stddev_channels_last_and_dtypes(name, dtype):
     x = torch.randn(64, 37, 4, 5, device="cuda").to(dtype).to(memory_format=torch.channels_last)
-    got = std_run("triton", x, 4, 1, second_order=True)
+    got = std_run(name, x, 4, 1, second_order=True)
     want = std_run("ref", x.float().contiguous(), 4, 1, second_order=True)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
     assert_all_close(got, want, **tol)

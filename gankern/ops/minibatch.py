@@ -26,8 +26,10 @@ Backward of the backward (second order, for R1 on a discriminator that uses thes
 custom ops whose own gradient is autograd through the reference backward formula (differentiable eager ops).
 
 Backends: ref (eager torch, any float dtype; its discrimination is chunked over rows so it too stays within
-bounded memory), triton and cuda (fp32 / bf16 / fp16, fp32 accumulation; minibatch stddev has no CUDA kernel).
-Speed: not measured on a GPU yet, so the default order (cuda, then triton) is not measured either.
+bounded memory), triton and cuda (fp32 / bf16 / fp16, fp32 accumulation; the CUDA discrimination kernels take
+C <= DISC_CUDA_MAX_C, larger C goes to triton). Speed: not measured on a GPU yet, so the default order on CUDA
+tensors (cuda, then triton: the CUDA C++ kernels are compiled at install, Triton's at first call) is not measured
+either; bench/bench_minibatch.py measures both.
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
 DISC_PREFERENCE = ("cuda", "triton")
 DISC_KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
 DISC_CUDA_MAX_C = 48  # gk::MB_MAX_C: the CUDA kernels' shared-memory tiles hold rows of up to this many elements
-STD_PREFERENCE = ("triton",)
-STD_KERNEL_DTYPES = {"triton": CUDA_DTYPES}
+STD_PREFERENCE = ("cuda", "triton")
+STD_KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
 STD_EPS = 1e-8
 _REF_CHUNK = 1 << 24  # elements of the (rows, N, B, C) temporary of the reference discrimination
 _empty = torch.empty  # allocation of the kernels' outputs (the tests fill them with NaN)
@@ -135,11 +137,18 @@ def _disc_kernels(backend: str, M: torch.Tensor, g: torch.Tensor | None) -> torc
 
 
 def _std_kernels(backend: str, x: torch.Tensor, go: torch.Tensor | None, G: int, F: int) -> torch.Tensor:
-    """Forward (go None): (N, C + F, H, W); backward: dx (N, C, H, W). Triton only."""
-    from ..kernels import minibatch as k
+    """Forward (go None): (N, C + F, H, W); backward: dx (N, C, H, W)."""
     N, C, H, W = x.shape
     out = _empty((N, C + F, H, W) if go is None else (N, C, H, W), device=x.device, dtype=x.dtype)
-    k.std(x, go, out, G, F, STD_EPS)
+    if backend == "triton":
+        from ..kernels import minibatch as k
+        k.std(x, go, out, G, F, STD_EPS)
+    else:
+        mod, stream = module_and_stream(x.device)
+        if go is None:
+            mod.mb_std_forward(ptr(x), N, C, H * W, G, F, STD_EPS, ptr(out), DTYPE_CODES[x.dtype], stream)
+        else:
+            mod.mb_std_backward(ptr(x), ptr(go), N, C, H * W, G, F, STD_EPS, ptr(out), DTYPE_CODES[x.dtype], stream)
     return out
 
 
@@ -326,8 +335,5 @@ def minibatch_stddev(x: torch.Tensor, group_size: int | None = 4, num_channels: 
         raise ValueError(f"the batch size N = {N} must be a multiple of the group size min(group_size, N) = {G}")
     if C % F != 0:
         raise ValueError(f"the channel count C = {C} must be a multiple of num_channels = {F}")
-    if _backend.forced_backend() == "cuda":
-        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: minibatch_stddev "
-                                          "has no CUDA C++ kernel (its kernel is Triton); use 'triton' or 'ref'")
     backend = _backend.select(x.device, x.dtype, STD_PREFERENCE, STD_KERNEL_DTYPES)
     return _std_op(x if backend == "ref" else x.contiguous(), G, F, backend)

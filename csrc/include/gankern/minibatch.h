@@ -1,5 +1,6 @@
-// Minibatch discrimination pair sums (launch API; see csrc/minibatch.cu and gankern/ops/minibatch.py).
+// Minibatch family launch API (see csrc/minibatch.cu and gankern/ops/minibatch.py).
 //
+// Minibatch discrimination pair sums.
 // M: (N, B, C) contiguous, gk::DType `dtype`; g = dL/do: (N, B), dtype of M. Per (i, b):
 //   forward   o[i, b]     = sum_{j != i} exp(-||M[i, b, :] - M[j, b, :]||_1)                     out (N, B)
 //   backward  dM[i, b, c] = -sum_j (g[i, b] + g[j, b]) e_ijb sign(M[i, b, c] - M[j, b, c])       out (N, B, C)
@@ -24,5 +25,16 @@ cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void
                             cudaStream_t stream);
 cudaError_t mb_disc_backward(const void* M, const void* g, int64_t N, int64_t B, int64_t C, void* dM, int dtype,
                              cudaStream_t stream);
+
+// Minibatch standard deviation (StyleGAN2-ADA's MinibatchStdLayer). x: (N, C, H * W) contiguous, dtype `dtype`;
+// N = G * S samples, sample n in group slot n % S (x.reshape(G, S, ...)); F groups of C / F channels.
+// One block per (slot, channel group):
+//   forward   out (N, C + F, H * W) = cat([x, std], 1), std[n, f] = mean over the channel group and pixels of
+//             sqrt(var over n's group + eps)
+//   backward  dx (N, C, H * W) from x and dout (N, C + F, H * W)
+cudaError_t mb_std_forward(const void* x, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F, float eps,
+                           void* out, int dtype, cudaStream_t stream);
+cudaError_t mb_std_backward(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
+                            float eps, void* dx, int dtype, cudaStream_t stream);
 
 }  // namespace gk
