@@ -1,7 +1,7 @@
 // Minibatch family kernels (see include/gankern/minibatch.h).
 //
-// Minibatch discrimination: the N x N pair loop tiled through shared memory. Floor per pass: N^2 * B * C abs-diff-adds (2 FP32 instructions each) and N^2 * B exps on the CUDA cores;
-// memory O(N * B * C).
+// Minibatch discrimination: the N x N pair loop tiled through shared memory. Floor per pass: N^2 * B * C
+// abs-diff-adds (2 FP32 instructions each) and N^2 * B exps on the CUDA cores; memory O(N * B * C).
 //
 // A block serves one b and MB_TILE rows i; the rows j stream through shared memory MB_TILE at a time. Both tiles
 // hold rows of M in fp32, zero-padded to a multiple of 4 columns (|0 - 0| adds nothing) and read as 16-byte
