@@ -60,7 +60,8 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 # reference twins (eager torch; the backward formulas are differentiable, which gives the second order)
 
 def _row_chunks(M: torch.Tensor):
-    """(i0, rows M[i0:i1] in the accumulation dtype, off-diagonal mask (n, N, 1), all rows) per chunk of rows."""
+    """Per chunk of n rows from i0: (M[i0:i0 + n], off-diagonal mask (n, N, 1), all of M), M in the accumulation
+    dtype; chunks of at most _REF_CHUNK elements of (n, N, B, C)."""
     N = M.shape[0]
     Mf = M.to(_acc_dtype(M.dtype))
     step = max(1, _REF_CHUNK // max(1, M.numel()))
@@ -185,7 +186,7 @@ def _(M, backend):
 def _disc_backward_op(M: torch.Tensor, g: torch.Tensor, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _disc_backward_ref(M, g)
-    return _disc_kernels(backend, M, g.contiguous())
+    return _disc_kernels(backend, M, g.to(M.dtype).contiguous())
 
 
 @_disc_backward_op.register_fake
@@ -233,7 +234,7 @@ def _(x, G, F, backend):
 def _std_backward_op(x: torch.Tensor, go: torch.Tensor, G: int, F: int, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _std_backward_ref(x, go, G, F)
-    return _std_kernels(backend, x, go.contiguous(), G, F)
+    return _std_kernels(backend, x, go.to(x.dtype).contiguous(), G, F)
 
 
 @_std_backward_op.register_fake
