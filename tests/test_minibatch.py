@@ -19,7 +19,8 @@ KERNELS = ("triton", "cuda")
 # multiple of 4), N below and above one tile.
 DISC_SHAPES = [(37, 6, 3, 5), (5, 4, 2, 17), (33, 3, 1, 1), (70, 5, 2, 7)]
 # (N, C, H, W, group_size, num_channels)
-STD_SHAPES = [(6, 4, 3, 2, 3, 2), (8, 5, 3, 3, 4, 1), (3, 6, 1, 1, 4, 3), (12, 8, 5, 7, 4, 2), (5, 3, 2, 2, None, 1)]
+STD_SHAPES = [(6, 4, 3, 2, 3, 2), (8, 5, 3, 3, 4, 1), (3, 6, 1, 1, 4, 3), (12, 8, 5, 7, 4, 2), (5, 3, 2, 2, None, 1),
+              (1, 3, 2, 2, 4, 1)]
 
 
 @pytest.fixture(autouse=True)
@@ -152,8 +153,11 @@ def test_single_sample_gives_zeros_not_nan(backend):
 
 
 def test_identical_samples_count_every_other_sample(backend):
-    M = torch.randn(1, 3, 4).repeat(6, 1, 1)
-    torch.testing.assert_close(minibatch_discrimination_pairs(M), torch.full((6, 3), 5.0))
+    M = torch.randn(1, 3, 4).repeat(6, 1, 1).requires_grad_(True)
+    o = minibatch_discrimination_pairs(M)
+    torch.testing.assert_close(o, torch.full((6, 3), 5.0))
+    (dM,) = torch.autograd.grad(o, M, torch.randn(6, 3))  # sign(0) = 0, as torch's |x|' at 0
+    torch.testing.assert_close(dM, torch.zeros_like(M), rtol=0, atol=0)
 
 
 # bf16 does not run in the Triton interpreter: Triton's bf16 is tested on the GPU
