@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gankern
-from gankern.metrics import FeatureStats, frechet_distance, inception_score, kid
+from gankern.metrics import FeatureStats, FIDReference, frechet_distance, inception_score, kid
 from gankern.metrics import cli as fid_cli
 from gankern.metrics import inception as inc
 from gankern.metrics.extract import compute_stats
@@ -125,6 +125,11 @@ def test_frechet_distance_matches_pytorch_fid(d, gen):
         assert isinstance(got, float) and abs(got - want) <= 1e-9 * want
     got = frechet_distance(*(torch.from_numpy(a).float() for a in (mu1, s1, mu2, s2)))  # float32 tensors in
     assert abs(got - want) <= 1e-4 * want
+    ref = FIDReference(mu1, s1, method="eigh")                # cached reference factor, reused
+    for _ in range(2):
+        assert abs(ref(mu2, s2) - want) <= 1e-9 * want
+    with pytest.raises(ValueError, match="sigma has shape"):
+        FIDReference(mu1[:-1], s1)
 
 
 def test_frechet_distance_bad_inputs():
