@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import gankern
 import gankern._sim as sim
 from gankern.nn.modulation import AdaIN
-from gankern.ops.modulation import ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref
+from gankern.ops.modulation import (ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref, demodulation_coefficients,
+                                    modulated_conv2d, modulated_conv2d_ref)
 
 from conftest import CPU_BACKENDS, backend_ctx
 
@@ -293,3 +294,146 @@ def test_adain_bad_input_raises_before_launch(case, n, c, name, eps_bad):
         if eps_bad:
             with pytest.raises(ValueError, match="eps"):
                 adain(x, g, b, eps=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# modulated_conv2d
+
+# kwargs of modulated_conv2d: StyleGAN2's 3x3 layer (demodulation, bias, noise, lrelu), its upsampling layer (true
+# convolution), a downsampling one, a 1x1 toRGB-style layer without demodulation with a clamp, and an even kernel
+# with explicit asymmetric padding.
+MODCONV_CASES = {
+    "3x3": dict(k=3, demodulate=True, act="lrelu", noise=True, bias=True),
+    "up": dict(k=3, up=2, flip_weight=False, act="lrelu", noise=True, bias=True),
+    "down": dict(k=3, down=2, act="swish", bias=True),
+    "1x1": dict(k=1, demodulate=False, act="linear", bias=True, clamp=0.5),
+    "2x2": dict(k=2, padding=[1, 0, 0, 1], act="tanh", noise=True),
+}
+
+
+def modconv_inputs(case, N=2, I=3, O=5, H=7, W=6, channels_last=False):
+    kw = dict(MODCONV_CASES[case])
+    k = kw.pop("k")
+    x = torch.randn(N, I, H, W)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight, styles = torch.randn(O, I, k, k), torch.randn(N, I) + 1
+    if kw.pop("bias", False):
+        kw["bias"] = torch.randn(O)
+    if kw.pop("noise", False):
+        from gankern.ops.resample import conv2d_resample_size, setup_filter
+        f = setup_filter([1, 3, 3, 1]) if kw.get("up", 1) > 1 or kw.get("down", 1) > 1 else None
+        Ho, Wo = conv2d_resample_size(H, W, k, k, f, kw.get("up", 1), kw.get("down", 1),
+                                      kw.get("padding", k // 2))
+        kw["noise"] = torch.randn(N, 1, Ho, Wo)
+        kw["noise_strength"] = torch.tensor(0.7)
+    return x, weight, styles, kw
+
+
+def modconv_grads(fn, x, weight, styles, kw, w_out):
+    """Values, first-order grads w.r.t. (x, weight, styles, bias, strength), and a path-length-like second order:
+    the gradient w.r.t. styles, differentiated again w.r.t. (weight, x)."""
+    x, weight, styles = (t.detach().clone().requires_grad_(True) for t in (x, weight, styles))
+    kw = dict(kw)
+    extra = [k for k in ("bias", "noise_strength") if k in kw]
+    for k in extra:
+        kw[k] = kw[k].detach().clone().requires_grad_(True)
+    y = fn(x, weight, styles, **kw)
+    ins = (x, weight, styles) + tuple(kw[k] for k in extra)
+    first = torch.autograd.grad((y * w_out).sum(), ins, create_graph=True)
+    second = torch.autograd.grad(first[2].square().sum() + first[0].square().sum(), (weight, x), allow_unused=True,
+                                 materialize_grads=True)
+    return (y,) + first + second
+
+
+@pytest.mark.parametrize("case", sorted(MODCONV_CASES))
+def test_modulated_conv2d_matches_reference_to_second_order(case):
+    x, weight, styles, kw = modconv_inputs(case, channels_last=case == "3x3")
+    y_shape = modulated_conv2d_ref(x, weight, styles, **kw).shape
+    w_out = torch.randn(y_shape)
+    want = modconv_grads(modulated_conv2d_ref, x, weight, styles, kw, w_out)
+    with backend_ctx("triton"):
+        got = modconv_grads(modulated_conv2d, x, weight, styles, kw, w_out)
+    labels = ("y", "dx", "dweight", "dstyles", "dbias/dstrength", "dstrength", "d2weight", "d2x")
+    for label, g, r in zip(labels, got, want):
+        torch.testing.assert_close(g, r, rtol=2e-4, atol=2e-4, msg=lambda m: f"{label}: {m}")
+
+
+def test_modulated_conv2d_reference_is_per_sample_convolution():
+    """The grouped formulation equals a loop of ordinary convolutions with per-sample demodulated weights."""
+    x, weight, styles = torch.randn(3, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 3, 3, dtype=torch.float64), \
+        torch.randn(3, 4, dtype=torch.float64)
+    got = modulated_conv2d_ref(x, weight, styles, padding=1)
+    for n in range(3):
+        w = weight * styles[n][None, :, None, None]
+        w = w / torch.sqrt((w ** 2).sum((1, 2, 3), keepdim=True) + 1e-8)
+        torch.testing.assert_close(got[n:n + 1], F.conv2d(x[n:n + 1], w, padding=1))
+    torch.testing.assert_close(demodulation_coefficients(weight, styles),
+                               (weight[None] * styles[:, None, :, None, None]).square().sum((2, 3, 4)).add(1e-8)
+                               .rsqrt().float())
+
+
+def test_modulated_conv2d_reference_gradcheck_float64():
+    x = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, weight, styles):
+        return modulated_conv2d_ref(x, weight, styles, act="softplus")
+
+    assert torch.autograd.gradcheck(fn, (x, weight, styles))
+    assert torch.autograd.gradgradcheck(fn, (x, weight, styles))
+
+
+def test_modulated_conv2d_shared_noise_float_strength_and_empty_batch():
+    x, weight, styles, kw = modconv_inputs("3x3")
+    kw["noise"] = kw["noise"][:1]
+    kw["noise_strength"] = 0.3
+    with backend_ctx("triton"):
+        y = modulated_conv2d(x, weight, styles, **kw)
+        empty = modulated_conv2d(x[:0], weight, styles[:0], **{k: v for k, v in kw.items() if k != "noise"
+                                                                and k != "noise_strength"})
+    torch.testing.assert_close(y, modulated_conv2d_ref(x, weight, styles, **kw), rtol=1e-4, atol=1e-4)
+    assert empty.shape == (0, 5, 7, 6)
+
+
+def test_modulated_conv2d_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    x, weight, styles, kw = modconv_inputs("3x3")
+    with backend_ctx("triton"):
+        compiled = torch.compile(lambda x, w, s: modulated_conv2d(x, w, s, **kw), fullgraph=True,
+                                 backend="aot_eager")
+        y = compiled(x, weight, styles)
+    torch.testing.assert_close(y, modulated_conv2d_ref(x, weight, styles, **kw), rtol=1e-4, atol=1e-4)
+
+
+MODCONV_BAD = {
+    "N mismatch": dict(styles="short"),
+    "I mismatch": dict(weight="wrong I"),
+    "3-d weight": dict(weight="3d"),
+    "up 0": dict(up=0),
+    "down 1.5": dict(down=1.5),
+    "noise wrong size": dict(noise="wrong"),
+    "strength without noise": dict(noise_strength=0.5),
+    "bias wrong length": dict(bias="short"),
+    "unknown act": dict(act="mish2"),
+    "int x": dict(x="int"),
+    "zero eps": dict(eps=0.0),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(MODCONV_BAD)), n=st.integers(2, 3), i=st.integers(1, 4),
+       name=st.sampled_from(("ref", "triton")))
+def test_modulated_conv2d_bad_input_raises_before_launch(case, n, i, name):
+    x, weight, styles = torch.randn(n, i, 5, 5), torch.randn(3, i, 3, 3), torch.randn(n, i)
+    kw = dict(MODCONV_BAD[case])
+    x = {"int": x.long()}.get(kw.pop("x", None), x)
+    styles = {"short": styles[:-1]}.get(kw.pop("styles", None), styles)
+    weight = {"wrong I": torch.randn(3, i + 1, 3, 3), "3d": weight[0]}.get(kw.pop("weight", None), weight)
+    kw["bias"] = {"short": torch.randn(2)}.get(kw.pop("bias", None), torch.randn(3))
+    if kw.get("noise") == "wrong":
+        kw["noise"] = torch.randn(n, 1, 4, 5)
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            modulated_conv2d(x, weight, styles, **kw)

@@ -8,7 +8,6 @@ import triton
 import triton.language as tl
 
 BIAS_ACT_BLOCK = 1024   # bias_act: elements per program
-EPI_BLOCK_HW = 256      # modconv epilogue: pixels per loop step
 
 
 @triton.jit
@@ -125,7 +124,7 @@ ADAIN_TWO_PASS_TILE = {False: (4, 512), True: (32, 64)}  # (BLOCK_C, BLOCK_HW) b
 
 
 @triton.jit
-def _adain_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+def _plane_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     n_cblocks = tl.cdiv(C, BLOCK_C)
     n = pid // n_cblocks
     c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -138,7 +137,7 @@ def _adain_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.c
 def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp, eps, BLOCK_C: tl.constexpr,
                      BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
     """y = (x - mean) * rstd * gamma + beta per (n, c) over HW; writes mean, rstd (fp32)."""
-    n, c, cmask, row = _adain_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
     p = tl.arange(0, BLOCK_HW)
     g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
     bt = tl.load(beta + n * C + c, mask=cmask, other=0.0).to(tl.float32)
@@ -178,7 +177,7 @@ def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp
 def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, sxn, sxc, sxp,
                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
     """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma rstd (dy - dbeta / HW - xhat dgamma / HW) per (n, c)."""
-    n, c, cmask, row = _adain_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
     p = tl.arange(0, BLOCK_HW)
     g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
     mean = tl.load(mean_in + n * C + c, mask=cmask, other=0.0)
@@ -238,3 +237,98 @@ def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last):
     adain_bwd_kernel[(N * triton.cdiv(C, block_c),)](x, gamma, mean, rstd, dy, dx, dgamma, dbeta, C, H * W, sxn,
                                                     sxc, sxp, BLOCK_C=block_c, BLOCK_HW=block_hw,
                                                     ONE_PASS=one_pass)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modulated convolution epilogue: out = clamp(gain f(v)), v = y * d[n, o] + bias[o] + noise[n, p] * strength.
+# y, out, dout, dy: (N, O, HW) by strides (syn, syc, syp) (contiguous or channels_last); d, sums: (N, O) fp32;
+# bias: (O,); noise: (N, HW) by strides (snn, 1) (snn = 0 broadcasts one map); strength: one element.
+# One program per (n, block of channels), looping over the pixels.
+
+EPI_TILE = {False: (4, 256), True: (32, 32)}  # (BLOCK_C, BLOCK_HW) by channels_last
+
+
+@triton.jit
+def _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D: tl.constexpr,
+           HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr):
+    """(offsets, y tile, pre-activation v tile, noise tile) at pixels p of the rows `row` (mask m)."""
+    off = row[:, None] + p[None, :].to(tl.int64) * syp
+    yv = tl.load(y + off, mask=m, other=0.0).to(tl.float32)
+    v = yv
+    if HAS_D:
+        v = v * tl.load(d + n * C + c, mask=cmask, other=0.0)[:, None]
+    if HAS_B:
+        v += tl.load(bias + c, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    nz = tl.zeros([1, p.shape[0]], tl.float32)
+    if HAS_NOISE:
+        nz += tl.load(noise + n.to(tl.int64) * snn + p, mask=p < HW, other=0.0).to(tl.float32)[None, :]
+        v += nz * tl.load(strength).to(tl.float32)
+    return off, yv, v, nz
+
+
+@triton.jit
+def modconv_epilogue_kernel(y, d, bias, noise, strength, out, C, HW, syn, syc, syp, snn, alpha, gain, clamp,
+                            HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr, ACT: tl.constexpr,
+                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """out = clamp(gain f(v)) (see above)."""
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, syn, syc, syp, BLOCK_C, BLOCK_HW)
+    for p0 in range(0, HW, BLOCK_HW):
+        p = p0 + tl.arange(0, BLOCK_HW)
+        m = cmask[:, None] & (p < HW)[None, :]
+        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D, HAS_B,
+                                HAS_NOISE)
+        tl.store(out + off, _act_out(v, alpha, gain, clamp, ACT).to(out.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, HW, NC, syn, syc, syp, snn, alpha,
+                                gain, clamp, HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr,
+                                ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """dv = dout * gain f'(v) * keep; dy = dv * d; sums[0, n, o] = sum_p dv * y (-> dd), sums[1] = sum_p dv
+    (-> dbias), sums[2] = sum_p dv * noise (-> dstrength). sums: (3, N, C) fp32 (NC = N * C)."""
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, syn, syc, syp, BLOCK_C, BLOCK_HW)
+    s_y = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+    s_dv = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+    s_nz = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
+    for p0 in range(0, HW, BLOCK_HW):
+        p = p0 + tl.arange(0, BLOCK_HW)
+        m = cmask[:, None] & (p < HW)[None, :]
+        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D, HAS_B,
+                                HAS_NOISE)
+        g = tl.load(dout + off, mask=m, other=0.0).to(tl.float32)
+        dv = tl.where(m, g * _act_grad_factor(v, alpha, gain, clamp, ACT, 1), 0.0)
+        s_y += dv * yv
+        s_dv += dv
+        s_nz += dv * nz
+        if HAS_D:
+            dv = dv * tl.load(d + n * C + c, mask=cmask, other=0.0)[:, None]
+        tl.store(dy + off, dv.to(dy.dtype.element_ty), mask=m)
+    nc = n * C + c
+    tl.store(sums + nc, tl.sum(s_y, axis=1), mask=cmask)
+    tl.store(sums + NC + nc, tl.sum(s_dv, axis=1), mask=cmask)
+    tl.store(sums + 2 * NC + nc, tl.sum(s_nz, axis=1), mask=cmask)
+
+
+def _epi_args(y, noise, channels_last):
+    N, C, H, W = y.shape
+    block_c, block_hw = EPI_TILE[channels_last]
+    syn, syc, _, syp = y.stride()
+    snn = 0 if noise is None else noise.stride(0)
+    return (N * triton.cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn), dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
+
+
+def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, channels_last):
+    grid, sizes, strides, blocks = _epi_args(y, noise, channels_last)
+    modconv_epilogue_kernel[grid](y, y if d is None else d, y if bias is None else bias,
+                                  y if noise is None else noise, y if strength is None else strength, out, *sizes,
+                                  *strides, alpha, gain, clamp, HAS_D=d is not None, HAS_B=bias is not None,
+                                  HAS_NOISE=noise is not None, ACT=act, **blocks)
+
+
+def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha, gain, clamp, channels_last):
+    grid, sizes, strides, blocks = _epi_args(y, noise, channels_last)
+    modconv_epilogue_bwd_kernel[grid](y, y if d is None else d, y if bias is None else bias,
+                                      y if noise is None else noise, y if strength is None else strength, dout, dy,
+                                      sums, *sizes, y.shape[0] * y.shape[1], *strides, alpha, gain, clamp,
+                                      HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
+                                      ACT=act, **blocks)

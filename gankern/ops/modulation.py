@@ -267,19 +267,21 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
 # second order through a fused backward: differentiate the reference formula of the first-order gradients
 
 
-def _double_backward_via_ref(ref_fn, inputs, grad_out, grad_grads):
-    """Gradients of <first-order grads of ref_fn(*inputs) w.r.t. inputs for grad_out, grad_grads> w.r.t. inputs
-    and grad_out (what the backward of a fused backward op must return). Second order only: the result does not
-    track further gradients."""
+def _double_backward(backward_ref, inputs, grads):
+    """The backward of a fused backward op: gradients w.r.t. ``inputs`` (tensors or None) of
+    sum_k <backward_ref(*inputs)[k], grads[k]>, where backward_ref is the op's meaning in differentiable torch.
+    Second order only: the result does not track further gradients."""
     with torch.enable_grad():
-        ins = [t.detach().requires_grad_(True) for t in inputs]
-        g = grad_out.detach().requires_grad_(True)
-        first = torch.autograd.grad(ref_fn(*ins), ins, g, create_graph=True)
-        pairs = [(f, gg) for f, gg in zip(first, grad_grads) if gg is not None and f.requires_grad]
-        if not pairs:
-            return [None] * (len(ins) + 1)
-        return list(torch.autograd.grad([f for f, _ in pairs], ins + [g], [gg for _, gg in pairs],
-                                        allow_unused=True))
+        ins = [t if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
+        live = [i for i, t in enumerate(ins) if t is not None and t.requires_grad]
+        pairs = [(o, g) for o, g in zip(backward_ref(*ins), grads) if g is not None and o.requires_grad]
+        out = [None] * len(ins)
+        if pairs:
+            res = torch.autograd.grad([o for o, _ in pairs], [ins[i] for i in live], [g for _, g in pairs],
+                                      allow_unused=True)
+            for i, r in zip(live, res):
+                out[i] = r
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,11 +361,17 @@ def _adain_backward_setup(ctx, inputs, output):
     ctx.eps = eps
 
 
+def _adain_backward_ref(x, gamma, dy, eps):
+    """(dx, dgamma, dbeta) of adain_ref by autograd, differentiable (the meaning of gankern::adain_backward)."""
+    beta = torch.zeros_like(gamma, requires_grad=True)
+    return torch.autograd.grad(adain_ref(x, gamma, beta, eps), (x, gamma, beta), dy, create_graph=True)
+
+
 def _adain_double_backward(ctx, ddx, ddgamma, ddbeta):
     """Second order from the reference formula (mean and rstd are recomputed from x, so they get no gradient)."""
     x, gamma, dy = ctx.saved_tensors
-    gx, ggamma, _, gdy = _double_backward_via_ref(lambda x, g, b: adain_ref(x, g, b, ctx.eps),
-                                                  (x, gamma, torch.zeros_like(gamma)), dy, (ddx, ddgamma, ddbeta))
+    gx, ggamma, gdy = _double_backward(lambda x, g, dy: _adain_backward_ref(x, g, dy, ctx.eps), (x, gamma, dy),
+                                       (ddx, ddgamma, ddbeta))
     return gx, ggamma, None, None, gdy, None, None
 
 
@@ -403,3 +411,235 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
         raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: adain has Triton "
                                           "kernels only (use the triton backend)")
     return _adain_op(x, gamma, beta, float(eps), backend)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# modulated convolution
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """d[n, o] = rsqrt(sum_{i, k} (w[o, i, k] s[n, i])^2 + eps) as one (N, I) @ (I, O) product (fp32, differentiable).
+    weight (O, I, kh, kw), styles (N, I) -> (N, O)."""
+    q = weight.float().square().sum([2, 3])          # [O, I]
+    return (styles.float().square() @ q.t() + eps).rsqrt()
+
+
+def _epilogue_pre(y, d, bias, noise, strength):
+    """v = y * d[n, o] + bias[o] + noise * strength (in y's dtype)."""
+    v = y if d is None else y * d[:, :, None, None].to(y.dtype)
+    if bias is not None:
+        v = v + bias.to(y.dtype)[None, :, None, None]
+    if noise is not None:
+        v = v + noise.to(y.dtype) * strength.to(y.dtype)
+    return v
+
+
+def _epilogue_ref(y, d, bias, noise, strength, act, alpha, gain, clamp):
+    return bias_act_ref(_epilogue_pre(y, d, bias, noise, strength), None, 1, act, alpha, gain,
+                        None if clamp < 0 else clamp)
+
+
+def modulated_conv2d_ref(x, weight, styles, demodulate=True, padding=None, up=1, down=1, resample_filter=None,
+                         flip_weight=True, bias=None, noise=None, noise_strength=None, act="linear", alpha=None,
+                         gain=None, clamp=None, eps=1e-8):
+    """Eager twin of :func:`modulated_conv2d`: StyleGAN2's formulation with per-sample weights
+    w[n] = weight * s[n] (demodulated) in one grouped convolution."""
+    from .resample import conv2d_resample, conv2d_resample_size, setup_filter
+    N, I, H, W = x.shape
+    O, _, kh, kw = weight.shape
+    padding = kh // 2 if padding is None else padding
+    if resample_filter is None and (up > 1 or down > 1):
+        resample_filter = setup_filter([1, 3, 3, 1], device=x.device)
+    if N == 0:
+        return x.new_zeros((0, O, *conv2d_resample_size(H, W, kh, kw, resample_filter, up, down, padding)))
+    w = weight[None].to(x.dtype) * styles.to(x.dtype).reshape(N, 1, I, 1, 1)   # [N, O, I, kh, kw]
+    if demodulate:
+        w = w * (w.square().sum([2, 3, 4]) + eps).rsqrt().reshape(N, O, 1, 1, 1)
+    y = conv2d_resample(x.reshape(1, N * I, H, W), w.reshape(N * O, I, kh, kw), resample_filter, up, down, padding,
+                        groups=N, flip_weight=flip_weight)
+    y = y.reshape(N, O, *y.shape[2:])
+    strength = torch.ones((), device=x.device) if noise_strength is None else torch.as_tensor(noise_strength)
+    _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
+    return _epilogue_ref(y, None, bias, noise, strength, act, alpha, gain, clamp)
+
+
+@torch.library.custom_op("gankern::modconv_epilogue", mutates_args=())
+def _epilogue_op(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor | None, noise: torch.Tensor | None,
+                 strength: torch.Tensor | None, act: str, alpha: float, gain: float, clamp: float,
+                 backend: str) -> torch.Tensor:
+    """out = clamp(gain f(y * d[n, o] + bias[o] + noise[n, 0] * strength)); noise (N | 1, 1, H, W)."""
+    y, cl = _adain_layout(y)
+    out = torch.empty_like(y)
+    if y.numel():
+        _triton().modconv_epilogue(y, d, bias, _noise_rows(noise, y), strength, out, ACTIVATIONS[act].code, alpha,
+                                   gain, clamp, cl)
+    return out
+
+
+def _noise_rows(noise, y):
+    """noise (N | 1, 1, H, W) as (N, H * W) rows with a 0 batch stride for a shared map."""
+    if noise is None:
+        return None
+    rows = noise.reshape(noise.shape[0], -1).contiguous()
+    return rows.expand(y.shape[0], rows.shape[1])
+
+
+@_epilogue_op.register_fake
+def _(y, d, bias, noise, strength, act, alpha, gain, clamp, backend):
+    return torch.empty_like(_adain_layout(y)[0])
+
+
+@torch.library.custom_op("gankern::modconv_epilogue_backward", mutates_args=())
+def _epilogue_backward_op(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor | None,
+                          noise: torch.Tensor | None, strength: torch.Tensor | None, dout: torch.Tensor, act: str,
+                          alpha: float, gain: float, clamp: float, backend: str
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dy, sums): dy (like y); sums (3, N, O) fp32 = per (n, o) sums of dv * y, dv and dv * noise."""
+    y, cl = _adain_layout(y)
+    dy = torch.empty_like(y)
+    sums = torch.zeros((3, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
+    if y.numel():
+        _triton().modconv_epilogue_bwd(y, d, bias, _noise_rows(noise, y), strength, _like(dout, y), dy, sums,
+                                       ACTIVATIONS[act].code, alpha, gain, clamp, cl)
+    return dy, sums
+
+
+@_epilogue_backward_op.register_fake
+def _(y, d, bias, noise, strength, dout, act, alpha, gain, clamp, backend):
+    y = _adain_layout(y)[0]
+    return torch.empty_like(y), y.new_empty((3, y.shape[0], y.shape[1]), dtype=torch.float32)
+
+
+def _epilogue_setup(ctx, inputs, output):
+    y, d, bias, noise, strength, *params = inputs
+    ctx.save_for_backward(y, d, bias, noise, strength)
+    ctx.params = params  # act, alpha, gain, clamp, backend
+
+
+def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
+    """The gradients of (y, d, bias, noise, strength) from the fused backward's (dy, sums)."""
+    need = ctx.needs_input_grad
+    dd = sums[0] if d is not None and need[1] else None
+    db = sums[1].sum(0).to(bias.dtype) if bias is not None and need[2] else None
+    ds = sums[2].sum().reshape(strength.shape).to(strength.dtype) if strength is not None and need[4] else None
+    return dy, dd, db, None, ds
+
+
+def _epilogue_backward(ctx, dout):
+    y, d, bias, noise, strength = ctx.saved_tensors
+    dy, sums = _epilogue_backward_op(y, d, bias, noise, strength, dout, *ctx.params)
+    return (*_epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums), None, None, None, None, None)
+
+
+def _epilogue_backward_setup(ctx, inputs, output):
+    y, d, bias, noise, strength, dout, *params = inputs
+    ctx.save_for_backward(y, d, bias, noise, strength, dout)
+    ctx.params = params
+
+
+def _epilogue_backward_ref(y, d, bias, strength, dout, noise, act, alpha, gain, clamp):
+    """(dy, sums) of gankern::modconv_epilogue_backward in differentiable torch."""
+    v = _epilogue_pre(y, d, bias, noise, strength)
+    (dv,) = torch.autograd.grad(bias_act_ref(v, None, 1, act, alpha, gain, None if clamp < 0 else clamp), v, dout,
+                                create_graph=True)
+    dy = dv if d is None else dv * d[:, :, None, None].to(dv.dtype)
+    nz = (dv * noise.to(dv.dtype)).sum((2, 3)) if noise is not None else torch.zeros_like(dv[:, :, 0, 0])
+    return dy, torch.stack([(dv * y).sum((2, 3)), dv.sum((2, 3)), nz]).float()
+
+
+def _epilogue_double_backward(ctx, ddy, dsums):
+    """Second order from the reference formula; noise is a constant."""
+    y, d, bias, noise, strength, dout = ctx.saved_tensors
+    act, alpha, gain, clamp, _ = ctx.params
+    gy, gd, gb, gs, gdout = _double_backward(
+        lambda y, d, b, s, g: _epilogue_backward_ref(y, d, b, s, g, noise, act, alpha, gain, clamp),
+        (y, d, bias, strength, dout), (ddy, dsums))
+    return gy, gd, gb, None, gs, gdout, None, None, None, None, None
+
+
+_epilogue_op.register_autograd(_epilogue_backward, setup_context=_epilogue_setup)
+_epilogue_backward_op.register_autograd(_epilogue_double_backward, setup_context=_epilogue_backward_setup)
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     padding=None, up: int = 1, down: int = 1, resample_filter: torch.Tensor | None = None,
+                     flip_weight: bool = True, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                     noise_strength: torch.Tensor | float | None = None, act: str = "linear",
+                     alpha: float | None = None, gain: float | None = None, clamp: float | None = None,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """StyleGAN2's modulated convolution with its output epilogue:
+    ``act(conv(x, weight * s[n]) * d[n, o] + bias + noise * noise_strength) * gain``, clamped.
+
+    Computed as x * s (one pass), one ordinary convolution (cuDNN; conv2d_resample with the FIR filter when up/down
+    > 1), and one fused epilogue kernel (demodulation, bias, noise, activation, gain, clamp) whose backward is one
+    fused kernel too; d[n, o] comes from an (N, I) @ (I, O) product (:func:`demodulation_coefficients`).
+
+    Args:
+        x: (N, I, H, W) fp32/bf16/fp16 (fp64 on ref); weight: (O, I, kh, kw); styles: (N, I).
+        demodulate: scale each output channel of each sample to unit expected norm (StyleGAN2's demodulation).
+        padding: int, [px, py] or [px0, px1, py0, py1] (default kh // 2: the same size for odd kernels).
+        up, down: 1 or 2 (any int >= 1), FIR resampling with ``resample_filter`` (default [1, 3, 3, 1]).
+        flip_weight: False for a true convolution (StyleGAN2 uses flip_weight = (up == 1)).
+        bias: (O,); noise: (N or 1, 1, H', W'), a constant (no gradient); noise_strength: a scalar tensor or float.
+        act, alpha, gain, clamp: as in :func:`bias_act`.
+        eps: added inside the demodulation's rsqrt.
+    Returns:
+        (N, O, H', W') in x's dtype.
+    """
+    from .resample import conv2d_resample, conv2d_resample_size, setup_filter
+    _validate.tensor("x", x, ndim=4)
+    _validate.tensor("weight", weight, ndim=4, device=x.device)
+    _validate.tensor("styles", styles, ndim=2, device=x.device)
+    N, I, H, W = x.shape
+    O, wi, kh, kw = weight.shape
+    if wi != I:
+        raise ValueError(f"weight has {wi} input channels but x has {I} (x {tuple(x.shape)}, weight "
+                         f"{tuple(weight.shape)})")
+    if tuple(styles.shape) != (N, I):
+        raise ValueError(f"styles must have shape (N, I) = {(N, I)} for x of shape {tuple(x.shape)}, got "
+                         f"{tuple(styles.shape)}")
+    up, down = _validate.positive_int("up", up), _validate.positive_int("down", down)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
+    if resample_filter is None and (up > 1 or down > 1):
+        resample_filter = setup_filter([1, 3, 3, 1], device=x.device)
+    padding = kh // 2 if padding is None else padding
+    Ho, Wo = conv2d_resample_size(H, W, kh, kw, resample_filter, up, down, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"the convolution of x {tuple(x.shape)} with weight {tuple(weight.shape)}, padding "
+                         f"{padding}, up={up}, down={down} would have an empty output ({Ho} x {Wo})")
+    if bias is not None:
+        _validate.tensor("bias", bias, ndim=1, device=x.device)
+        if bias.shape[0] != O:
+            raise ValueError(f"bias must have O = {O} elements, got shape {tuple(bias.shape)}")
+    if noise is not None:
+        _validate.tensor("noise", noise, ndim=4, device=x.device)
+        if noise.shape[0] not in (1, N) or tuple(noise.shape[1:]) != (1, Ho, Wo):
+            raise ValueError(f"noise must have shape (N or 1, 1, H', W') = ({N} or 1, 1, {Ho}, {Wo}), got "
+                             f"{tuple(noise.shape)}")
+        if noise.requires_grad and torch.is_grad_enabled():
+            raise ValueError("noise must not require grad (it is a constant input; learn noise_strength instead)")
+    if noise_strength is not None and noise is None:
+        raise ValueError("noise_strength was given without noise")
+    if noise is not None:
+        noise_strength = torch.ones((), device=x.device) if noise_strength is None else noise_strength
+        if not isinstance(noise_strength, torch.Tensor):
+            if isinstance(noise_strength, bool) or not isinstance(noise_strength, (int, float)):
+                raise ValueError(f"noise_strength must be a number or a one-element tensor, got {noise_strength!r}")
+            noise_strength = torch.tensor(float(noise_strength), device=x.device)
+        _validate.tensor("noise_strength", noise_strength, device=x.device)
+        if noise_strength.numel() != 1:
+            raise ValueError(f"noise_strength must have one element, got shape {tuple(noise_strength.shape)}")
+    backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
+    if backend == "ref":
+        return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, down, resample_filter, flip_weight,
+                                    bias, noise, noise_strength, act, alpha, gain, None if clamp < 0 else clamp,
+                                    eps)
+    if backend == "cuda":
+        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: modulated_conv2d "
+                                          "has Triton kernels only (use the triton backend)")
+    xs = x * styles.to(x.dtype)[:, :, None, None]
+    y = conv2d_resample(xs, weight.to(x.dtype), resample_filter, up, down, padding, flip_weight=flip_weight)
+    d = demodulation_coefficients(weight, styles, eps) if demodulate else None
+    return _epilogue_op(y, d, bias, noise, noise_strength, act, alpha, gain, clamp, backend)

@@ -21,7 +21,7 @@ from .. import _backend, _validate
 from ._launch import CUDA_DTYPES
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
-           "conv2d_resample"]
+           "conv2d_resample", "conv2d_resample_size"]
 
 PREFERENCE = ("triton",)
 KERNEL_DTYPES = {"triton": CUDA_DTYPES}
@@ -284,3 +284,25 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return conv(x, w, padding=[py0, px0])
     return conv(upfirdn2d(x, None, padding=[px0, px1, py0, py1]), w)
+
+
+def conv2d_resample_size(H: int, W: int, kh: int, kw: int, f: torch.Tensor | None, up: int = 1, down: int = 1,
+                         padding=0) -> tuple[int, int]:
+    """The (H', W') that :func:`conv2d_resample` gives, without running it."""
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _padding(padding)
+
+    def axis(S, k, ft, p0, p1):
+        if up > 1:
+            p0, p1 = p0 + (ft + up - 1) // 2 - (k - 1), p1 + (ft - up) // 2 - (k - up)
+            if down > 1:
+                p0, p1 = p0 + (ft - down + 1) // 2, p1 + (ft - down) // 2
+            pt = max(min(-p0, -p1), 0)
+            S = (S - 1) * up - 2 * pt + k + (p0 + pt) + (p1 + pt) - ft + 1
+            return (S - ft) // down + 1 if down > 1 else S
+        if down > 1:
+            p0, p1 = p0 + (ft - down + 1) // 2, p1 + (ft - down) // 2
+            return (S + p0 + p1 - ft + 1 - k) // down + 1
+        return S + p0 + p1 - k + 1
+
+    return axis(H, kh, fh, py0, py1), axis(W, kw, fw, px0, px1)
