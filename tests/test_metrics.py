@@ -49,6 +49,20 @@ def test_feature_stats_matches_numpy_cov(block, gen, monkeypatch):
     assert np.abs(naive.numpy() - want_cov).max() > 1e-3 * np.abs(want_cov).max()  # the test can tell
 
 
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(0, 40), max_size=6), d=st.integers(1, 9), offset=st.floats(-1e3, 1e3))
+def test_feature_stats_any_chunking(cuts, d, offset):
+    x = torch.randn(41, d, dtype=torch.float64) + offset
+    s = FeatureStats()
+    edges = sorted(set([0, 41] + cuts))
+    for a, b in zip(edges[:-1], edges[1:]):
+        s.update(x[a:b])
+    mu, sigma = s.mean_cov()
+    np.testing.assert_allclose(mu.numpy(), x.numpy().mean(0), rtol=1e-12, atol=1e-12)
+    want = np.cov(x.numpy(), rowvar=False).reshape(d, d)
+    np.testing.assert_allclose(sigma.numpy(), want, rtol=1e-9, atol=1e-12)
+
+
 def test_feature_stats_float32_input_and_merge(gen):
     x = torch.rand(300, 20, generator=gen)           # float32 features, accumulated in float64
     a, b = FeatureStats(), FeatureStats()
