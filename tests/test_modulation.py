@@ -12,7 +12,7 @@ import gankern
 import gankern._sim as sim
 from gankern.nn.modulation import AdaIN
 from gankern.ops.modulation import (ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref, demodulation_coefficients,
-                                    modulated_conv2d, modulated_conv2d_ref)
+                                    modulated_conv2d, modulated_conv2d_ref, noise_bias_act)
 
 from conftest import CPU_BACKENDS, backend_ctx
 
@@ -307,7 +307,7 @@ MODCONV_CASES = {
     "up": dict(k=3, up=2, flip_weight=False, act="lrelu", noise=True, bias=True),
     "down": dict(k=3, down=2, act="swish", bias=True),
     "1x1": dict(k=1, demodulate=False, act="linear", bias=True, clamp=0.5),
-    "2x2": dict(k=2, padding=[1, 0, 0, 1], act="tanh", noise=True),
+    "2x2": dict(k=2, padding=[1, 0, 0, 1], act="tanh", noise=True, per_channel_strength=True),
 }
 
 
@@ -326,7 +326,7 @@ def modconv_inputs(case, N=2, I=3, O=5, H=7, W=6, channels_last=False):
         Ho, Wo = conv2d_resample_size(H, W, k, k, f, kw.get("up", 1), kw.get("down", 1),
                                       kw.get("padding", k // 2))
         kw["noise"] = torch.randn(N, 1, Ho, Wo)
-        kw["noise_strength"] = torch.tensor(0.7)
+        kw["noise_strength"] = torch.randn(O) if kw.pop("per_channel_strength", False) else torch.tensor(0.7)
     return x, weight, styles, kw
 
 
@@ -407,6 +407,28 @@ def test_modulated_conv2d_torch_compile_fullgraph():
     torch.testing.assert_close(y, modulated_conv2d_ref(x, weight, styles, **kw), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("strength", ["scalar", "per-channel"])
+def test_noise_bias_act_matches_reference_to_second_order(strength):
+    x = torch.randn(2, 5, 4, 7).to(memory_format=torch.channels_last)
+    noise, b = torch.randn(1, 1, 4, 7), torch.randn(5)
+    s0 = torch.randn(5) if strength == "per-channel" else torch.tensor(0.4)
+
+    def grads(fn):
+        xx, bb, ss = (t.clone().requires_grad_(True) for t in (x, b, s0))
+        y = fn(xx, noise, ss, bb, act="softplus", gain=1.2)
+        g = torch.autograd.grad(y.square().sum(), (xx, bb, ss), create_graph=True)
+        return (y,) + g + torch.autograd.grad(g[0].square().sum() + g[2].sum(), (xx, ss))
+
+    with backend_ctx("triton"):
+        got = grads(noise_bias_act)
+    with backend_ctx("ref"):
+        want = grads(noise_bias_act)
+    want_y = bias_act_ref(x + noise * s0.reshape(1, -1, 1, 1), b, act="softplus", gain=1.2)
+    torch.testing.assert_close(want[0], want_y)
+    for label, g, r in zip(("y", "dx", "db", "dstrength", "d2x", "d2strength"), got, want):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=lambda m: f"{label}: {m}")
+
+
 MODCONV_BAD = {
     "N mismatch": dict(styles="short"),
     "I mismatch": dict(weight="wrong I"),
@@ -419,6 +441,7 @@ MODCONV_BAD = {
     "unknown act": dict(act="mish2"),
     "int x": dict(x="int"),
     "zero eps": dict(eps=0.0),
+    "strength of 2 channels": dict(noise="ok", noise_strength="two"),
 }
 
 
@@ -432,8 +455,9 @@ def test_modulated_conv2d_bad_input_raises_before_launch(case, n, i, name):
     styles = {"short": styles[:-1]}.get(kw.pop("styles", None), styles)
     weight = {"wrong I": torch.randn(3, i + 1, 3, 3), "3d": weight[0]}.get(kw.pop("weight", None), weight)
     kw["bias"] = {"short": torch.randn(2)}.get(kw.pop("bias", None), torch.randn(3))
-    if kw.get("noise") == "wrong":
-        kw["noise"] = torch.randn(n, 1, 4, 5)
+    kw["noise"] = {"wrong": torch.randn(n, 1, 4, 5), "ok": torch.randn(n, 1, 5, 5)}.get(kw.get("noise"))
+    if kw.get("noise_strength") == "two":
+        kw["noise_strength"] = torch.ones(2)
     with backend_ctx(name):
         with pytest.raises((ValueError, TypeError)):
             modulated_conv2d(x, weight, styles, **kw)

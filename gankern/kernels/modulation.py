@@ -242,15 +242,16 @@ def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last):
 # ----------------------------------------------------------------------------------------------------------------
 # Modulated convolution epilogue: out = clamp(gain f(v)), v = y * d[n, o] + bias[o] + noise[n, p] * strength.
 # y, out, dout, dy: (N, O, HW) by strides (syn, syc, syp) (contiguous or channels_last); d, sums: (N, O) fp32;
-# bias: (O,); noise: (N, HW) by strides (snn, 1) (snn = 0 broadcasts one map); strength: one element.
+# bias: (O,); noise: (N, HW) by strides (snn, 1) (snn = 0 broadcasts one map); strength: (O,) by stride ssc
+# (ssc = 0: one strength for all channels).
 # One program per (n, block of channels), looping over the pixels.
 
 EPI_TILE = {False: (4, 256), True: (32, 32)}  # (BLOCK_C, BLOCK_HW) by channels_last
 
 
 @triton.jit
-def _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D: tl.constexpr,
-           HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr):
+def _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, ssc, HAS_D: tl.constexpr,
+           HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_HW: tl.constexpr):
     """(offsets, y tile, pre-activation v tile, noise tile) at pixels p of the rows `row` (mask m)."""
     off = row[:, None] + p[None, :].to(tl.int64) * syp
     yv = tl.load(y + off, mask=m, other=0.0).to(tl.float32)
@@ -259,15 +260,15 @@ def _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn,
         v = v * tl.load(d + n * C + c, mask=cmask, other=0.0)[:, None]
     if HAS_B:
         v += tl.load(bias + c, mask=cmask, other=0.0).to(tl.float32)[:, None]
-    nz = tl.zeros([1, p.shape[0]], tl.float32)
+    nz = tl.zeros([1, BLOCK_HW], tl.float32)
     if HAS_NOISE:
         nz += tl.load(noise + n.to(tl.int64) * snn + p, mask=p < HW, other=0.0).to(tl.float32)[None, :]
-        v += nz * tl.load(strength).to(tl.float32)
+        v += nz * tl.load(strength + c * ssc, mask=cmask, other=0.0).to(tl.float32)[:, None]
     return off, yv, v, nz
 
 
 @triton.jit
-def modconv_epilogue_kernel(y, d, bias, noise, strength, out, C, HW, syn, syc, syp, snn, alpha, gain, clamp,
+def modconv_epilogue_kernel(y, d, bias, noise, strength, out, C, HW, syn, syc, syp, snn, ssc, alpha, gain, clamp,
                             HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr, ACT: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """out = clamp(gain f(v)) (see above)."""
@@ -275,14 +276,14 @@ def modconv_epilogue_kernel(y, d, bias, noise, strength, out, C, HW, syn, syc, s
     for p0 in range(0, HW, BLOCK_HW):
         p = p0 + tl.arange(0, BLOCK_HW)
         m = cmask[:, None] & (p < HW)[None, :]
-        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D, HAS_B,
-                                HAS_NOISE)
+        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, ssc, HAS_D,
+                                HAS_B, HAS_NOISE, BLOCK_HW)
         tl.store(out + off, _act_out(v, alpha, gain, clamp, ACT).to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, HW, NC, syn, syc, syp, snn, alpha,
-                                gain, clamp, HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr,
+def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, HW, NC, syn, syc, syp, snn, ssc,
+                                alpha, gain, clamp, HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr,
                                 ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """dv = dout * gain f'(v) * keep; dy = dv * d; sums[0, n, o] = sum_p dv * y (-> dd), sums[1] = sum_p dv
     (-> dbias), sums[2] = sum_p dv * noise (-> dstrength). sums: (3, N, C) fp32 (NC = N * C)."""
@@ -293,8 +294,8 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
     for p0 in range(0, HW, BLOCK_HW):
         p = p0 + tl.arange(0, BLOCK_HW)
         m = cmask[:, None] & (p < HW)[None, :]
-        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, HAS_D, HAS_B,
-                                HAS_NOISE)
+        off, yv, v, nz = _epi_v(y, d, bias, noise, strength, n, c, cmask, row, p, m, C, HW, syp, snn, ssc, HAS_D,
+                                HAS_B, HAS_NOISE, BLOCK_HW)
         g = tl.load(dout + off, mask=m, other=0.0).to(tl.float32)
         dv = tl.where(m, g * _act_grad_factor(v, alpha, gain, clamp, ACT, 1), 0.0)
         s_y += dv * yv
@@ -309,16 +310,18 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
     tl.store(sums + 2 * NC + nc, tl.sum(s_nz, axis=1), mask=cmask)
 
 
-def _epi_args(y, noise, channels_last):
+def _epi_args(y, noise, strength, channels_last):
     N, C, H, W = y.shape
     block_c, block_hw = EPI_TILE[channels_last]
     syn, syc, _, syp = y.stride()
     snn = 0 if noise is None else noise.stride(0)
-    return (N * triton.cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn), dict(BLOCK_C=block_c, BLOCK_HW=block_hw)
+    ssc = 0 if strength is None or strength.numel() == 1 else 1
+    return (N * triton.cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
+                                                                                     BLOCK_HW=block_hw)
 
 
 def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, channels_last)
+    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
     modconv_epilogue_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                   y if noise is None else noise, y if strength is None else strength, out, *sizes,
                                   *strides, alpha, gain, clamp, HAS_D=d is not None, HAS_B=bias is not None,
@@ -326,7 +329,7 @@ def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, 
 
 
 def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, channels_last)
+    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
     modconv_epilogue_bwd_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                       y if noise is None else noise, y if strength is None else strength, dout, dy,
                                       sums, *sizes, y.shape[0] * y.shape[1], *strides, alpha, gain, clamp,

@@ -29,7 +29,7 @@ from .. import _backend, _validate
 from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
 
 __all__ = ["ACTIVATIONS", "bias_act", "bias_act_ref", "adain", "adain_ref", "modulated_conv2d",
-           "modulated_conv2d_ref", "demodulation_coefficients"]
+           "modulated_conv2d_ref", "demodulation_coefficients", "noise_bias_act"]
 
 BIAS_ACT_PREFERENCE = ("cuda", "triton")
 TRITON_ONLY = ("triton",)
@@ -429,8 +429,8 @@ def _epilogue_pre(y, d, bias, noise, strength):
     v = y if d is None else y * d[:, :, None, None].to(y.dtype)
     if bias is not None:
         v = v + bias.to(y.dtype)[None, :, None, None]
-    if noise is not None:
-        v = v + noise.to(y.dtype) * strength.to(y.dtype)
+    if noise is not None:  # strength: one element, or (O,)
+        v = v + noise.to(y.dtype) * strength.to(y.dtype).reshape(1, -1, 1, 1)
     return v
 
 
@@ -458,7 +458,8 @@ def modulated_conv2d_ref(x, weight, styles, demodulate=True, padding=None, up=1,
     y = conv2d_resample(x.reshape(1, N * I, H, W), w.reshape(N * O, I, kh, kw), resample_filter, up, down, padding,
                         groups=N, flip_weight=flip_weight)
     y = y.reshape(N, O, *y.shape[2:])
-    strength = torch.ones((), device=x.device) if noise_strength is None else torch.as_tensor(noise_strength)
+    strength = None if noise is None else torch.as_tensor(1.0 if noise_strength is None else noise_strength,
+                                                          device=x.device)
     _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
     return _epilogue_ref(y, None, bias, noise, strength, act, alpha, gain, clamp)
 
@@ -471,9 +472,13 @@ def _epilogue_op(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor | N
     y, cl = _adain_layout(y)
     out = torch.empty_like(y)
     if y.numel():
-        _triton().modconv_epilogue(y, d, bias, _noise_rows(noise, y), strength, out, ACTIVATIONS[act].code, alpha,
-                                   gain, clamp, cl)
+        _triton().modconv_epilogue(y, d, bias, _noise_rows(noise, y), _flat(strength), out, ACTIVATIONS[act].code,
+                                   alpha, gain, clamp, cl)
     return out
+
+
+def _flat(t):
+    return None if t is None else t.reshape(-1).contiguous()
 
 
 def _noise_rows(noise, y):
@@ -499,8 +504,8 @@ def _epilogue_backward_op(y: torch.Tensor, d: torch.Tensor | None, bias: torch.T
     dy = torch.empty_like(y)
     sums = torch.zeros((3, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
     if y.numel():
-        _triton().modconv_epilogue_bwd(y, d, bias, _noise_rows(noise, y), strength, _like(dout, y), dy, sums,
-                                       ACTIVATIONS[act].code, alpha, gain, clamp, cl)
+        _triton().modconv_epilogue_bwd(y, d, bias, _noise_rows(noise, y), _flat(strength), _like(dout, y), dy,
+                                       sums, ACTIVATIONS[act].code, alpha, gain, clamp, cl)
     return dy, sums
 
 
@@ -521,7 +526,10 @@ def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
     need = ctx.needs_input_grad
     dd = sums[0] if d is not None and need[1] else None
     db = sums[1].sum(0).to(bias.dtype) if bias is not None and need[2] else None
-    ds = sums[2].sum().reshape(strength.shape).to(strength.dtype) if strength is not None and need[4] else None
+    if strength is not None and need[4]:  # one strength, or one per channel
+        ds = (sums[2].sum() if strength.numel() == 1 else sums[2].sum(0)).reshape(strength.shape).to(strength.dtype)
+    else:
+        ds = None
     return dy, dd, db, None, ds
 
 
@@ -561,6 +569,63 @@ _epilogue_op.register_autograd(_epilogue_backward, setup_context=_epilogue_setup
 _epilogue_backward_op.register_autograd(_epilogue_double_backward, setup_context=_epilogue_backward_setup)
 
 
+def _check_epilogue(bias, noise, noise_strength, N, O, Ho, Wo, device):
+    """Check the epilogue's bias (O,), noise (N | 1, 1, Ho, Wo) and noise_strength; return the strength as a
+    tensor (ones when noise comes without a strength), or None without noise."""
+    if bias is not None:
+        _validate.tensor("bias", bias, ndim=1, device=device)
+        if bias.shape[0] != O:
+            raise ValueError(f"bias must have O = {O} elements, got shape {tuple(bias.shape)}")
+    if noise is None:
+        if noise_strength is not None:
+            raise ValueError("noise_strength was given without noise")
+        return None
+    _validate.tensor("noise", noise, ndim=4, device=device)
+    if noise.shape[0] not in (1, N) or tuple(noise.shape[1:]) != (1, Ho, Wo):
+        raise ValueError(f"noise must have shape (N or 1, 1, H', W') = ({N} or 1, 1, {Ho}, {Wo}), got "
+                         f"{tuple(noise.shape)}")
+    if noise.requires_grad and torch.is_grad_enabled():
+        raise ValueError("noise must not require grad (it is a constant input; learn noise_strength instead)")
+    if noise_strength is None:
+        return torch.ones((), device=device)
+    if not isinstance(noise_strength, torch.Tensor):
+        if isinstance(noise_strength, bool) or not isinstance(noise_strength, (int, float)):
+            raise ValueError(f"noise_strength must be a number or a tensor, got {noise_strength!r}")
+        return torch.tensor(float(noise_strength), device=device)
+    _validate.tensor("noise_strength", noise_strength, device=device)
+    if noise_strength.numel() not in (1, O) or noise_strength.dim() > 1:
+        raise ValueError(f"noise_strength must be a scalar or (O,) = ({O},) per channel, got shape "
+                         f"{tuple(noise_strength.shape)}")
+    return noise_strength
+
+
+def noise_bias_act(x: torch.Tensor, noise: torch.Tensor, noise_strength: torch.Tensor | float | None = None,
+                   b: torch.Tensor | None = None, act: str = "lrelu", alpha: float | None = None,
+                   gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
+    """Noise injection fused with bias_act (StyleGAN's per-pixel noise times a learned strength, one pass):
+    ``bias_act(x + noise * noise_strength, b, act=act, ...)``.
+
+    Args:
+        x: (N, C, H, W); noise: (N or 1, 1, H, W), a constant; noise_strength: float, one element or (C,);
+        b, act, alpha, gain, clamp: as in :func:`bias_act` (b along dim 1).
+    Returns:
+        (N, C, H, W), dtype and layout of x.
+    """
+    _validate.tensor("x", x, ndim=4)
+    N, C, H, W = x.shape
+    _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
+    if noise is None:
+        raise ValueError("noise must be a tensor (N or 1, 1, H, W); for no noise use bias_act")
+    noise_strength = _check_epilogue(b, noise, noise_strength, N, C, H, W, x.device)
+    backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
+    if backend == "ref":
+        return _epilogue_ref(x, None, b, noise, noise_strength, act, alpha, gain, clamp)
+    if backend == "cuda":
+        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: noise_bias_act "
+                                          "has Triton kernels only (use the triton backend)")
+    return _epilogue_op(x, None, b, noise, noise_strength, act, alpha, gain, clamp, backend)
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      padding=None, up: int = 1, down: int = 1, resample_filter: torch.Tensor | None = None,
                      flip_weight: bool = True, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -580,7 +645,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         padding: int, [px, py] or [px0, px1, py0, py1] (default kh // 2: the same size for odd kernels).
         up, down: 1 or 2 (any int >= 1), FIR resampling with ``resample_filter`` (default [1, 3, 3, 1]).
         flip_weight: False for a true convolution (StyleGAN2 uses flip_weight = (up == 1)).
-        bias: (O,); noise: (N or 1, 1, H', W'), a constant (no gradient); noise_strength: a scalar tensor or float.
+        bias: (O,); noise: (N or 1, 1, H', W'), a constant (no gradient); noise_strength: a float, a one-element
+            tensor (StyleGAN2) or (O,) per channel (StyleGAN); learnable.
         act, alpha, gain, clamp: as in :func:`bias_act`.
         eps: added inside the demodulation's rsqrt.
     Returns:
@@ -609,28 +675,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if Ho < 1 or Wo < 1:
         raise ValueError(f"the convolution of x {tuple(x.shape)} with weight {tuple(weight.shape)}, padding "
                          f"{padding}, up={up}, down={down} would have an empty output ({Ho} x {Wo})")
-    if bias is not None:
-        _validate.tensor("bias", bias, ndim=1, device=x.device)
-        if bias.shape[0] != O:
-            raise ValueError(f"bias must have O = {O} elements, got shape {tuple(bias.shape)}")
-    if noise is not None:
-        _validate.tensor("noise", noise, ndim=4, device=x.device)
-        if noise.shape[0] not in (1, N) or tuple(noise.shape[1:]) != (1, Ho, Wo):
-            raise ValueError(f"noise must have shape (N or 1, 1, H', W') = ({N} or 1, 1, {Ho}, {Wo}), got "
-                             f"{tuple(noise.shape)}")
-        if noise.requires_grad and torch.is_grad_enabled():
-            raise ValueError("noise must not require grad (it is a constant input; learn noise_strength instead)")
-    if noise_strength is not None and noise is None:
-        raise ValueError("noise_strength was given without noise")
-    if noise is not None:
-        noise_strength = torch.ones((), device=x.device) if noise_strength is None else noise_strength
-        if not isinstance(noise_strength, torch.Tensor):
-            if isinstance(noise_strength, bool) or not isinstance(noise_strength, (int, float)):
-                raise ValueError(f"noise_strength must be a number or a one-element tensor, got {noise_strength!r}")
-            noise_strength = torch.tensor(float(noise_strength), device=x.device)
-        _validate.tensor("noise_strength", noise_strength, device=x.device)
-        if noise_strength.numel() != 1:
-            raise ValueError(f"noise_strength must have one element, got shape {tuple(noise_strength.shape)}")
+    noise_strength = _check_epilogue(bias, noise, noise_strength, N, O, Ho, Wo, x.device)
     backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
     if backend == "ref":
         return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, down, resample_filter, flip_weight,
