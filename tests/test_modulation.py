@@ -461,3 +461,90 @@ def test_modulated_conv2d_bad_input_raises_before_launch(case, n, i, name):
     with backend_ctx(name):
         with pytest.raises((ValueError, TypeError)):
             modulated_conv2d(x, weight, styles, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU (pytest -m gpu, on the device machine; bench/gpu_check.sh runs these): float64 reference on the same inputs
+
+GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=1e-2, atol=1e-2),
+           torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
+GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _poison_allocator(numel):
+    """NaN-fill free memory of the caching allocator so that an output element a kernel does not write shows up."""
+    torch.empty(numel + 4096, device="cuda").fill_(float("nan"))
+
+
+def _assert_close_f64(got, want, dtype, scale=1.0):
+    tol = {k: v * scale for k, v in GPU_TOL[dtype].items()}
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g.double(), w.double(), **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("act", ["lrelu", "swish", "tanh"])
+def test_gpu_bias_act_matches_reference(name, dtype, act):
+    shape = (3, 67, 9, 11)
+    x = (torch.randn(shape, device="cuda") * 2).to(dtype).to(memory_format=torch.channels_last)
+    b, w, u, v = (torch.randn(s, device="cuda").to(dtype) for s in (67, shape, shape, 67))
+    _poison_allocator(x.numel() * 8)
+    with gankern.use_backend(name):
+        got = grads_up_to_second_order(lambda x, b: bias_act(x, b, act=act, clamp=1.5), x, b, w, u, v)
+    want = grads_up_to_second_order(lambda x, b: bias_act_ref(x, b, act=act, clamp=1.5),
+                                    *(t.double() for t in (x, b, w, u, v)))
+    _assert_close_f64(got[:2], want[:2], dtype)
+    _assert_close_f64(got[2:], want[2:], dtype, scale=20)  # sums over many elements
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("hw", [(32, 32), (67, 45)], ids=["one-pass", "two-pass"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_gpu_adain_matches_reference(dtype, hw, channels_last):
+    x = (torch.randn(3, 37, *hw, device="cuda") * 2 + 3).to(dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    gamma, beta = torch.randn(3, 37, device="cuda"), torch.randn(3, 37, device="cuda")
+    w, u = torch.randn_like(x), torch.randn_like(x)
+    _poison_allocator(x.numel() * 8)
+    with gankern.use_backend("triton"):
+        got = adain_grads(adain, x, gamma, beta, w, u)
+    want = adain_grads(adain_ref, *(t.double() for t in (x, gamma, beta, w, u)))
+    _assert_close_f64(got[:2], want[:2], dtype, scale=2)
+    _assert_close_f64(got[2:], want[2:], dtype, scale=50)  # sums over H*W elements
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("case", sorted(MODCONV_CASES))
+def test_gpu_modulated_conv2d_matches_reference(dtype, case):
+    torch.backends.cudnn.allow_tf32 = False
+    x, weight, styles, kw = modconv_inputs(case, N=3, I=19, O=21, H=17, W=13, channels_last=case == "3x3")
+    cast = {k: v.cuda() for k, v in kw.items() if isinstance(v, torch.Tensor)}
+    kw_dev = {**kw, **{k: v.to(dtype) for k, v in cast.items()}}
+    x, weight, styles = x.cuda().to(dtype), weight.cuda().to(dtype), styles.cuda().to(dtype)
+    w_out = torch.randn(modulated_conv2d_ref(x.float(), weight.float(), styles.float(),
+                                             **{k: (v.float() if isinstance(v, torch.Tensor) else v)
+                                                for k, v in kw_dev.items()}).shape, device="cuda").to(dtype)
+    _poison_allocator(x.numel() * 64)
+    with gankern.use_backend("triton"):
+        got = modconv_grads(modulated_conv2d, x, weight, styles, kw_dev, w_out)
+    kw64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw_dev.items()}
+    want = modconv_grads(modulated_conv2d_ref, x.double(), weight.double(), styles.double(), kw64, w_out.double())
+    _assert_close_f64(got[:1], want[:1], dtype, scale=5)
+    _assert_close_f64(got[1:], want[1:], dtype, scale=200)  # sums over the convolution and the image
+
+
+@pytest.mark.gpu
+def test_gpu_modulated_conv2d_compiles_with_inductor():
+    x, weight, styles, kw = modconv_inputs("3x3")
+    kw = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    x, weight, styles = x.cuda(), weight.cuda(), styles.cuda()
+    with gankern.use_backend("triton"):
+        compiled = torch.compile(lambda x, w, s: modulated_conv2d(x, w, s, **kw), fullgraph=True)
+        got = compiled(x, weight, styles)
+    torch.testing.assert_close(got, modulated_conv2d_ref(x, weight, styles, **kw), rtol=1e-3, atol=1e-3)

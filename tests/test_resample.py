@@ -175,3 +175,29 @@ def test_bad_input_raises_before_launch(case, h, name):
     with backend_ctx(name):
         with pytest.raises((ValueError, TypeError)):
             upfirdn2d(x, f, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU (pytest -m gpu, on the device machine; bench/gpu_check.sh runs these)
+
+GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=1e-2, atol=1e-2),
+           torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_gpu_triton_matches_reference(case, dtype):
+    up, down, pad, fshape, flip, gain = CASES[case]
+    x = torch.randn(3, 5, 67, 45, device="cuda").to(dtype).to(memory_format=torch.channels_last)
+    f = torch.randn(fshape, device="cuda")
+    want_y = upfirdn2d_ref(x.double(), f.double(), up, down, pad, flip, gain)
+    w, u = torch.randn(want_y.shape, device="cuda").to(dtype), torch.randn(x.shape, device="cuda").to(dtype)
+    torch.empty(want_y.numel() * 8, device="cuda").fill_(float("nan"))  # poison the allocator's free memory
+    with gankern.use_backend("triton"):
+        got = grads_to_second_order(lambda x: upfirdn2d(x, f, up, down, pad, flip, gain), x, w, u)
+    want = grads_to_second_order(lambda x: upfirdn2d_ref(x, f.double(), up, down, pad, flip, gain), x.double(),
+                                 w.double(), u.double())
+    for g, r in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g.double(), r, **{k: v * 10 for k, v in GPU_TOL[dtype].items()})
