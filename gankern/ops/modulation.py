@@ -97,8 +97,8 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
 
 
 def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """t with exactly ref's strides (ref dense)."""
-    return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
+    """t with exactly ref's strides and dtype (ref dense)."""
+    return t if t.stride() == ref.stride() and t.dtype == ref.dtype else torch.empty_like(ref).copy_(t)
 
 
 def _bias_layout(x: torch.Tensor, dim: int) -> tuple[int, int]:
