@@ -55,15 +55,15 @@ __device__ __forceinline__ float grad_factor(int act, float v, float alpha, floa
   return (clamp < 0.0f || fabsf(y) <= clamp) ? act_eval<ORDER>(act, v, alpha) * gain : 0.0f;
 }
 
-// x, g, g2, out: (n,) in one layout; b: (C,) or null.
-template <typename T, int MODE>
+// x, g, g2, out: (n,) in one layout; b: (C,) or null. Index: uint32_t when n fits (a 64-bit division per
+// element would cost more than the memory traffic), else int64_t.
+template <typename T, int MODE, typename Index>
 __global__ void __launch_bounds__(kThreads) bias_act_kernel(const T* __restrict__ x, const T* __restrict__ b,
                                                             const T* __restrict__ g, const T* __restrict__ g2,
-                                                            T* __restrict__ out, int64_t n, int64_t C,
-                                                            int64_t stride_dim, int act, float alpha, float gain,
-                                                            float clamp) {
-  const int64_t step = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+                                                            T* __restrict__ out, Index n, Index C, Index stride_dim,
+                                                            int act, float alpha, float gain, float clamp) {
+  const Index step = (Index)gridDim.x * blockDim.x;
+  for (Index i = (Index)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     float v = to_float(x[i]);
     if (b != nullptr) v += to_float(b[(i / stride_dim) % C]);
     float r;
@@ -98,14 +98,19 @@ cudaError_t bias_act(const void* x, const void* b, const void* g, const void* g2
   const dim3 grid((unsigned)(want < kMaxBlocks ? want : kMaxBlocks));
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    auto args = [&](auto kernel) {
-      return launch(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(b),
-                    static_cast<const T*>(g), static_cast<const T*>(g2), static_cast<T*>(out), n, C, stride_dim, act,
-                    alpha, gain, clamp);
+    auto run = [&](auto index) {
+      using Index = decltype(index);
+      auto args = [&](auto kernel) {
+        return launch(kernel, grid, dim3(kThreads), 0, stream, static_cast<const T*>(x), static_cast<const T*>(b),
+                      static_cast<const T*>(g), static_cast<const T*>(g2), static_cast<T*>(out), (Index)n, (Index)C,
+                      (Index)stride_dim, act, alpha, gain, clamp);
+      };
+      if (mode == 0) return args(bias_act_kernel<T, 0, Index>);
+      if (mode == 1) return args(bias_act_kernel<T, 1, Index>);
+      return args(bias_act_kernel<T, 2, Index>);
     };
-    if (mode == 0) return args(bias_act_kernel<T, 0>);
-    if (mode == 1) return args(bias_act_kernel<T, 1>);
-    return args(bias_act_kernel<T, 2>);
+    // i + step must not wrap either: n + grid * threads < 2^32
+    return n + (int64_t)kMaxBlocks * kThreads < (int64_t(1) << 32) ? run(uint32_t{}) : run(int64_t{});
   });
 }
 

@@ -87,11 +87,12 @@ def _act_out(v, alpha, gain, clamp, ACT: tl.constexpr):
 
 @triton.jit
 def bias_act_kernel(x, b, g, g2, out, n, C, stride_dim, alpha, gain, clamp, HAS_B: tl.constexpr,
-                    MODE: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr):
+                    MODE: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr, I64: tl.constexpr):
     """Elementwise over the n elements of x (memory order), v = x + b[(offset // stride_dim) % C]:
     MODE 0: out = clamp(gain f(v)); 1: out = g * gain f'(v) * keep; 2: out = g * g2 * gain f''(v) * keep.
     x, g, g2, out: same strides (n elements); b: (C,)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0).to(tl.int64) if I64 else tl.program_id(0)  # 32-bit division when n fits
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     v = tl.load(x + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_B:
@@ -110,7 +111,7 @@ def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
     grid = (triton.cdiv(n, BIAS_ACT_BLOCK),)
     bias_act_kernel[grid](x, x if b is None else b, x if g is None else g, x if g2 is None else g2, out, n, C,
                           stride_dim, alpha, gain, clamp, HAS_B=b is not None, MODE=mode, ACT=act,
-                          BLOCK=BIAS_ACT_BLOCK)
+                          BLOCK=BIAS_ACT_BLOCK, I64=n + BIAS_ACT_BLOCK >= 2**31)
 
 
 # ----------------------------------------------------------------------------------------------------------------
