@@ -359,6 +359,17 @@ def test_modulated_conv2d_matches_reference_to_second_order(case):
         torch.testing.assert_close(g, r, rtol=2e-4, atol=2e-4, msg=lambda m: f"{label}: {m}")
 
 
+def test_modulated_conv2d_half_precision():
+    x, weight, styles, kw = modconv_inputs("2x2")
+    half = {k: (v.half() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    with backend_ctx("triton"):
+        y = modulated_conv2d(x.half(), weight.half(), styles.half(), **half)
+    assert y.dtype == torch.float16
+    want = modulated_conv2d_ref(x.half().float(), weight.half().float(), styles.half().float(),
+                                **{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in half.items()})
+    torch.testing.assert_close(y.float(), want, rtol=1e-2, atol=1e-2)
+
+
 def test_modulated_conv2d_reference_is_per_sample_convolution():
     """The grouped formulation equals a loop of ordinary convolutions with per-sample demodulated weights."""
     x, weight, styles = torch.randn(3, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 3, 3, dtype=torch.float64), \

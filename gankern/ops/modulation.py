@@ -13,8 +13,11 @@ modulated_conv2d: x * s (per sample and input channel), one ordinary convolution
 y * d[n, o] + bias + noise * strength, activation, gain, clamp, where d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps)
 and q[o, i] = sum_k w[o, i, k]^2 (an (N, I) @ (I, O) product: no (N, O, I, kh, kw) tensor).
 
+noise_bias_act: the same epilogue without the convolution (StyleGAN's noise injection with a scalar or per-channel
+strength, bias and activation in one pass).
+
 Backends: ref (eager torch: the twins, also the oracle of the tests), triton (every op), cuda (bias_act). Speed:
-not measured on a GPU yet; default order on CUDA tensors cuda, then triton (not measured).
+not measured on a GPU yet; default order for bias_act on CUDA tensors: cuda, then triton (not measured).
 """
 from __future__ import annotations
 
