@@ -359,6 +359,24 @@ def test_modulated_conv2d_matches_reference_to_second_order(case):
         torch.testing.assert_close(g, r, rtol=2e-4, atol=2e-4, msg=lambda m: f"{label}: {m}")
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_demodulation_kernel_matches_reference_to_second_order(k):
+    weight, styles = torch.randn(37, 45, k, k), torch.randn(19, 45)  # more than one tile of N, O and I
+
+    def grads(fn):
+        w, s = weight.clone().requires_grad_(True), styles.clone().requires_grad_(True)
+        d = fn(w, s)
+        gw, gs = torch.autograd.grad((d * torch.linspace(-1, 1, d.numel()).view(d.shape)).sum(), (w, s),
+                                     create_graph=True)
+        return (d, gw, gs) + torch.autograd.grad(gw.square().sum() + gs.square().sum(), (w, s))
+
+    with backend_ctx("triton"):
+        got = grads(demodulation_coefficients)
+    want = grads(lambda w, s: (w[None] * s[:, None, :, None, None]).square().sum((2, 3, 4)).add(1e-8).rsqrt())
+    for label, g, r in zip(("d", "dw", "ds", "d2w", "d2s"), got, want):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5, msg=lambda m: f"{label}: {m}")
+
+
 def test_modulated_conv2d_half_precision():
     x, weight, styles, kw = modconv_inputs("2x2")
     half = {k: (v.half() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}

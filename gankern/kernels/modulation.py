@@ -341,3 +341,39 @@ def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha
                                       sums, *sizes, y.shape[0] * y.shape[1], *strides, alpha, gain, clamp,
                                       HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
                                       ACT=act, **blocks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Demodulation coefficients d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps), q[o, i] = sum_k w[o, i, k]^2: one launch,
+# each program a (BLOCK_N, BLOCK_O) tile of d, w read once per block of samples. Floor: w and s read, d written.
+
+DEMOD_BLOCK_N = 16
+DEMOD_BLOCK_O = 32
+DEMOD_BLOCK_I = 32
+
+
+@triton.jit
+def demod_kernel(w, s, d, N, O, I, KK, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+    """w: (O, I, KK) contiguous; s: (N, I) contiguous; d: (N, O) fp32."""
+    nn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    oo = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    acc = tl.zeros([BLOCK_N, BLOCK_O], tl.float32)
+    for i0 in range(0, I, BLOCK_I):
+        ii = i0 + tl.arange(0, BLOCK_I)
+        wm = (oo < O)[:, None] & (ii < I)[None, :]
+        q = tl.zeros([BLOCK_O, BLOCK_I], tl.float32)
+        for k in range(0, KK):
+            wv = tl.load(w + (oo[:, None].to(tl.int64) * I + ii[None, :]) * KK + k, mask=wm, other=0.0).to(tl.float32)
+            q += wv * wv
+        sv = tl.load(s + nn[:, None].to(tl.int64) * I + ii[None, :], mask=(nn < N)[:, None] & (ii < I)[None, :],
+                     other=0.0).to(tl.float32)
+        acc += tl.dot(sv * sv, tl.trans(q), input_precision="ieee")
+    tl.store(d + nn[:, None] * O + oo[None, :], tl.rsqrt(acc + eps), mask=(nn < N)[:, None] & (oo < O)[None, :])
+
+
+def demodulation(w, s, d, eps):
+    O, I = w.shape[:2]
+    N = s.shape[0]
+    grid = (triton.cdiv(N, DEMOD_BLOCK_N), triton.cdiv(O, DEMOD_BLOCK_O))
+    demod_kernel[grid](w, s, d, N, O, I, w[0, 0].numel(), eps, BLOCK_N=DEMOD_BLOCK_N, BLOCK_O=DEMOD_BLOCK_O,
+                       BLOCK_I=DEMOD_BLOCK_I)

@@ -11,7 +11,8 @@ adain: instance_norm(x) * gamma + beta in one kernel (statistics + normalization
 
 modulated_conv2d: x * s (per sample and input channel), one ordinary convolution, then one fused epilogue pass
 y * d[n, o] + bias + noise * strength, activation, gain, clamp, where d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps)
-and q[o, i] = sum_k w[o, i, k]^2 (an (N, I) @ (I, O) product: no (N, O, I, kh, kw) tensor).
+and q[o, i] = sum_k w[o, i, k]^2 come from one small kernel (an (N, I) @ (I, O) product with q formed on the fly:
+no (N, O, I, kh, kw) tensor).
 
 noise_bias_act: the same epilogue without the convolution (StyleGAN's noise injection with a scalar or per-channel
 strength, bias and activation in one pass).
@@ -420,11 +421,53 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
 # modulated convolution
 
 
-def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """d[n, o] = rsqrt(sum_{i, k} (w[o, i, k] s[n, i])^2 + eps) as one (N, I) @ (I, O) product (fp32, differentiable).
-    weight (O, I, kh, kw), styles (N, I) -> (N, O)."""
+def _demodulation_ref(weight: torch.Tensor, styles: torch.Tensor, eps: float) -> torch.Tensor:
     q = weight.float().square().sum([2, 3])          # [O, I]
     return (styles.float().square() @ q.t() + eps).rsqrt()
+
+
+@torch.library.custom_op("gankern::demodulation", mutates_args=())
+def _demodulation_op(weight: torch.Tensor, styles: torch.Tensor, eps: float, backend: str) -> torch.Tensor:
+    d = weight.new_empty((styles.shape[0], weight.shape[0]), dtype=torch.float32)
+    if d.numel():
+        _triton().demodulation(weight.contiguous(), styles.contiguous(), d, eps)
+    return d
+
+
+@_demodulation_op.register_fake
+def _(weight, styles, eps, backend):
+    return weight.new_empty((styles.shape[0], weight.shape[0]), dtype=torch.float32)
+
+
+def _demodulation_setup(ctx, inputs, output):
+    weight, styles, _, _ = inputs
+    ctx.save_for_backward(weight, styles, output)
+
+
+def _demodulation_backward(ctx, dd):
+    """With a = d^-2 = s^2 @ q^T + eps: da = -d^3 / 2 * dd; ds = 2 s (da @ q); dw = 2 w (da^T @ s^2) (torch ops,
+    differentiable again through d)."""
+    weight, styles, d = ctx.saved_tensors
+    da = -0.5 * dd * d ** 3                                             # [N, O]
+    ds = 2 * styles.float() * (da @ weight.float().square().sum([2, 3]))  # [N, I]
+    dw = 2 * weight.float() * (da.t() @ styles.float().square())[:, :, None, None]  # [O, I, kh, kw]
+    return dw.to(weight.dtype), ds.to(styles.dtype), None, None
+
+
+_demodulation_op.register_autograd(_demodulation_backward, setup_context=_demodulation_setup)
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """d[n, o] = rsqrt(sum_{i, k} (w[o, i, k] s[n, i])^2 + eps) = rsqrt(s^2 @ q^T + eps), q[o, i] = sum_k w^2: one
+    small kernel (no (N, O, I, kh, kw) tensor), differentiable to any order.
+    weight (O, I, kh, kw), styles (N, I) -> (N, O) fp32."""
+    backend = _backend.select(weight.device, weight.dtype, TRITON_ONLY, KERNEL_DTYPES)
+    if backend == "ref":
+        return _demodulation_ref(weight, styles, eps)
+    if backend == "cuda":
+        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: the demodulation "
+                                          "has a Triton kernel only (use the triton backend)")
+    return _demodulation_op(weight, styles, float(eps), backend)
 
 
 def _epilogue_pre(y, d, bias, noise, strength):
