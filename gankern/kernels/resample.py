@@ -10,13 +10,14 @@ BLOCK_X = 32   # output columns per program
 
 
 @triton.jit
-def upfirdn2d_kernel(x, fk, out, C, H, W, Ho, Wo, fh, fw, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+def upfirdn2d_kernel(x, f, out, C, H, W, Ho, Wo, fh, fw, sxn, sxc, sxh, sxw, son, soc, soh, sow, gain,
                      UPX: tl.constexpr, UPY: tl.constexpr, DOWNX: tl.constexpr, DOWNY: tl.constexpr, px0, py0,
-                     BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr):
-    """out[n, c, oy, ox] = sum_{ky, kx} fk[ky, kx] * X(oy * DOWNY + ky - py0, ox * DOWNX + kx - px0), where
-    X(qy, qx) = x[n, c, qy / UPY, qx / UPX] when both divide exactly and land inside x, else 0.
-    x: (N, C, H, W) by strides sx*; fk: (fh, fw) fp32 contiguous (correlation taps, gain included);
-    out: (N, C, Ho, Wo) by strides so*. Grid: (N * C, row tiles * column tiles)."""
+                     SEPARABLE: tl.constexpr, FLIP: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr):
+    """out[n, c, oy, ox] = gain * sum_{ky, kx} t[ky, kx] * X(oy * DOWNY + ky - py0, ox * DOWNX + kx - px0), where
+    X(qy, qx) = x[n, c, qy / UPY, qx / UPX] when both divide exactly and land inside x, else 0, and the correlation
+    taps t are the filter f flipped in both axes when FLIP (a true convolution), else f itself; a SEPARABLE f is
+    (fw,) with t[ky, kx] = f[ky] f[kx], else (fh, fw) contiguous.
+    x: (N, C, H, W) by strides sx*; out: (N, C, Ho, Wo) by strides so*. Grid: (N * C, row tiles * column tiles)."""
     nc = tl.program_id(0)
     n = nc // C
     c = nc % C
@@ -37,18 +38,26 @@ def upfirdn2d_kernel(x, fk, out, C, H, W, Ho, Wo, fh, fw, sxn, sxc, sxh, sxw, so
             ix = (ox * DOWNX + kx - px0) // UPX
             mx = (kx < fw) & (ix >= 0) & (ix < W)
             m = my[:, None] & mx[None, :]
-            tap = tl.load(fk + ky[:, None] * fw + kx[None, :], mask=m, other=0.0)
+            fy = fh - 1 - ky if FLIP else ky
+            fx = fw - 1 - kx if FLIP else kx
+            if SEPARABLE:
+                tap = tl.load(f + fy, mask=my, other=0.0).to(tl.float32)[:, None] * \
+                    tl.load(f + fx, mask=mx, other=0.0).to(tl.float32)[None, :]
+            else:
+                tap = tl.load(f + fy[:, None] * fw + fx[None, :], mask=m, other=0.0).to(tl.float32)
             v = tl.load(x_base + iy[:, None].to(tl.int64) * sxh + ix[None, :].to(tl.int64) * sxw, mask=m, other=0.0)
             acc += tap * v.to(tl.float32)
     om = (oy < Ho)[:, None] & (ox < Wo)[None, :]
     o_ptr = out + n.to(tl.int64) * son + c.to(tl.int64) * soc + oy[:, None].to(tl.int64) * soh + ox[None, :] * sow
-    tl.store(o_ptr, acc.to(out.dtype.element_ty), mask=om)
+    tl.store(o_ptr, (acc * gain).to(out.dtype.element_ty), mask=om)
 
 
-def upfirdn2d(x, fk, out, up, down, pad0):
+def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
+    """f: (fh, fw) or separable (ft,), contiguous; flip_filter as in gankern.ops.resample.upfirdn2d."""
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2:]
+    fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
     grid = (N * C, triton.cdiv(Ho, BLOCK_Y) * triton.cdiv(Wo, BLOCK_X))
-    upfirdn2d_kernel[grid](x, fk, out, C, H, W, Ho, Wo, fk.shape[0], fk.shape[1], *x.stride(), *out.stride(),
-                           UPX=up[0], UPY=up[1], DOWNX=down[0], DOWNY=down[1], px0=pad0[0], py0=pad0[1],
-                           BLOCK_Y=BLOCK_Y, BLOCK_X=BLOCK_X)
+    upfirdn2d_kernel[grid](x, f, out, C, H, W, Ho, Wo, fh, fw, *x.stride(), *out.stride(), gain, UPX=up[0],
+                           UPY=up[1], DOWNX=down[0], DOWNY=down[1], px0=pad0[0], py0=pad0[1], SEPARABLE=f.dim() == 1,
+                           FLIP=not flip_filter, BLOCK_Y=BLOCK_Y, BLOCK_X=BLOCK_X)

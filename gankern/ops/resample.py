@@ -129,15 +129,6 @@ def _out_size(H, W, f, up, down, pad) -> tuple[int, int]:
     return (H * upy + py0 + py1 - fh) // downy + 1, (W * upx + px0 + px1 - fw) // downx + 1
 
 
-def _correlation_taps(f: torch.Tensor, flip_filter: bool, gain: float) -> torch.Tensor:
-    """(fh, fw) fp32 taps the kernel correlates with: the 2-D filter (outer product for a 1-D f), times gain,
-    flipped unless flip_filter."""
-    f = f.float()
-    f2 = torch.outer(f, f) if f.dim() == 1 else f
-    f2 = f2 * gain
-    return (f2 if flip_filter else f2.flip([0, 1])).contiguous()
-
-
 @torch.library.custom_op("gankern::upfirdn2d", mutates_args=())
 def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, backend: str) -> torch.Tensor:
@@ -146,7 +137,7 @@ def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[in
     out = torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(x))
     if out.numel():
-        k.upfirdn2d(x, _correlation_taps(f, flip_filter, gain), out, up, down, (padding[0], padding[2]))
+        k.upfirdn2d(x, f.contiguous(), out, up, down, (padding[0], padding[2]), flip_filter, gain)
     return out
 
 
