@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gankern
-from gankern.ops.resample import (conv2d_resample, downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_ref,
-                                  upsample2d)
+from gankern.ops.resample import (conv2d_resample, conv2d_resample_size, downsample2d, filter2d, setup_filter,
+                                  upfirdn2d, upfirdn2d_ref, upsample2d)
 
 from conftest import backend_ctx
 
@@ -51,7 +51,8 @@ CASES = [
 def test_reference_matches_loop_oracle(case):
     up, down, pad, fshape, flip, gain = CASES[case]
     x, f = torch.randn(2, 3, 5, 4, dtype=torch.float64), torch.randn(fshape, dtype=torch.float64)
-    torch.testing.assert_close(upfirdn2d_ref(x, f, up, down, pad, flip, gain), loop_oracle(x, f, up, down, pad, flip, gain))
+    torch.testing.assert_close(upfirdn2d_ref(x, f, up, down, pad, flip, gain),
+                               loop_oracle(x, f, up, down, pad, flip, gain))
 
 
 def grads_to_second_order(fn, x, w, u):
@@ -124,6 +125,13 @@ def test_conv2d_resample_matches_explicit_composition(up, down):
         want = F.conv2d(x, w, padding=1)
     assert got.shape == want.shape
     torch.testing.assert_close(got[..., inner, inner], want[..., inner, inner], rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_resample_size_predicts_the_output():
+    f = setup_filter([1, 3, 3, 1])
+    for (up, down), k, pad in itertools.product([(1, 1), (2, 1), (1, 2), (2, 2)], [1, 2, 3], [0, 1, [1, 0, 2, 1]]):
+        y = conv2d_resample(torch.randn(1, 2, 9, 8), torch.randn(3, 2, k, k), f, up, down, pad)
+        assert tuple(y.shape[2:]) == conv2d_resample_size(9, 8, k, k, f, up, down, pad), (up, down, k, pad)
 
 
 def test_torch_compile_fullgraph_and_empty_batch():
