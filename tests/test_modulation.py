@@ -170,6 +170,7 @@ BIAS_ACT_BAD = {
     "int x": dict(x="int"),
     "x not a tensor": dict(x="list"),
     "b on another dtype family": dict(b="int"),
+    "b on another device": dict(b="meta"),
 }
 
 
@@ -180,7 +181,7 @@ def test_bias_act_bad_input_raises_before_launch(case, n, c, name):
     x, b = torch.randn(n, c, 3), torch.randn(c)
     kwargs = dict(BIAS_ACT_BAD[case])
     x = {"int": x.long(), "list": x.tolist()}.get(kwargs.pop("x", None), x)
-    b = {"short": b[:-1], "2d": b[:, None], "int": b.long()}.get(kwargs.pop("b", None), b)
+    b = {"short": b[:-1], "2d": b[:, None], "int": b.long(), "meta": b.to("meta")}.get(kwargs.pop("b", None), b)
     with backend_ctx(name):
         with pytest.raises((ValueError, TypeError)):
             bias_act(x, b, **kwargs)
@@ -280,6 +281,7 @@ ADAIN_BAD = {
     "one pixel": lambda x, g, b: (x[:, :, :1, :1], g, b),
     "int x": lambda x, g, b: (x.long(), g, b),
     "beta not a tensor": lambda x, g, b: (x, g, 1.0),
+    "gamma on another device": lambda x, g, b: (x, g.to("meta"), b),
 }
 
 
@@ -496,6 +498,7 @@ MODCONV_BAD = {
     "int x": dict(x="int"),
     "zero eps": dict(eps=0.0),
     "strength of 2 channels": dict(noise="ok", noise_strength="two"),
+    "styles on another device": dict(styles="meta"),
 }
 
 
@@ -506,7 +509,7 @@ def test_modulated_conv2d_bad_input_raises_before_launch(case, n, i, name):
     x, weight, styles = torch.randn(n, i, 5, 5), torch.randn(3, i, 3, 3), torch.randn(n, i)
     kw = dict(MODCONV_BAD[case])
     x = {"int": x.long()}.get(kw.pop("x", None), x)
-    styles = {"short": styles[:-1]}.get(kw.pop("styles", None), styles)
+    styles = {"short": styles[:-1], "meta": styles.to("meta")}.get(kw.pop("styles", None), styles)
     weight = {"wrong I": torch.randn(3, i + 1, 3, 3), "3d": weight[0]}.get(kw.pop("weight", None), weight)
     kw["bias"] = {"short": torch.randn(2)}.get(kw.pop("bias", None), torch.randn(3))
     kw["noise"] = {"wrong": torch.randn(n, 1, 4, 5), "ok": torch.randn(n, 1, 5, 5)}.get(kw.get("noise"))

@@ -170,6 +170,7 @@ BAD = {
     "empty output": dict(padding=-8),
     "3-d x": dict(x="3d"),
     "int x": dict(x="int"),
+    "filter on another device": dict(f=torch.ones(3, device="meta")),
 }
 
 
