@@ -130,7 +130,8 @@ ADAIN_TWO_PASS_TILE = {False: (4, 512), True: (32, 64)}  # (BLOCK_C, BLOCK_HW) b
 
 
 @triton.jit
-def _plane_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+def _plane_tile(pid, C, sxn, sxc, BLOCK_C: tl.constexpr):
+    """(n, channels, channel mask, offsets of the channels' planes) of program pid."""
     n_cblocks = tl.cdiv(C, BLOCK_C)
     n = pid // n_cblocks
     c = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -143,7 +144,7 @@ def _plane_tile(pid, C, HW, sxn, sxc, sxp, BLOCK_C: tl.constexpr, BLOCK_HW: tl.c
 def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp, eps, BLOCK_C: tl.constexpr,
                      BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
     """y = (x - mean) * rstd * gamma + beta per (n, c) over HW; writes mean, rstd (fp32)."""
-    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, sxn, sxc, BLOCK_C)
     p = tl.arange(0, BLOCK_HW)
     g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
     bt = tl.load(beta + n * C + c, mask=cmask, other=0.0).to(tl.float32)
@@ -183,7 +184,7 @@ def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp
 def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, sxn, sxc, sxp,
                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
     """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma rstd (dy - dbeta / HW - xhat dgamma / HW) per (n, c)."""
-    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, sxn, sxc, sxp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, sxn, sxc, BLOCK_C)
     p = tl.arange(0, BLOCK_HW)
     g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
     mean = tl.load(mean_in + n * C + c, mask=cmask, other=0.0)
@@ -278,7 +279,7 @@ def modconv_epilogue_kernel(y, d, bias, noise, strength, out, C, HW, syn, syc, s
                             HAS_D: tl.constexpr, HAS_B: tl.constexpr, HAS_NOISE: tl.constexpr, ACT: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """out = clamp(gain f(v)) (see above)."""
-    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, syn, syc, syp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, syn, syc, BLOCK_C)
     for p0 in range(0, HW, BLOCK_HW):
         p = p0 + tl.arange(0, BLOCK_HW)
         m = cmask[:, None] & (p < HW)[None, :]
@@ -293,7 +294,7 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
                                 ACT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """dv = dout * gain f'(v) * keep; dy = dv * d; sums[0, n, o] = sum_p dv * y (-> dd), sums[1] = sum_p dv
     (-> dbias), sums[2] = sum_p dv * noise (-> dstrength). sums: (3, N, C) fp32 (NC = N * C)."""
-    n, c, cmask, row = _plane_tile(tl.program_id(0), C, HW, syn, syc, syp, BLOCK_C, BLOCK_HW)
+    n, c, cmask, row = _plane_tile(tl.program_id(0), C, syn, syc, BLOCK_C)
     s_y = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
     s_dv = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
     s_nz = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
