@@ -73,6 +73,21 @@ def test_bias_act_matches_reference_to_second_order(kernel, act, params):
             assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
+def test_bias_act_triton_64bit_offsets(monkeypatch):
+    """The path for tensors of 2^31 elements and more, run on a small one."""
+    from gankern.kernels import modulation as k
+    monkeypatch.setattr(k, "INDEX32_LIMIT", 0)
+    x, b, dy = torch.randn(3, 7, 5), torch.randn(7), torch.randn(3, 7, 5)
+    x.requires_grad_(True)
+    with backend_ctx("triton"):
+        y = bias_act(x, b, act="swish")
+        (gx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().clone().requires_grad_(True)
+    yr = bias_act_ref(xr, b, act="swish")
+    torch.testing.assert_close(y, yr)
+    torch.testing.assert_close(gx, torch.autograd.grad(yr, xr, dy)[0])
+
+
 @pytest.mark.parametrize("name", KERNELS)
 def test_bias_act_half_precision_and_no_bias(name):
     x = torch.randn(3, 17, 5).half()

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 BIAS_ACT_BLOCK = 1024   # bias_act: elements per program
+INDEX32_LIMIT = 2**31   # bias_act: 64-bit offsets for tensors at least this large
 
 
 @triton.jit
@@ -116,7 +117,7 @@ def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
     grid = (triton.cdiv(n, BIAS_ACT_BLOCK),)
     bias_act_kernel[grid](x, x if b is None else b, x if g is None else g, x if g2 is None else g2, out, n, C,
                           stride_dim, alpha, gain, clamp, HAS_B=b is not None, MODE=mode, ACT=act,
-                          BLOCK=BIAS_ACT_BLOCK, I64=n + BIAS_ACT_BLOCK >= 2**31)
+                          BLOCK=BIAS_ACT_BLOCK, I64=n + BIAS_ACT_BLOCK >= INDEX32_LIMIT)
 
 
 # ----------------------------------------------------------------------------------------------------------------
