@@ -500,6 +500,38 @@ def test_modulated_conv2d_module(kind):
     assert "kernel_size" in repr(mod)
 
 
+def _opcheck_cases():
+    from gankern.ops import modulation as m
+    x, dy = torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 4, 5, requires_grad=True)
+    b, gamma, beta = torch.randn(3, requires_grad=True), torch.randn(2, 3), torch.randn(2, 3)
+    d = torch.rand(2, 3) + 0.5
+    noise, strength = torch.randn(2, 1, 4, 5), torch.tensor(0.3, requires_grad=True)
+    act = ("swish", 0.0, 1.4, 0.8, "triton")
+    with torch.no_grad():
+        _, mean, rstd = m._adain_op(x, gamma, beta, 1e-5, "triton")
+    return {
+        "bias_act": (m._bias_act_op, (x, b, 1) + act),
+        "bias_act_grad": (m._bias_act_grad_op, (dy, x, b, 1) + act),
+        "bias_act_grad2": (m._bias_act_grad2_op, (dy, dy, x, b, 1) + act),  # no third order: no autograd check
+        "adain": (m._adain_op, (x, gamma, beta, 1e-5, "triton")),
+        "adain_backward": (m._adain_backward_op, (x, gamma, mean, rstd, dy, 1e-5, "triton")),
+        "demodulation": (m._demodulation_op, (torch.randn(5, 3, 3, 3, requires_grad=True), gamma, 1e-8, "triton")),
+        "modconv_epilogue": (m._epilogue_op, (x, d, b, noise, strength) + act),
+        "modconv_epilogue_backward": (m._epilogue_backward_op, (x, d, b, noise, strength, dy) + act),
+    }
+
+
+@pytest.mark.parametrize("op", ["bias_act", "bias_act_grad", "bias_act_grad2", "adain", "adain_backward",
+                                "demodulation", "modconv_epilogue", "modconv_epilogue_backward"])
+def test_custom_op_registrations_pass_opcheck(op):
+    """torch.library.opcheck: schema, fake (meta) implementation, autograd registration and AOT dispatch of each
+    gankern:: custom op, run through the Triton kernels."""
+    fn, args = _opcheck_cases()[op]
+    utils = ("test_schema", "test_faketensor") if op == "bias_act_grad2" else \
+        ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(fn.op, args, test_utils=utils)
+
+
 MODCONV_BAD = {
     "N mismatch": dict(styles="short"),
     "I mismatch": dict(weight="wrong I"),

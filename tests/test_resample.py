@@ -151,6 +151,13 @@ def test_torch_compile_fullgraph_and_empty_batch():
     assert empty.shape == (0, 3, 8, 8)
 
 
+def test_custom_op_registration_passes_opcheck():
+    """torch.library.opcheck of gankern::upfirdn2d (schema, fake, autograd registration, AOT dispatch)."""
+    from gankern.ops.resample import _upfirdn2d_op
+    x = torch.randn(2, 3, 5, 4, requires_grad=True)
+    torch.library.opcheck(_upfirdn2d_op.op, (x, torch.ones(4), [2, 2], [1, 1], [2, 1, 2, 1], False, 4.0, "triton"))
+
+
 def test_forced_cuda_says_why():
     with backend_ctx("cuda"):
         with pytest.raises(gankern.BackendUnavailable, match="Triton kernel only"):

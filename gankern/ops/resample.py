@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import _backend, _validate
 from ._launch import CUDA_DTYPES
+from .modulation import fused_op
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
            "conv2d_resample", "conv2d_resample_size"]
@@ -127,8 +128,7 @@ def _out_size(H, W, f, up, down, pad) -> tuple[int, int]:
     return (H * upy + py0 + py1 - fh) // downy + 1, (W * upx + px0 + px1 - fw) // downx + 1
 
 
-@torch.library.custom_op("gankern::upfirdn2d", mutates_args=())
-def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
+def _upfirdn2d_impl(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, backend: str) -> torch.Tensor:
     from ..kernels import resample as k
     Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
@@ -144,8 +144,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format
 
 
-@_upfirdn2d_op.register_fake
-def _(x, f, up, down, padding, flip_filter, gain, backend):
+def _upfirdn2d_fake(x, f, up, down, padding, flip_filter, gain, backend):
     Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
     return torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(x))
@@ -171,7 +170,7 @@ def _upfirdn2d_backward(ctx, dy):
     return dx, None, None, None, None, None, None, None
 
 
-_upfirdn2d_op.register_autograd(_upfirdn2d_backward, setup_context=_upfirdn2d_setup)
+_upfirdn2d_op = fused_op("upfirdn2d", _upfirdn2d_impl, _upfirdn2d_fake, _upfirdn2d_setup, _upfirdn2d_backward)
 
 
 # ----------------------------------------------------------------------------------------------------------------
