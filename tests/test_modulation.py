@@ -532,6 +532,53 @@ def test_custom_op_registrations_pass_opcheck(op):
     torch.library.opcheck(fn.op, args, test_utils=utils)
 
 
+NOISE_BAD = {
+    "no noise": dict(noise=None),
+    "noise of other size": dict(noise="wrong"),
+    "noise requires grad": dict(noise="grad"),
+    "strength of 2 channels": dict(noise_strength="two"),
+    "strength a string": dict(noise_strength="0.1"),
+    "b wrong length": dict(b="short"),
+    "3-d x": dict(x="3d"),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(NOISE_BAD)), c=st.integers(3, 5), name=st.sampled_from(("ref", "triton")))
+def test_noise_bias_act_bad_input_raises_before_launch(case, c, name):
+    x, noise, b = torch.randn(2, c, 4, 5), torch.randn(2, 1, 4, 5), torch.randn(c)
+    kw = dict(NOISE_BAD[case])
+    x = {"3d": x[0]}.get(kw.pop("x", None), x)
+    noise = {"wrong": torch.randn(2, 1, 5, 4), "grad": noise.clone().requires_grad_(True), None: None}.get(
+        kw.pop("noise", "keep"), noise)
+    strength = {"two": torch.ones(2), "0.1": "0.1"}.get(kw.pop("noise_strength", None), 0.5)
+    b = {"short": b[:-1]}.get(kw.pop("b", None), b)
+    with backend_ctx(name):
+        noise_bias_act(torch.randn(2, c, 4, 5), torch.randn(2, 1, 4, 5), 0.5, torch.randn(c))  # the valid call runs
+        with pytest.raises((ValueError, TypeError)):
+            noise_bias_act(x, noise, strength, b)
+
+
+DEMOD_BAD = {
+    "I mismatch": lambda w, s: (w, s[:, :-1]),
+    "3-d weight": lambda w, s: (w[0], s),
+    "1-d styles": lambda w, s: (w, s[0]),
+    "int weight": lambda w, s: (w.long(), s),
+    "styles on another device": lambda w, s: (w, s.to("meta")),
+}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(DEMOD_BAD)), i=st.integers(2, 5), name=st.sampled_from(("ref", "triton")))
+def test_demodulation_bad_input_raises_before_launch(case, i, name):
+    w, s = torch.randn(3, i, 3, 3), torch.randn(2, i)
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            demodulation_coefficients(*DEMOD_BAD[case](w, s))
+        with pytest.raises(ValueError, match="eps"):
+            demodulation_coefficients(w, s, eps=-1.0)
+
+
 MODCONV_BAD = {
     "N mismatch": dict(styles="short"),
     "I mismatch": dict(weight="wrong I"),

@@ -181,6 +181,26 @@ BAD = {
 }
 
 
+HELPER_BAD = {
+    "upsample2d up 0": lambda x, f: upsample2d(x, f, up=0),
+    "downsample2d padding 3 values": lambda x, f: downsample2d(x, f, padding=[1, 2, 3]),
+    "filter2d 3-d filter": lambda x, f: filter2d(x, torch.ones(2, 2, 2)),
+    "conv2d_resample groups mismatch": lambda x, f: conv2d_resample(x, torch.randn(4, 2, 3, 3), f, groups=2),
+    "conv2d_resample 3-d weight": lambda x, f: conv2d_resample(x, torch.randn(4, 3, 3), f),
+    "conv2d_resample down 0": lambda x, f: conv2d_resample(x, torch.randn(4, 3, 3, 3), f, down=0),
+    "setup_filter 3-d": lambda x, f: setup_filter(torch.ones(2, 2, 2)),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(sorted(HELPER_BAD)), h=st.integers(4, 7), name=st.sampled_from(("ref", "triton")))
+def test_helpers_bad_input_raises_before_launch(case, h, name):
+    x, f = torch.randn(2, 3, h, h), setup_filter([1, 3, 3, 1])
+    with backend_ctx(name):
+        with pytest.raises((ValueError, TypeError)):
+            HELPER_BAD[case](x, f)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(sorted(BAD)), h=st.integers(2, 6), name=st.sampled_from(("ref", "triton")))
 def test_bad_input_raises_before_launch(case, h, name):

@@ -494,6 +494,13 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: f
     """d[n, o] = rsqrt(sum_{i, k} (w[o, i, k] s[n, i])^2 + eps) = rsqrt(s^2 @ q^T + eps), q[o, i] = sum_k w^2: one
     small kernel (no (N, O, I, kh, kw) tensor), differentiable to any order.
     weight (O, I, kh, kw), styles (N, I) -> (N, O) fp32."""
+    _validate.tensor("weight", weight, ndim=4)
+    _validate.tensor("styles", styles, ndim=2, device=weight.device)
+    if styles.shape[1] != weight.shape[1]:
+        raise ValueError(f"styles has {styles.shape[1]} input channels but weight has {weight.shape[1]} (styles "
+                         f"{tuple(styles.shape)}, weight {tuple(weight.shape)})")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
     backend = _backend.select(weight.device, weight.dtype, TRITON_ONLY, KERNEL_DTYPES)
     if backend == "ref":
         return _demodulation_ref(weight, styles, eps)

@@ -241,8 +241,14 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     convolution of stride up followed by filtering with f; down > 1 filters with f and then convolves with stride
     down. x (N, I*groups... ) as conv2d: x (N, groups * I, H, W), w (O, I, kh, kw) -> (N, O, H', W').
     flip_weight=False flips w (a true convolution), as StyleGAN2 does for its upsampling layers."""
+    _validate.tensor("x", x, ndim=4)
+    _validate.tensor("w", w, ndim=4, device=x.device)
     up, down = _validate.positive_int("up", up), _validate.positive_int("down", down)
+    groups = _validate.positive_int("groups", groups)
     O, I, kh, kw = w.shape
+    if x.shape[1] != groups * I or O % groups:
+        raise ValueError(f"x {tuple(x.shape)} and w {tuple(w.shape)} do not fit groups={groups}: x needs groups * I "
+                         f"= {groups * I} channels and O must be a multiple of groups")
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding(padding)
     if up > 1:
