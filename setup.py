@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 def find_nvcc():
     if os.environ.get("GANKERN_NO_CUDA") == "1":
         return None, "GANKERN_NO_CUDA=1 at install"
-    for cand in (os.path.join(os.environ.get("CUDA_HOME", ""), "bin", "nvcc"), shutil.which("nvcc"),
-                 "/usr/local/cuda/bin/nvcc"):
+    cuda_home = os.environ.get("CUDA_HOME")
+    for cand in (cuda_home and os.path.join(cuda_home, "bin", "nvcc"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand, None
     return None, "nvcc not found at install (set CUDA_HOME or put nvcc on PATH, then reinstall)"

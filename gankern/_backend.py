@@ -20,8 +20,9 @@ from . import _ext
 
 BACKENDS = ("ref", "triton", "cuda")
 
-# The forced backends, innermost last (a plain module-level list, so that torch.compile can trace the choice).
-_forced: list[str | None] = []
+# The forced backend (a plain module-level list, so that torch.compile can trace the choice); None: default choice.
+_forced: list[str | None] = [None]
+_UNSET = object()
 
 
 class BackendUnavailable(RuntimeError):
@@ -34,27 +35,29 @@ def _check_name(name: str) -> str:
     return name
 
 
-class use_backend(contextlib.ContextDecorator):
-    """Force a backend: ``gankern.use_backend("triton")`` for the rest of the program, or
-    ``with gankern.use_backend("ref"): ...`` for a block. ``None`` returns to the default choice (and overrides
-    ``GANKERN_BACKEND``)."""
+class use_backend:
+    """Force a backend: ``gankern.use_backend("triton")`` from now on, or ``with gankern.use_backend("ref"): ...``
+    for a block (the previous choice comes back at its end; blocks nest). ``None`` returns to the default choice
+    and overrides ``GANKERN_BACKEND``."""
 
     def __init__(self, name: str | None):
-        _forced.append(None if name is None else _check_name(name))
-        self._depth = len(_forced)
+        self._previous = _forced[0]
+        _forced[0] = _UNSET if name is None else _check_name(name)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        del _forced[self._depth - 1:]
+        _forced[0] = self._previous
         return False
 
 
 def forced_backend() -> str | None:
     """The backend forced by :func:`use_backend` or, failing that, by ``GANKERN_BACKEND``; else None."""
-    if _forced:
-        return _forced[-1]
+    if _forced[0] is _UNSET:
+        return None
+    if _forced[0] is not None:
+        return _forced[0]
     env = os.environ.get("GANKERN_BACKEND", "").strip()
     return _check_name(env) if env else None
 

@@ -24,8 +24,13 @@ def test_use_backend_as_call_and_context():
     gankern.use_backend("cuda")
     try:
         assert _backend.forced_backend() == "cuda"
+        with gankern.use_backend("ref"):
+            assert _backend.forced_backend() == "ref"
+        assert _backend.forced_backend() == "cuda"
     finally:
-        _backend._forced.clear()
+        gankern.use_backend(None)
+        _backend._forced[0] = None
+    assert _backend.forced_backend() is None
 
 
 def test_env_variable_forces_a_backend(monkeypatch):
