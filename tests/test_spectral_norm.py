@@ -241,7 +241,28 @@ def test_group_cache_is_dropped_when_the_weight_changes():
     group.update()
     with torch.no_grad():
         net[0].parametrizations.weight.original.mul_(2.0)  # bumps the version counter
-    assert net[0].weight is not group.entries[0][3]._group_cache[2]
+    assert net[0].weight is not group.entries[0][3]._group_cache[3]
+
+
+def test_group_update_under_no_grad_does_not_serve_training_and_copies_drop_the_cache():
+    net = make_net(spectral_norm, seed=8)
+    group = SpectralNormGroup(net)
+    with torch.no_grad():
+        group.update()
+    net(torch.randn(2, 3, 7, 7)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    group.update()
+    twin = copy.deepcopy(net)  # e.g. G_ema = deepcopy(G)
+    assert all(m.parametrizations.weight[0]._group_cache is None for m in twin if hasattr(m, "parametrizations"))
+
+
+def test_group_takes_channels_last_weights():
+    net = make_net(spectral_norm, seed=2)
+    ref = copy.deepcopy(net)
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 7, 7)
+    SpectralNormGroup(net).update()
+    torch.testing.assert_close(net(x), ref(x), rtol=1e-5, atol=1e-6)
 
 
 def test_group_needs_spectral_norms():

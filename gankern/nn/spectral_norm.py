@@ -34,7 +34,7 @@ class SpectralNorm(nn.Module):
         self.dim = dim if dim >= 0 else dim + ndim
         self.eps = eps
         self.n_power_iterations = n_power_iterations
-        self._group_cache = None  # (original, its _version, normalized) set by SpectralNormGroup.update
+        self._group_cache = None  # (original, its _version, grad mode, normalized) set by SpectralNormGroup.update
         if ndim > 1 and init_vectors:
             wm = ops.as_matrix(weight, self.dim)
             h, w = wm.shape
@@ -57,14 +57,21 @@ class SpectralNorm(nn.Module):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         cache = self._group_cache
-        if cache is not None and cache[0] is weight and cache[1] == weight._version:
-            return cache[2]
+        if (cache is not None and cache[0] is weight and cache[1] == weight._version
+                and cache[2] == torch.is_grad_enabled()):
+            return cache[3]
         n = self.n_power_iterations if self.training else 0
         out, _ = ops.spectral_normalize_all([weight.contiguous()], [self._u], [self._v], n, self.eps, [self.dim])
         return out[0]
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         return value
+
+    def __getstate__(self):
+        """Copies (deepcopy for an EMA generator, pickling) leave the group's batched result behind."""
+        state = super().__getstate__()
+        state["_group_cache"] = None
+        return state
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_power_iterations={self.n_power_iterations}, eps={self.eps}"
@@ -99,8 +106,10 @@ class SpectralNormGroup:
     W / sigma of all layers in a few kernel launches (per dtype and device), instead of one chain per layer.
 
     After ``update()``, accesses to each weight return the batched result until that weight changes (its version
-    counter moves, e.g. at the optimizer step). That result is one autograd node: run one backward per update
-    (sum the losses of the real and fake passes) as with ``torch.nn.utils.parametrize.cached()``.
+    counter moves, e.g. at the optimizer step) or the grad mode differs from the update's. That result is one
+    autograd node: run ONE backward per update (sum the losses of the real and fake passes; with gradient
+    accumulation, update before each round) as with ``torch.nn.utils.parametrize.cached()``. Weights that are not
+    contiguous (channels_last) are copied once per update.
     ``sigmas`` holds the latest sigma of each weight (BigGAN logs them). Layers in eval mode use 0 iterations.
     """
 
@@ -119,13 +128,14 @@ class SpectralNormGroup:
             w = mod.parametrizations[tname].original
             n = sn.n_power_iterations if sn.training else 0
             groups.setdefault((w.device, w.dtype, n, sn.eps), []).append(entry)
+        grad_mode = torch.is_grad_enabled()
         for (_, _, n, eps), entries in groups.items():
             originals = [mod.parametrizations[t].original for _, mod, t, _ in entries]
             sns = [e[3] for e in entries]
-            outs, sigmas = ops.spectral_normalize_all(originals, [s._u for s in sns], [s._v for s in sns], n, eps,
-                                                      [s.dim for s in sns])
+            outs, sigmas = ops.spectral_normalize_all([w.contiguous() for w in originals], [s._u for s in sns],
+                                                      [s._v for s in sns], n, eps, [s.dim for s in sns])
             for (name, _, _, sn), w, out, sig in zip(entries, originals, outs, sigmas.unbind(0)):
-                sn._group_cache = (w, w._version, out)
+                sn._group_cache = (w, w._version, grad_mode, out)
                 self.sigmas[name] = sig.detach()
         return self.sigmas
 

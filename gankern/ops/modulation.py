@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
+from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr
 
 __all__ = ["ACTIVATIONS", "bias_act", "bias_act_ref", "adain", "adain_ref", "modulated_conv2d",
            "modulated_conv2d_ref", "demodulation_coefficients", "noise_bias_act"]
@@ -43,43 +43,6 @@ KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
 def _triton():
     from ..kernels import modulation  # imported late: TRITON_INTERPRET must be set before the kernels are defined
     return modulation
-
-
-_EAGER_TYPES = (torch.Tensor, torch.nn.Parameter)
-
-
-def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable, backward: Callable) -> Callable:
-    """Register ``impl`` as the torch.library custom op ``gankern::<name>`` (with ``fake`` and the autograd formula
-    ``setup`` / ``backward`` of ``register_autograd``) and return the function the family calls: the custom op while
-    torch.compile traces (so graphs go through it), and in eager mode an autograd.Function with the same impl and
-    backward, because the custom op's dispatch costs several times more per call (about 38 us against 7 us with
-    inputs that require grad, measured on the CPU here; GPU.md: ~10 us). A call counts as traced under torch.compile
-    / export or when a tensor argument is a tracer's subclass (e.g. AOT autograd's fake tensors). Shared by the
-    resample family."""
-    op = torch.library.custom_op(f"gankern::{name}", impl, mutates_args=())
-    op.register_fake(fake)
-    op.register_autograd(backward, setup_context=setup)
-
-    class Eager(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *args):
-            out = impl(*args)
-            setup(ctx, args, out)
-            return out
-
-        @staticmethod
-        def backward(ctx, *grads):
-            return backward(ctx, *grads)
-
-    Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-
-    def call(*args):
-        traced = torch.compiler.is_compiling() or any(isinstance(a, torch.Tensor) and type(a) not in _EAGER_TYPES
-                                                      for a in args)  # fake / functional tensors of a tracer
-        return op(*args) if traced else Eager.apply(*args)
-
-    call.op = op
-    return call
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES
-from .modulation import fused_op
+from ._launch import CUDA_DTYPES, fused_op
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
            "conv2d_resample", "conv2d_resample_size"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
+from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr, traced
 
 PREFERENCE = ("cuda", "triton")
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
@@ -150,8 +150,15 @@ class _Cuda:
             m.sn_scale(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], ptr(sigma), ptr(out), code, self.stream)
 
 
+_TRITON: list[_Triton] = []
+
+
 def _runner(backend, device):
-    return _Triton() if backend == "triton" else _Cuda(device)
+    if backend == "triton":
+        if not _TRITON:
+            _TRITON.append(_Triton())
+        return _TRITON[0]
+    return _Cuda(device)
 
 
 def _plan_for(runner, weights, us, vs, dims):
@@ -190,13 +197,16 @@ def _normalize_kernels(backend, weights, sigmas, dims):
 # ----------------------------------------------------------------------------------------------------------------
 # torch.library ops
 
-@torch.library.custom_op("gankern::sn_power_iteration", mutates_args=("us", "vs"))
-def _sn_power_iteration(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
+def _power_iteration_impl(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
                         dims: list[int], n_iter: int, eps: float, backend: str
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if backend == "ref":
         return _power_iteration_ref(weights, us, vs, dims, n_iter, eps)
     return _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps)
+
+
+_sn_power_iteration = torch.library.custom_op("gankern::sn_power_iteration", _power_iteration_impl,
+                                             mutates_args=("us", "vs"))
 
 
 @_sn_power_iteration.register_fake
@@ -207,12 +217,14 @@ def _(weights, us, vs, dims, n_iter, eps, backend):
             w0.new_empty(sum(v.numel() for v in vs), dtype=acc))
 
 
-@torch.library.custom_op("gankern::sn_normalize", mutates_args=())
-def _sn_normalize(weights: list[torch.Tensor], sigmas: torch.Tensor, u_flat: torch.Tensor, v_flat: torch.Tensor,
+def _normalize_impl(weights: list[torch.Tensor], sigmas: torch.Tensor, u_flat: torch.Tensor, v_flat: torch.Tensor,
                   dims: list[int], backend: str) -> torch.Tensor:
     if backend == "ref":
         return _normalize_ref(weights, sigmas)
     return _normalize_kernels(backend, weights, sigmas, dims)
+
+
+_sn_normalize = torch.library.custom_op("gankern::sn_normalize", _normalize_impl, mutates_args=())
 
 
 @_sn_normalize.register_fake
@@ -245,6 +257,22 @@ def _normalize_backward(ctx, grad):
 
 
 _sn_normalize.register_autograd(_normalize_backward, setup_context=_normalize_setup)
+
+
+class _NormalizeEager(torch.autograd.Function):
+    """The eager path of gankern::sn_normalize: same impl and backward, without the custom op's dispatch cost
+    (the weights are unpacked so that autograd sees them)."""
+
+    @staticmethod
+    def forward(ctx, sigmas, u_flat, v_flat, dims, backend, *weights):
+        out = _normalize_impl(list(weights), sigmas, u_flat, v_flat, dims, backend)
+        _normalize_setup(ctx, (list(weights), sigmas, u_flat, v_flat, dims, backend), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, None, None, None, None, *_normalize_backward(ctx, grad)[0])
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -303,9 +331,9 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype)
+    run = _sn_power_iteration if traced(weights) else _power_iteration_impl
     with torch.no_grad():
-        return _sn_power_iteration(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps),
-                                   backend)[0]
+        return run(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps), backend)[0]
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -321,8 +349,12 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype)
     weights = list(weights)
+    is_traced = traced(weights)
     with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
-        sigmas, u_flat, v_flat = _sn_power_iteration(weights, list(us), list(vs), dims, n_power_iterations,
-                                                      float(eps), backend)
-    flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
+        run = _sn_power_iteration if is_traced else _power_iteration_impl
+        sigmas, u_flat, v_flat = run(weights, list(us), list(vs), dims, n_power_iterations, float(eps), backend)
+    if is_traced:
+        flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
+    else:
+        flat = _NormalizeEager.apply(sigmas, u_flat, v_flat, dims, backend, *weights)
     return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigmas
