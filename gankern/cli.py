@@ -13,6 +13,7 @@ MODULES = [
     "gankern._info_cli",      # info
     "gankern._bench_cli",     # bench
     "gankern.metrics.cli",    # fid
+    "gankern.train.cli",      # train, generate
 ]
 
 
