@@ -440,3 +440,84 @@ def test_bad_input_raises_clear_error_before_any_launch(case, n, extra, name, mo
             call()
     msg = str(err.value)
     assert any(word in msg for word in ("must", "does not", "is empty", "but")), msg
+
+
+def test_benchmark_d_is_gpu_md_r1_discriminator_and_fused_equals_torch():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "bench_penalty.py")
+    spec = importlib.util.spec_from_file_location("bench_penalty", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    full = mod.R1Discriminator()
+    assert [c.out_channels for c in full.convs] == [128, 128, 256, 256, 512, 512, 512, 512]
+    assert full.head.in_features == 512 * 4 * 4
+    torch.manual_seed(8)
+    eager = mod.R1Discriminator((4, 8, 8, 8), 16, fused=False)
+    for b in eager.biases:
+        nn.init.normal_(b)
+    ours = mod.R1Discriminator((4, 8, 8, 8), 16, fused=True)
+    ours.load_state_dict(eager.state_dict())
+    assert ours.fused
+    real, fake = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16)
+    with gankern.use_backend("triton"):
+        got = mod.d_step(ours, real, fake, r1_penalty, None)
+    want = mod.d_step(eager, real, fake, mod._torch_r1, None)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_close_lists(param_grads(ours), param_grads(eager), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU (pytest -m gpu, on the device machine; bench/gpu_check.sh runs these)
+
+GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=5e-3, atol=2e-3),
+           torch.bfloat16: dict(rtol=3e-2, atol=2e-2)}
+
+
+def _poison_allocator(nbytes):
+    """Fill free memory of the caching allocator with NaN, so an output element a kernel does not write shows up."""
+    torch.empty(nbytes // 4 + 1024, device="cuda").fill_(float("nan"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_kernels_match_reference(dtype):
+    for shape, cl in (((33, 3, 67, 65), True), ((5, 100003), False), ((1, 1), False)):
+        g = torch.randn(shape, device="cuda").to(dtype)
+        if cl:
+            g = g.contiguous(memory_format=torch.channels_last)
+        g.requires_grad_(True)
+        real, fake = torch.randn(shape, device="cuda").to(dtype), torch.randn(shape, device="cuda").to(dtype)
+        eps = torch.rand(shape[0], device="cuda")
+        _poison_allocator(8 * g.numel() * 4)
+        with gankern.use_backend("triton"):
+            loss = grad_norm_penalty(g, 1.0)
+            x_hat = interpolate(real, fake, eps.to(dtype))
+        (dg,) = torch.autograd.grad(loss, g)
+        gw = g.detach().double().requires_grad_(True)
+        want = oracle_norm_penalty(gw, 1.0)
+        (dw,) = torch.autograd.grad(want, gw)
+        tol = GPU_TOL[dtype]
+        assert torch.isfinite(dg).all() and torch.isfinite(x_hat).all()
+        torch.testing.assert_close(loss.double(), want, **tol)
+        torch.testing.assert_close(dg.double(), dw, **tol)
+        e = eps.to(dtype).double().view([-1] + [1] * (len(shape) - 1))
+        torch.testing.assert_close(x_hat.double(), e * real.double() + (1 - e) * fake.double(), **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", BACKENDS)
+def test_gpu_r1_and_gp_with_fused_d_match_torch(name):
+    torch.manual_seed(9)
+    D = SmallD(res=16, width=8, fused=True).cuda()
+    D64 = SmallD(res=16, width=8, fused=False).cuda().double()
+    D64.load_state_dict(D.state_dict())
+    x = torch.randn(16, 3, 16, 16, device="cuda").contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    fake = torch.randn_like(x)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False), gankern.use_backend(name):
+        r1 = r1_penalty(D(x), x)
+        gp = gradient_penalty(D, x.detach(), fake, 1.0, generator=torch.Generator("cuda").manual_seed(1))
+    x64 = x.detach().double().requires_grad_(True)
+    eps = torch.rand(16, generator=torch.Generator("cuda").manual_seed(1), device="cuda").double()
+    torch.testing.assert_close(r1.double(), oracle_r1(D64, x64), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gp.double(), oracle_gp(D64, x64.detach(), fake.double(), 1.0, eps), rtol=1e-4, atol=1e-6)
