@@ -133,7 +133,7 @@ def r1_rows(device, quick):
 
         fns = {"eager": step(eager_d, _torch_r1),
                "eager plain step": step(eager_d, None),
-               "torch.compile": step(compiled_d, _torch_r1),       # double backward: recorded as an error if unsupported
+               "torch.compile": step(compiled_d, _torch_r1),  # double backward: an error row if unsupported
                "gankern": step(ours_d, r1_penalty),
                "gankern plain step": step(ours_d, None),
                "ref": step(ours_d, r1_penalty, "ref")}
@@ -165,11 +165,10 @@ def gp_rows(device, quick):
         if device.type == "cpu" and dtype != torch.float32:
             continue
         for shape in shapes:
-            sets = [[torch.randn(shape, device=device, dtype=dtype) for _ in range(3)] + [torch.rand(shape[0], device=device)]
-                    for _ in range(3)]
+            sets = [[torch.randn(shape, device=device, dtype=dtype) for _ in range(3)]
+                    + [torch.rand(shape[0], device=device, dtype=dtype)] for _ in range(3)]   # real, fake, g, eps
             for s in sets:
                 s[2].requires_grad_(True)
-                s[3] = s[3].to(dtype)
             compiled = torch.compile(_torch_gp_terms)
 
             def terms(f, backend=None):

@@ -68,7 +68,7 @@ class SmallD(nn.Module):
         self.fused = fused
         self.convs = nn.ModuleList([nn.Conv2d(ch, width, 3, padding=1, bias=False),
                                     nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)])
-        self.biases = nn.ParameterList([nn.Parameter(torch.randn(width) * 0.1), nn.Parameter(torch.randn(2 * width) * 0.1)])
+        self.biases = nn.ParameterList([nn.Parameter(torch.randn(c) * 0.1) for c in (width, 2 * width)])
         feat = 2 * width * (res // 4) ** 2
         self.head = nn.Linear(feat, 1)
         self.embed = nn.Embedding(num_classes, feat) if num_classes else None
@@ -198,13 +198,14 @@ def test_r1_gradcheck_wrt_d_parameters_float64(name):
     torch.manual_seed(2)
     D = SmallD(res=4, width=2).double()
     x = torch.randn(3, 3, 4, 4, dtype=torch.float64)
-    params = list(D.parameters())
+    names = [n for n, _ in D.named_parameters()]
 
     def f(*ps):
-        out = torch.func.functional_call(D, dict(zip([n for n, _ in D.named_parameters()], ps)), (xx := x.clone().requires_grad_(True),))
+        xx = x.clone().requires_grad_(True)
+        out = torch.func.functional_call(D, dict(zip(names, ps)), (xx,))
         with gankern.use_backend(name):
             return r1_penalty(out, xx)
-    assert torch.autograd.gradcheck(f, tuple(p.detach().requires_grad_(True) for p in params), fast_mode=True)
+    assert torch.autograd.gradcheck(f, tuple(p.detach().requires_grad_(True) for p in D.parameters()), fast_mode=True)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
