@@ -370,9 +370,9 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> to
     _batch("fake", fake)
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    _validate.tensor("eps", eps, ndim=1)
     device = _validate.same_device(real=real, fake=fake, eps=eps)
-    _validate.tensor("fake", fake, dtypes=(real.dtype,), device=device)
-    _validate.tensor("eps", eps, ndim=1, device=device)
+    _validate.tensor("fake", fake, dtypes=(real.dtype,))
     if eps.shape[0] != real.shape[0]:
         raise ValueError(f"eps must have one value per sample ({real.shape[0]}), got shape {tuple(eps.shape)}")
     return _penalty_lerp(real, fake, eps, _backend_for(real))
@@ -400,14 +400,15 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, center: float = 
     if fake.dtype != real.dtype:
         raise TypeError(f"real and fake must have the same dtype, got {real.dtype} and {fake.dtype}")
     c = _center(center)
+    backend = _backend_for(real)
     eps = torch.rand(real.shape[0], generator=_generator(generator, device), device=device, dtype=real.dtype)
     with torch.enable_grad():
-        x_hat = _penalty_lerp(real.detach(), fake.detach(), eps, _backend_for(real)).requires_grad_(True)
+        x_hat = _penalty_lerp(real.detach(), fake.detach(), eps, backend).requires_grad_(True)
         out = D(x_hat, *d_args)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             raise ValueError("D(x_hat, *d_args) must return a tensor that depends on x_hat")
         g = _input_grad(out, x_hat, "D's output")
-        return _penalty_norm(g, c, _backend_for(g))[0]
+        return _penalty_norm(g, c, backend)[0]
 
 
 def path_length_penalty(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor, decay: float = 0.01, *,
@@ -432,8 +433,8 @@ def path_length_penalty(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tens
     _validate.tensor("img", img, ndim=4)
     _batch("ws", ws)
     _validate.tensor("ws", ws, ndim=(2, 3))
-    device = _validate.same_device(img=img, ws=ws, pl_mean=pl_mean)
     _validate.tensor("pl_mean", pl_mean, ndim=0, dtypes=(torch.float32, torch.float64))
+    device = _validate.same_device(img=img, ws=ws, pl_mean=pl_mean)
     if ws.shape[0] != img.shape[0]:
         raise ValueError(f"img and ws must have the same batch size, got {img.shape[0]} and {ws.shape[0]}")
     if not ws.requires_grad:
