@@ -54,15 +54,20 @@ def norm_finish_kernel(part, sqnorm, loss, center, N, S, ACC: tl.constexpr, ROWS
 
 
 @triton.jit
-def norm_backward_kernel(g, sqnorm, gloss, gsq, dg, center, N, D, ACC: tl.constexpr, BLOCK: tl.constexpr,
-                         ITERS: tl.constexpr):
-    """dg[i] = k_i g[i], k_i = 2 gloss / N (1 - center / ||g_i||) + 2 gsq[i], 1 / ||g_i|| read as 0 where g_i = 0.
+def norm_backward_kernel(g, sqnorm, gloss, gsq, dg, center, N, D, HAS_GLOSS: tl.constexpr, HAS_GSQ: tl.constexpr,
+                         ACC: tl.constexpr, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    """dg[i] = k_i g[i], k_i = 2 gloss / N (1 - center / ||g_i||) + 2 gsq[i], 1 / ||g_i|| read as 0 where g_i = 0;
+    a term whose incoming gradient is absent (HAS_GLOSS / HAS_GSQ false: pointer unused) is 0.
     g, dg: (N, D); sqnorm, gsq: (N,); gloss: ()."""
     row = tl.program_id(0)
     chunk = tl.program_id(1)
-    n = tl.sqrt(tl.load(sqnorm + row).to(ACC))
-    inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
-    k = 2.0 * tl.load(gloss).to(ACC) / N * (1.0 - center * inv) + 2.0 * tl.load(gsq + row).to(ACC)
+    k = 0.0
+    if HAS_GLOSS:
+        n = tl.sqrt(tl.load(sqnorm + row).to(ACC))
+        inv = tl.where(n > 0, 1.0 / tl.where(n > 0, n, 1.0), 0.0)
+        k += 2.0 * tl.load(gloss).to(ACC) / N * (1.0 - center * inv)
+    if HAS_GSQ:
+        k += 2.0 * tl.load(gsq + row).to(ACC)
     base = row.to(tl.int64) * D
     start = chunk * (BLOCK * ITERS)
     for e0 in range(start, tl.minimum(start + BLOCK * ITERS, D), BLOCK):
@@ -109,8 +114,11 @@ def norm_finish(part, sqnorm, loss, center, acc):
 
 
 def norm_backward(g, sqnorm, gloss, gsq, dg, center, acc):
+    """gloss () or None, gsq (N,) or None: the incoming gradients of the penalty and of the squared norms."""
     n, d = g.shape
-    norm_backward_kernel[_grid(n, d)](g, sqnorm, gloss, gsq, dg, center, n, d, ACC=acc, BLOCK=BLOCK, ITERS=ITERS)
+    norm_backward_kernel[_grid(n, d)](g, sqnorm, g if gloss is None else gloss, g if gsq is None else gsq, dg, center,
+                                      n, d, HAS_GLOSS=gloss is not None, HAS_GSQ=gsq is not None, ACC=acc,
+                                      BLOCK=BLOCK, ITERS=ITERS)
 
 
 def lerp(real, fake, eps, out, acc):

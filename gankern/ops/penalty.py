@@ -127,14 +127,11 @@ def _norm_setup(ctx, inputs, output):
     g, center, backend = inputs
     ctx.save_for_backward(g, output[1])
     ctx.center, ctx.backend = center, backend
+    ctx.set_materialize_grads(False)   # an unused output's gradient stays None: no zero tensor, no term
 
 
 def _norm_grad(ctx, gloss, gsq):
     g, s = ctx.saved_tensors
-    if gloss is None:
-        gloss = s.new_zeros(())
-    if gsq is None:
-        gsq = torch.zeros_like(s)
     return _penalty_norm_backward(g, s, gloss, gsq, ctx.center, ctx.backend), None, None
 
 
@@ -143,9 +140,20 @@ _penalty_norm.register_autograd(_norm_grad, setup_context=_norm_setup)
 
 # ----------------------------------------------------------------------------------------------------------------
 # gankern::penalty_norm_backward  dg_i = k_i g_i,  k_i = 2 gl / N (1 - center / ||g_i||) + 2 gsq_i
+# (gl and gsq may be None: that term is 0)
+
+def _norm_coef(g_rows, gl, gsq, center, inv):
+    """k_i of the backward (N,): the penalty's term when gl is given, the squared norms' term when gsq is."""
+    k = torch.zeros(g_rows.shape[0], dtype=inv.dtype, device=inv.device)
+    if gl is not None:
+        k = k + 2 * gl / g_rows.shape[0] * (1 - center * inv)
+    if gsq is not None:
+        k = k + 2 * gsq
+    return k
+
 
 def _norm_backward_ref(g, s, gloss, gsq, center):
-    k = 2 * gloss / g.shape[0] * (1 - center * _safe_inv(s.sqrt())) + 2 * gsq
+    k = _norm_coef(g, gloss, gsq, center, _safe_inv(s.sqrt()))
     return (g.to(k.dtype) * k.view([-1] + [1] * (g.dim() - 1))).to(g.dtype)
 
 
@@ -158,11 +166,11 @@ def _norm_backward_triton(g, s, gloss, gsq, center):
 
 
 @torch.library.custom_op("gankern::penalty_norm_backward", mutates_args=())
-def _penalty_norm_backward(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor, gsq: torch.Tensor,
-                           center: float, backend: str) -> torch.Tensor:
+def _penalty_norm_backward(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor | None,
+                           gsq: torch.Tensor | None, center: float, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _norm_backward_ref(g, sqnorm, gloss, gsq, center)
-    return _norm_backward_triton(g, sqnorm.contiguous(), gloss, gsq.contiguous(), center)
+    return _norm_backward_triton(g, sqnorm.contiguous(), gloss, None if gsq is None else gsq.contiguous(), center)
 
 
 @_penalty_norm_backward.register_fake
@@ -174,21 +182,26 @@ def _norm_backward_setup(ctx, inputs, output):
     g, _, gloss, gsq, center, _ = inputs
     ctx.save_for_backward(g, gloss, gsq)
     ctx.center = center
+    ctx.set_materialize_grads(False)
 
 
 def _norm_backward_grad(ctx, v):
     """Gradient of dg = k(g) g w.r.t. g, gl and gsq, in differentiable torch ops (so every order exists), with
     ||g_i|| recomputed from g: d/dg <v, dg> = k v + g * 2 gl center <g_i, v_i> / (N ||g_i||^3)."""
     g, gl, gsq = ctx.saved_tensors
+    if v is None:
+        return None, None, None, None, None, None
     c, n_rows = ctx.center, g.shape[0]
-    acc = gl.dtype
+    acc = _acc(g.dtype)
     g2, v2 = g.reshape(n_rows, -1).to(acc), v.reshape(n_rows, -1).to(acc)
     inv = _safe_inv(_safe_sqrt(g2.pow(2).sum(1)))
     gv = (g2 * v2).sum(1)                                     # <g_i, v_i>  (N,)
-    k = 2 * gl / n_rows * (1 - c * inv) + 2 * gsq
-    dg = k[:, None] * v2 + g2 * (2 * gl * c / n_rows * inv.pow(3) * gv)[:, None]
-    dgl = (2 / n_rows * (1 - c * inv) * gv).sum()
-    return dg.view(g.shape).to(g.dtype), None, dgl, 2 * gv, None, None
+    dg = _norm_coef(g2, gl, gsq, c, inv)[:, None] * v2
+    dgl = None
+    if gl is not None:
+        dg = dg + g2 * (2 * gl * c / n_rows * inv.pow(3) * gv)[:, None]
+        dgl = (2 / n_rows * (1 - c * inv) * gv).sum()
+    return dg.view(g.shape).to(g.dtype), None, dgl, None if gsq is None else 2 * gv, None, None
 
 
 _penalty_norm_backward.register_autograd(_norm_backward_grad, setup_context=_norm_backward_setup)
