@@ -20,7 +20,8 @@ Lazy regularization (StyleGAN2): compute a penalty every k-th D step only and sc
 (``loss = gamma / 2 * k * r1_penalty(d_out, x)`` on steps where ``step % k == 0``); nothing here keeps state between
 steps except :class:`gankern.nn.PathLengthRegularizer`'s running mean. R2 is ``r1_penalty`` on fakes.
 
-Backends: ref (eager torch) and triton (fp32 / fp16 / bf16 / fp64; sums in fp32, fp64 for fp64). This family has no
+Backends: ref (eager torch) and triton (fp32 / fp16 / bf16 / fp64; sums in fp32, fp64 for fp64; the center reaches
+the kernel as an fp32 scalar, exact for the usual 0 and 1). This family has no
 CUDA C++ kernels: each op is a bandwidth-bound pass that Triton already makes one pass; the cost of an R1 step is the
 double backward through D. Default on CUDA tensors: triton.
 """
