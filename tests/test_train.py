@@ -94,11 +94,13 @@ def test_accumulation_matches_full_batch(tmp_path):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast_trains(tmp_path):
-    cfg = tiny("dcgan", steps=30, batch=8, amp="bf16")
+@pytest.mark.parametrize("amp,name", [("bf16", "dcgan"), ("fp16", "wgan-gp"), ("fp16", "dcgan-r1")])
+def test_autocast_trains_with_penalties(tmp_path, amp, name):
+    cfg = tiny(name, steps=20, batch=8, amp=amp)
     tr = Trainer(cfg, str(tmp_path), progress=False)
     last = tr.train()
-    assert last["D/real"] == last["D/real"] and tr.amp_dtype == torch.bfloat16
+    assert all(v == v for v in last.values()) and tr.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert tr.scaler["D"].is_enabled() == (amp == "fp16")
 
 
 def test_nan_stops_with_step_and_tensor_name_and_saves_state(tmp_path):

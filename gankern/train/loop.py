@@ -186,7 +186,8 @@ class Trainer:
             out["D/r1"] = fastops.r1_penalty(self.D(x, y), x) * (lc.r1 / 2) * scale
         if lc.gp > 0:
             args = (y,) if self.num_classes else ()
-            out["D/gp"] = fastops.gradient_penalty(self.D, real.detach(), fake.detach(), 1.0, *args) * lc.gp * scale
+            gp = fastops.gradient_penalty(self.D, real.detach(), fake.detach().to(real.dtype), 1.0, *args)
+            out["D/gp"] = gp * lc.gp * scale
         return out
 
     def d_phase(self, step: int) -> Stats:
