@@ -156,3 +156,12 @@ def test_resume_continues_exactly(tmp_path):
     a = [r["G/loss"] for r in rows(tmp_path / "full") if "G/loss" in r]
     b = [r["G/loss"] for r in rows(tmp_path / "part") if "G/loss" in r]
     assert a == b and len(a) == 4
+
+
+def test_latest_ignores_and_removes_half_written_checkpoints(tmp_path):
+    cfg = tiny("gan", steps=100, batch=8)
+    Trainer(cfg, str(tmp_path), progress=False).train()
+    stale = tmp_path / ".ckpt-00000150.pt.tmp1234"
+    stale.write_bytes(b"half a checkpoint")
+    assert checkpoint.latest(str(tmp_path)).endswith("ckpt-00000100.pt")
+    assert not stale.exists()

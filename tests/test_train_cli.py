@@ -69,3 +69,10 @@ def test_dcgan_on_digits_fid_falls_and_generate_writes_grid(tmp_path, capsys):
     img = np.asarray(Image.open(out))
     assert img.shape == (4 * 66 + 2, 4 * 66 + 2, 3) and img.std() > 10   # 4x4 tiles of 16 px shown at 64 px
     assert main(["generate", "--run", str(tmp_path / "none"), "--out", out]) == 2
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(named_config("gan").to_json())
+    assert main(["train", "--resume", str(tmp_path), "-q"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "missing"), "-q"]) == 2

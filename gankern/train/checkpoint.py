@@ -54,6 +54,10 @@ def load(path: str, device: str | torch.device = "cpu") -> dict:
 
 
 def latest(run_dir: str) -> str | None:
-    """Path of the newest complete checkpoint in run_dir, or None."""
+    """Path of the newest complete checkpoint in run_dir, or None (temp files of a killed save are removed)."""
+    if os.path.isdir(run_dir):
+        for n in os.listdir(run_dir):
+            if n.startswith(".ckpt-") and ".pt.tmp" in n:
+                os.remove(os.path.join(run_dir, n))
     cks = list_checkpoints(run_dir)
     return cks[-1][1] if cks else None

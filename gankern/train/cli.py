@@ -150,6 +150,9 @@ def train_main(args) -> int:
     except NonFiniteError as e:
         print(f"gankern train: stopped: {e}", file=sys.stderr)
         return 3
+    except FileNotFoundError as e:
+        print(f"gankern train: error: {e}", file=sys.stderr)
+        return 2
     finally:
         if tdist.is_initialized():
             tdist.destroy_process_group()
