@@ -103,6 +103,46 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(const int64_t* __restri
     out[L.n_off + e] = from_float<T>(to_float(W[e]) * inv);
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kThreads) grad_dot_kernel(const int64_t* __restrict__ meta,
+                                                            const int32_t* __restrict__ items,
+                                                            const T* __restrict__ g, float* __restrict__ dots) {
+  __shared__ float scratch[32];
+  const int layer = items[2 * blockIdx.x];
+  const Layer L = load_layer(meta, layer);
+  const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
+  const T* W = static_cast<const T*>(L.w);
+  float acc = 0.0f;
+  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads)
+    acc += to_float(g[L.n_off + e]) * to_float(W[e]);
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) atomicAdd(&dots[layer], acc);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) grad_kernel(const int64_t* __restrict__ meta,
+                                                        const int32_t* __restrict__ items, const T* __restrict__ g,
+                                                        const float* __restrict__ sigma,
+                                                        const float* __restrict__ dots, const float* __restrict__ u,
+                                                        const float* __restrict__ v, T* __restrict__ dw) {
+  const int layer = items[2 * blockIdx.x];
+  const Layer L = load_layer(meta, layer);
+  const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
+  const float s = sigma[layer], inv = 1.0f / s, coef = dots[layer] / (s * s);
+  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads) {
+    int64_t r, c;  // matrix position of element e
+    if (L.inner == L.w_cols) {
+      r = e / L.w_cols;
+      c = e - r * L.w_cols;
+    } else {
+      const int64_t a = e / (L.h * L.inner), b = e % L.inner;
+      r = (e / L.inner) % L.h;
+      c = a * L.inner + b;
+    }
+    dw[L.n_off + e] = from_float<T>(to_float(g[L.n_off + e]) * inv - coef * u[L.h_off + r] * v[L.w_off + c]);
+  }
+}
+
 // Calls f(T{}) with T the storage type of `dtype`.
 template <typename F>
 cudaError_t dispatch(int dtype, F f) {
@@ -144,6 +184,24 @@ cudaError_t sn_scale(const int64_t* meta, const int32_t* items, int n_items, con
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     return launch(scale_kernel<T>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, sigma, static_cast<T*>(out));
+  });
+}
+
+cudaError_t sn_grad_dot(const int64_t* meta, const int32_t* items, int n_items, const void* g, float* dots, int dtype,
+                        cudaStream_t stream) {
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grad_dot_kernel<T>, dim3(n_items), dim3(kThreads), 0, stream, meta, items,
+                  static_cast<const T*>(g), dots);
+  });
+}
+
+cudaError_t sn_grad(const int64_t* meta, const int32_t* items, int n_items, const void* g, const float* sigma,
+                    const float* dots, const float* u, const float* v, void* dw, int dtype, cudaStream_t stream) {
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return launch(grad_kernel<T>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, static_cast<const T*>(g),
+                  sigma, dots, u, v, static_cast<T*>(dw));
   });
 }
 

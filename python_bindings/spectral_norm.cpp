@@ -29,6 +29,18 @@ void bind_spectral_norm(py::module_& m) {
     check(gk::sn_scale(ptr<const int64_t>(meta), ptr<const int32_t>(items), n_items, ptr<const float>(sigma),
                        ptr<void>(out), dtype, stream_of(stream)), "sn_scale");
   });
+  m.def("sn_grad_dot", [](std::uintptr_t meta, std::uintptr_t items, int n_items, std::uintptr_t g,
+                          std::uintptr_t dots, int dtype, std::uintptr_t stream) {
+    check(gk::sn_grad_dot(ptr<const int64_t>(meta), ptr<const int32_t>(items), n_items, ptr<const void>(g),
+                          ptr<float>(dots), dtype, stream_of(stream)), "sn_grad_dot");
+  });
+  m.def("sn_grad", [](std::uintptr_t meta, std::uintptr_t items, int n_items, std::uintptr_t g, std::uintptr_t sigma,
+                      std::uintptr_t dots, std::uintptr_t u, std::uintptr_t v, std::uintptr_t dw, int dtype,
+                      std::uintptr_t stream) {
+    check(gk::sn_grad(ptr<const int64_t>(meta), ptr<const int32_t>(items), n_items, ptr<const void>(g),
+                      ptr<const float>(sigma), ptr<const float>(dots), ptr<const float>(u), ptr<const float>(v),
+                      ptr<void>(dw), dtype, stream_of(stream)), "sn_grad");
+  });
 }
 
 }  // namespace gk_bind

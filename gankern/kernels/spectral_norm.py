@@ -130,6 +130,46 @@ def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constex
     tl.store(out + n_off + e, (x * inv).to(DT), mask=mask)
 
 
+@triton.jit
+def sn_grad_dot_kernel(meta, items, g, dots, ELEMS: tl.constexpr, DT: tl.constexpr):
+    """dots[layer] += sum_e G[n_off + e] * W[e] over ELEMS elements. items: (n, 2) [layer, e0]."""
+    pid = tl.program_id(0)
+    layer = tl.load(items + 2 * pid)
+    e0 = tl.load(items + 2 * pid + 1)
+    w_ptr = _layer_ptr(meta, layer, 0, DT)
+    numel = tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
+    n_off = tl.load(meta + layer * 9 + 8)
+    e = e0 + tl.arange(0, ELEMS)
+    mask = e < numel
+    x = tl.load(w_ptr + e, mask=mask, other=0.0).to(tl.float32)
+    gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
+    tl.atomic_add(dots + layer, tl.sum(x * gg, axis=0))
+
+
+@triton.jit
+def sn_grad_kernel(meta, items, g, sigma, dots, u, v, dw, ELEMS: tl.constexpr):
+    """dW[n_off + e] = G / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c], (r, c) the matrix position of e."""
+    pid = tl.program_id(0)
+    layer = tl.load(items + 2 * pid)
+    e0 = tl.load(items + 2 * pid + 1)
+    h = tl.load(meta + layer * 9 + 3)
+    w = tl.load(meta + layer * 9 + 4)
+    inner = tl.load(meta + layer * 9 + 5)
+    h_off = tl.load(meta + layer * 9 + 6)
+    w_off = tl.load(meta + layer * 9 + 7)
+    n_off = tl.load(meta + layer * 9 + 8)
+    e = e0 + tl.arange(0, ELEMS)
+    mask = e < h * w
+    r = (e // inner) % h
+    c = (e // (h * inner)) * inner + e % inner
+    s = tl.load(sigma + layer)
+    coef = tl.load(dots + layer) / (s * s)
+    gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
+    uu = tl.load(u + h_off + r, mask=mask, other=0.0)
+    vv = tl.load(v + w_off + c, mask=mask, other=0.0)
+    tl.store(dw + n_off + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty), mask=mask)
+
+
 def rows(meta, items, t, dt):
     sn_rows_kernel[(items.shape[0],)](meta, items, t, DT=dt, ROWS=ROWS_PER_ITEM, BLOCK_C=_BLOCK_C)
 
@@ -144,3 +184,11 @@ def reduce(meta, n_layers, mode, flat, eps, sigma, dt):
 
 def scale(meta, items, sigma, out, dt):
     sn_scale_kernel[(items.shape[0],)](meta, items, sigma, out, DT=dt, ELEMS=SCALE_ELEMS)
+
+
+def grad_dot(meta, items, g, dots, dt):
+    sn_grad_dot_kernel[(items.shape[0],)](meta, items, g, dots, ELEMS=SCALE_ELEMS, DT=dt)
+
+
+def grad(meta, items, g, sigma, dots, u, v, dw):
+    sn_grad_kernel[(items.shape[0],)](meta, items, g, sigma, dots, u, v, dw, ELEMS=SCALE_ELEMS)

@@ -125,9 +125,14 @@ class _Triton:
         elif phase == "reduce":
             mode, flat, eps, sigma = args
             self.k.reduce(plan.meta, len(plan.numels), mode, flat, eps, sigma, dt)
-        else:
+        elif phase == "scale":
             sigma, out = args
             self.k.scale(plan.meta, plan.scale, sigma, out, dt)
+        elif phase == "grad_dot":
+            g, dots = args
+            self.k.grad_dot(plan.meta, plan.scale, g, dots, dt)
+        else:
+            self.k.grad(plan.meta, plan.scale, *args)
 
 
 class _Cuda:
@@ -145,9 +150,15 @@ class _Cuda:
         elif phase == "reduce":
             mode, flat, eps, sigma = args
             m.sn_reduce(ptr(plan.meta), len(plan.numels), mode, ptr(flat), eps, ptr(sigma), code, self.stream)
-        else:
+        elif phase == "scale":
             sigma, out = args
             m.sn_scale(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], ptr(sigma), ptr(out), code, self.stream)
+        elif phase == "grad_dot":
+            g, dots = args
+            m.sn_grad_dot(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], ptr(g), ptr(dots), code, self.stream)
+        else:
+            m.sn_grad(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], *(ptr(a) for a in args), code,
+                      self.stream)
 
 
 _TRITON: list[_Triton] = []
@@ -194,6 +205,31 @@ def _normalize_kernels(backend, weights, sigmas, dims):
     return out
 
 
+def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor, sigmas: torch.Tensor,
+                                u_flat: torch.Tensor, v_flat: torch.Tensor, dims: list[int], backend: str
+                                ) -> torch.Tensor:
+    """dW of every layer (flat, like the forward's output) in two launches: <G, W> per layer, then
+    G / sigma - <G, W> / sigma^2 * u v^T."""
+    runner = _runner(backend, weights[0].device)
+    plan = _plan_for(runner, weights, weights, weights, dims)
+    dtype = weights[0].dtype
+    grad = grad.to(dtype).contiguous()
+    dots = torch.zeros(len(weights), device=grad.device, dtype=torch.float32)
+    runner.run(plan, "grad_dot", dtype, grad, dots)
+    dw = torch.empty_like(grad)
+    runner.run(plan, "grad", dtype, grad, sigmas, dots, u_flat, v_flat, dw)
+    return dw
+
+
+_sn_normalize_backward = torch.library.custom_op("gankern::sn_normalize_backward", _normalize_backward_kernels,
+                                                 mutates_args=())
+
+
+@_sn_normalize_backward.register_fake
+def _(weights, grad, sigmas, u_flat, v_flat, dims, backend):
+    return torch.empty_like(grad, dtype=weights[0].dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # torch.library ops
 
@@ -233,14 +269,21 @@ def _(weights, sigmas, u_flat, v_flat, dims, backend):
 
 
 def _normalize_setup(ctx, inputs, output):
-    weights, sigmas, u_flat, v_flat, dims, _ = inputs
+    weights, sigmas, u_flat, v_flat, dims, backend = inputs
     ctx.save_for_backward(sigmas, u_flat, v_flat, *weights)
     ctx.dims = dims
+    ctx.backend = backend
 
 
 def _normalize_backward(ctx, grad):
-    """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer, in differentiable torch ops (so it has a backward)."""
+    """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer: the fused kernels for a first-order backward, else
+    differentiable torch ops (so that it has a backward)."""
     sigmas, u_flat, v_flat, *weights = ctx.saved_tensors
+    if ctx.backend != "ref" and not torch.is_grad_enabled():  # first order: the fused kernels
+        run = _sn_normalize_backward if traced(grad, weights) else _normalize_backward_kernels
+        dw = run(weights, grad, sigmas, u_flat, v_flat, ctx.dims, ctx.backend)
+        return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], \
+            None, None, None, None, None
     grads = grad.split([w.numel() for w in weights])
     us = u_flat.split([w.shape[d] for w, d in zip(weights, ctx.dims)])
     vs = v_flat.split([w.numel() // w.shape[d] for w, d in zip(weights, ctx.dims)])

@@ -38,4 +38,13 @@ constexpr int SN_SCALE_ELEMS = 2048;
 cudaError_t sn_scale(const int64_t* meta, const int32_t* items, int n_items, const float* sigma, void* out, int dtype,
                      cudaStream_t stream);
 
+// Backward of W / sigma (u, v held constant), over the sn_scale work list:
+// sn_grad_dot: dots[layer] += sum_e G[n_off + e] * W[e] (atomic; dots zeroed by the caller);
+// sn_grad: dW[n_off + e] = G[n_off + e] / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c] with (r, c) the
+// matrix position of element e; u, v: the fp32 flat vectors of sn_reduce (modes 0 and 1). G, dW: dtype.
+cudaError_t sn_grad_dot(const int64_t* meta, const int32_t* items, int n_items, const void* g, float* dots, int dtype,
+                        cudaStream_t stream);
+cudaError_t sn_grad(const int64_t* meta, const int32_t* items, int n_items, const void* g, const float* sigma,
+                    const float* dots, const float* u, const float* v, void* dw, int dtype, cudaStream_t stream);
+
 }  // namespace gk
