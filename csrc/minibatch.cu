@@ -202,16 +202,6 @@ __global__ void __launch_bounds__(kThreads) std_kernel(const T* __restrict__ x, 
   }
 }
 
-template <typename F>
-cudaError_t dispatch(int dtype, F f) {
-  switch (dtype) {
-    case kFloat32: return f(float{});
-    case kBFloat16: return f(__nv_bfloat16{});
-    case kFloat16: return f(__half{});
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 bool bad_sizes(int64_t N, int64_t B, int64_t C) {
   return N < 0 || B < 0 || C < 1 || C > MB_MAX_C || B > 0x7fffffff || (N + MB_TILE - 1) / MB_TILE > 65535;
 }

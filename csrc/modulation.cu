@@ -78,16 +78,6 @@ __global__ void __launch_bounds__(kThreads) bias_act_kernel(const T* __restrict_
   }
 }
 
-template <typename F>
-cudaError_t dispatch(int dtype, F f) {
-  switch (dtype) {
-    case kFloat32: return f(float{});
-    case kBFloat16: return f(__nv_bfloat16{});
-    case kFloat16: return f(__half{});
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 }  // namespace
 
 cudaError_t bias_act(const void* x, const void* b, const void* g, const void* g2, void* out, int64_t n, int64_t C,

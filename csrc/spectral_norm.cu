@@ -143,17 +143,6 @@ __global__ void __launch_bounds__(kThreads) grad_kernel(const int64_t* __restric
   }
 }
 
-// Calls f(T{}) with T the storage type of `dtype`.
-template <typename F>
-cudaError_t dispatch(int dtype, F f) {
-  switch (dtype) {
-    case kFloat32: return f(float{});
-    case kBFloat16: return f(__nv_bfloat16{});
-    case kFloat16: return f(__half{});
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 }  // namespace
 
 cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream) {

@@ -30,6 +30,18 @@ template <> __device__ __forceinline__ float from_float<float>(float x) { return
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
 
+// Calls f(T{}) with T the storage type of the gk::DType `dtype` (float, __nv_bfloat16, __half) and returns its
+// result; an unknown code is cudaErrorInvalidValue. Launchers use it to instantiate their kernels per dtype.
+template <typename F>
+inline cudaError_t dispatch(int dtype, F f) {
+  switch (dtype) {
+    case kFloat32: return f(float{});
+    case kBFloat16: return f(__nv_bfloat16{});
+    case kFloat16: return f(__half{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 // Sum over the 32 lanes of a full warp; every lane gets the total.
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
