@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nn import MinibatchDiscrimination, MinibatchStdDev  # noqa: F401  (the models' D options)
 from ..train import fastops
 
 
@@ -45,44 +46,13 @@ class SelfAttention(nn.Module):
         return x + self.gamma * self.o(o)
 
 
-class MinibatchStdDev(nn.Module):
-    """x (N, C, H, W) -> (N, C + num_channels, H, W): appends the stddev over groups of samples (PGGAN/StyleGAN2)."""
-
-    def __init__(self, group_size: int = 4, num_channels: int = 1):
-        super().__init__()
-        self.group_size, self.num_channels = group_size, num_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fastops.minibatch_stddev(x, self.group_size, self.num_channels)
-
-    def extra_repr(self) -> str:
-        return f"group_size={self.group_size}, num_channels={self.num_channels}"
-
-
-class MinibatchDiscrimination(nn.Module):
-    """Salimans et al. 2016: f (N, A) -> cat([f, o], 1) of shape (N, A + num_kernels), o from
-    ``gankern.ops.minibatch_discrimination(f, T, num_kernels, kernel_dim)``."""
-
-    def __init__(self, in_features: int, num_kernels: int, kernel_dim: int = 8):
-        super().__init__()
-        self.in_features, self.num_kernels, self.kernel_dim = in_features, num_kernels, kernel_dim
-        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.1)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        o = fastops.minibatch_discrimination(f, self.T.to(f.dtype), self.num_kernels, self.kernel_dim)
-        return torch.cat([f, o.to(f.dtype)], 1)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
-
-
 class DHead(nn.Module):
     """D's last layers: features (N, A) -> [minibatch discrimination] -> linear -> logits (N,), plus the projection
     term <embed(y), features> of Miyato & Koyama 2018 when ``proj_classes`` > 0."""
 
     def __init__(self, in_features: int, sn: bool, mbdisc: int = 0, proj_classes: int = 0):
         super().__init__()
-        self.mbdisc = MinibatchDiscrimination(in_features, mbdisc) if mbdisc else None
+        self.mbdisc = MinibatchDiscrimination(in_features, mbdisc, 8, init_std=0.1) if mbdisc else None
         self.out = maybe_sn(nn.Linear(in_features + mbdisc, 1), sn)
         self.embed = maybe_sn(nn.Embedding(proj_classes, in_features), sn) if proj_classes else None
 
