@@ -54,3 +54,15 @@ def test_invalid_launch_configuration_is_an_error():
     x = torch.randn(2048)
     with pytest.raises(RuntimeError, match="invalid configuration"):
         reduce(x, 0, 0)  # 2048 threads per block
+
+
+
+@pytest.mark.parametrize("width,mask", [(32, 1), (32, 16), (16, 16), (16, 3), (8, 4), (8, 12)])
+def test_xor_shuffle_follows_cuda_for_groups_narrower_than_a_warp(width, mask):
+    """CUDA: lane l reads lane l ^ mask unless that lane is past the end of l's group of `width` lanes (then its own
+    value); a lane of an earlier group can be read."""
+    x = torch.randn(32)
+    out = torch.full((32,), float("nan"))
+    sim.selftest_shfl_xor(x.data_ptr(), out.data_ptr(), mask, width)
+    want = [x[l ^ mask] if (l ^ mask) < (l // width + 1) * width else x[l] for l in range(32)]
+    torch.testing.assert_close(out, torch.stack(want), rtol=0, atol=0)

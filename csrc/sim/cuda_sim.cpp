@@ -173,15 +173,23 @@ cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void
   g_launch = &L;
   gridDim = grid;
   blockDim = block;
+  // Blocks in the schedule's order too, so that a kernel relying on the order of blocks can fail.
+  std::vector<dim3> blocks;
+  blocks.reserve((size_t)grid.x * grid.y * grid.z);
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) blocks.push_back(dim3(bx, by, bz));
+  if (g_schedule == gk_sim::kReverse) std::reverse(blocks.begin(), blocks.end());
+  if (g_schedule == gk_sim::kShuffled) std::shuffle(blocks.begin(), blocks.end(), rng);
   std::string err;
-  for (unsigned bz = 0; bz < grid.z && err.empty(); ++bz)
-    for (unsigned by = 0; by < grid.y && err.empty(); ++by)
-      for (unsigned bx = 0; bx < grid.x && err.empty(); ++bx) {
-        blockIdx = dim3(bx, by, bz);
-        err = run_block(L, rng);
-        if (!err.empty())
-          err += " [block (" + std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) + ")]";
-      }
+  for (const dim3& b : blocks) {
+    blockIdx = b;
+    err = run_block(L, rng);
+    if (!err.empty()) {
+      err += " [block (" + std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")]";
+      break;
+    }
+  }
   g_launch = nullptr;
   if (!err.empty()) return fail(cudaErrorLaunchFailure, err);
   return cudaSuccess;

@@ -10,8 +10,8 @@
 //     __syncwarp and the warp shuffles __shfl_sync / __shfl_up_sync / __shfl_down_sync / __shfl_xor_sync
 //     (every live lane of the warp must take part);
 //   - atomics (trivially atomic: fibers switch only at barriers), the float intrinsics the kernels use, bf16/fp16.
-// The schedule (the order in which fibers run between barriers) is forward, reverse or a seeded shuffle
-// (gk_sim::set_schedule): a missing barrier makes a reduction read a value that another thread has not yet written
+// The schedule (the order in which fibers run between barriers, and the order of the blocks) is forward, reverse
+// or a seeded shuffle (gk_sim::set_schedule): a missing barrier makes a reduction read a value that another thread has not yet written
 // (or already overwritten) under at least one of these orders, so tests run kernels under several schedules.
 #pragma once
 
@@ -28,6 +28,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+// Static shared memory: one copy per variable, serving the one block that runs at a time. Unlike dynamic shared
+// memory it is not poisoned between blocks (GCC ignores section attributes on the static locals of templates, so
+// its addresses cannot be found): a value left by the previous block can hide a missing write.
 #define __shared__ static
 #define __restrict__ __restrict
 
@@ -104,7 +107,7 @@ inline T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
   T out;
   int lane = (int)gk_sim::lane_id();
   int src = lane ^ mask;
-  if ((src / width) != (lane / width)) src = lane;
+  if (src >= (lane / width + 1) * width) src = lane;  // past the caller's group: own value (CUDA's rule)
   gk_sim::shuffle(&v, &out, sizeof(T), src);
   return out;
 }

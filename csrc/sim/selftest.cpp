@@ -32,6 +32,11 @@ __global__ void reduce_kernel(const float* x, float* out, int variant) {
   if (tid == 0) *out = smem[0];
 }
 
+// out[lane] = __shfl_xor_sync(full, x[lane], mask, width) for one warp.
+__global__ void shfl_xor_kernel(const float* x, float* out, int mask, int width) {
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], mask, width);
+}
+
 }  // namespace
 
 namespace gk_bind {
@@ -42,6 +47,10 @@ void bind_sim_selftest(py::module_& m) {
           "selftest_reduce");
   }, "sum of x[0:n] into out[0] with one block of n threads; variant 0 correct, 1 missing barrier, "
      "2 wrong shuffle direction, 3 divergent barrier, 4 correct warp shuffle (n = 32)");
+  m.def("selftest_shfl_xor", [](std::uintptr_t x, std::uintptr_t out, int mask, int width) {
+    check(gk::launch(shfl_xor_kernel, dim3(1), dim3(32), 0, nullptr, ptr<const float>(x), ptr<float>(out), mask,
+                     width), "selftest_shfl_xor");
+  }, "out[lane] = __shfl_xor_sync(full, x[lane], mask, width) over one warp");
 }
 
 }  // namespace gk_bind
