@@ -29,7 +29,10 @@ def convert(model: nn.Module) -> nn.Module:
     Convert before creating optimizers: parameters that gankern re-registers are new objects.
 
     Swaps: torch's spectral norm (``torch.nn.utils.parametrizations.spectral_norm`` and the older
-    ``torch.nn.utils.spectral_norm``) for :func:`gankern.nn.utils.spectral_norm`.
+    ``torch.nn.utils.spectral_norm``) for :func:`gankern.nn.utils.spectral_norm`. The parametrization converts
+    exactly (same values, keys and training steps). The older hook keeps its values (weight_orig, u, v; outputs in
+    eval mode are equal) but its keys become the parametrization's, and its training steps differ slightly: it
+    updates v from u first, the parametrization u from v first (both converge to the same singular vectors).
     """
     for name, child in list(model.named_children()):
         new = convert(child)

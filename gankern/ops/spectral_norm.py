@@ -10,8 +10,16 @@ dW = G / sigma - <G, W> / sigma^2 * u v^T.
 
 The kernels (Triton: gankern/kernels/spectral_norm.py, CUDA: csrc/spectral_norm.cu) serve every layer of a model in
 one launch per phase: rows (Wm v), normalize u, columns (Wm^T u), normalize v and sigma (sigma = |Wm^T u|, which
-equals u^T Wm v for the new v), then W / sigma. Floor per step: W read twice and W / sigma written once;
-for BigGAN-128's 57 layers (160.5M fp32 weights) 0.64 ms on an H100. Speed: not measured on a GPU yet.
+equals u^T Wm v for the new v), then W / sigma. The backward is two launches for all layers: <G, W> per layer, then
+dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
+
+Floor per step (shared/GPU.md): W read twice and W / sigma written once, for BigGAN-128's 57 layers (160.5M fp32
+weights) 0.64 ms on an H100. This design moves W four times (the W / sigma pass reads W again): 0.86 ms at 3.0 TB/s,
+above the 0.8 ms target; reaching it needs the scale pass to hit L2 (per layer right after its columns pass) or
+1/sigma folded into the layer's epilogue. Speed: not measured on a GPU yet.
+
+CUDA graphs: the layer table and work lists are built (one host-to-device copy) on the first call for a set of
+tensors and cached; run one eager step before capturing a graph.
 
 Backends: ref (eager torch), triton, cuda (fp32 / bf16 / fp16 weights, fp32 accumulation). Default on CUDA tensors:
 cuda, then triton (order not yet measured on a GPU).
