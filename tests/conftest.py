@@ -42,3 +42,9 @@ def device():
 def poison(t: torch.Tensor) -> torch.Tensor:
     """Fill an output buffer with NaN so that an element a kernel forgets to write fails the comparison."""
     return t.fill_(float("nan"))
+
+
+def poison_allocator(nbytes: int) -> None:
+    """NaN-fill free memory of the CUDA caching allocator (at least ``nbytes``), so that an output element a kernel
+    does not write shows up in the comparison (GPU tests; outputs allocated inside the ops)."""
+    torch.empty(nbytes // 4 + 4096, device="cuda").fill_(float("nan"))

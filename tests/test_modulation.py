@@ -14,7 +14,7 @@ from gankern.nn.modulation import AdaIN, ModulatedConv2d
 from gankern.ops.modulation import (ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref, demodulation_coefficients,
                                     modulated_conv2d, modulated_conv2d_ref, noise_bias_act)
 
-from conftest import CPU_BACKENDS, backend_ctx
+from conftest import CPU_BACKENDS, backend_ctx, poison_allocator
 
 KERNELS = ("triton", "cuda")
 
@@ -622,11 +622,6 @@ GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=1
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def _poison_allocator(numel):
-    """NaN-fill free memory of the caching allocator so that an output element a kernel does not write shows up."""
-    torch.empty(numel + 4096, device="cuda").fill_(float("nan"))
-
-
 def _assert_close_f64(got, want, dtype, scale=1.0):
     tol = {k: v * scale for k, v in GPU_TOL[dtype].items()}
     for g, w in zip(got, want):
@@ -642,7 +637,7 @@ def test_gpu_bias_act_matches_reference(name, dtype, act):
     shape = (3, 67, 9, 11)
     x = (torch.randn(shape, device="cuda") * 2).to(dtype).to(memory_format=torch.channels_last)
     b, w, u, v = (torch.randn(s, device="cuda").to(dtype) for s in (67, shape, shape, 67))
-    _poison_allocator(x.numel() * 8)
+    poison_allocator(4 * x.numel() * 8)
     with gankern.use_backend(name):
         got = grads_up_to_second_order(lambda x, b: bias_act(x, b, act=act, clamp=1.5), x, b, w, u, v)
     want = grads_up_to_second_order(lambda x, b: bias_act_ref(x, b, act=act, clamp=1.5),
@@ -661,7 +656,7 @@ def test_gpu_adain_matches_reference(dtype, hw, channels_last):
         x = x.to(memory_format=torch.channels_last)
     gamma, beta = torch.randn(3, 37, device="cuda"), torch.randn(3, 37, device="cuda")
     w, u = torch.randn_like(x), torch.randn_like(x)
-    _poison_allocator(x.numel() * 8)
+    poison_allocator(4 * x.numel() * 8)
     with gankern.use_backend("triton"):
         got = adain_grads(adain, x, gamma, beta, w, u)
     want = adain_grads(adain_ref, *(t.double() for t in (x, gamma, beta, w, u)))
@@ -681,7 +676,7 @@ def test_gpu_modulated_conv2d_matches_reference(dtype, case):
     w_out = torch.randn(modulated_conv2d_ref(x.float(), weight.float(), styles.float(),
                                              **{k: (v.float() if isinstance(v, torch.Tensor) else v)
                                                 for k, v in kw_dev.items()}).shape, device="cuda").to(dtype)
-    _poison_allocator(x.numel() * 64)
+    poison_allocator(4 * x.numel() * 64)
     with gankern.use_backend("triton"):
         got = modconv_grads(modulated_conv2d, x, weight, styles, kw_dev, w_out)
     kw64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw_dev.items()}

@@ -17,6 +17,8 @@ from gankern.ops import bias_act
 from gankern.ops.penalty import (_penalty_norm, grad_norm_penalty, gradient_penalty, interpolate,
                                  path_length_penalty, r1_penalty)
 
+from conftest import poison_allocator
+
 BACKENDS = ("ref", "triton")
 
 
@@ -478,11 +480,6 @@ GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=5
            torch.bfloat16: dict(rtol=3e-2, atol=2e-2)}
 
 
-def _poison_allocator(nbytes):
-    """Fill free memory of the caching allocator with NaN, so an output element a kernel does not write shows up."""
-    torch.empty(nbytes // 4 + 1024, device="cuda").fill_(float("nan"))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_kernels_match_reference(dtype):
@@ -493,7 +490,7 @@ def test_gpu_kernels_match_reference(dtype):
         g.requires_grad_(True)
         real, fake = torch.randn(shape, device="cuda").to(dtype), torch.randn(shape, device="cuda").to(dtype)
         eps = torch.rand(shape[0], device="cuda")
-        _poison_allocator(8 * g.numel() * 4)
+        poison_allocator(8 * g.numel() * 4)
         with gankern.use_backend("triton"):
             loss = grad_norm_penalty(g, 1.0)
             x_hat = interpolate(real, fake, eps.to(dtype))

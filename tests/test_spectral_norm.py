@@ -15,7 +15,7 @@ from gankern.nn import SpectralNormGroup, convert
 from gankern.nn.utils import spectral_norm
 from gankern.ops.spectral_norm import as_matrix, power_iteration_all, spectral_normalize_all
 
-from conftest import CPU_BACKENDS, backend_ctx
+from conftest import CPU_BACKENDS, backend_ctx, poison_allocator
 
 # (shape, dim): convs, a transposed conv (dim 1), linears with few and many rows, sizes that are not multiples of
 # any tile of the kernels.
@@ -354,11 +354,6 @@ GPU_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=5
            torch.bfloat16: dict(rtol=3e-2, atol=2e-2)}
 
 
-def _poison_allocator(nbytes):
-    """Fill free memory of the caching allocator with NaN, so an output element a kernel does not write shows up."""
-    torch.empty(nbytes // 4 + 1024, device="cuda").fill_(float("nan"))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["triton", "cuda"])
@@ -371,7 +366,7 @@ def test_gpu_kernels_match_reference(name, dtype):
     vs = [v.cuda().to(dtype) for v in vs]
     ws = [w.clone().requires_grad_(True) for w in weights]
     u1, v1 = [u.clone() for u in us], [v.clone() for v in vs]
-    _poison_allocator(sum(w.numel() for w in weights) * 4)
+    poison_allocator(sum(w.numel() for w in weights) * 4)
     with gankern.use_backend(name):
         outs, sig = spectral_normalize_all(ws, u1, v1, 2, 1e-12, dims)
     grads = [torch.randn_like(o) for o in outs]

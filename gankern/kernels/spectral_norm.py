@@ -115,33 +115,29 @@ def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexp
 
 
 @triton.jit
-def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constexpr):
-    """out[n_off + e] = W[e] / sigma[layer]. items: (n, 2) [layer, e0]."""
+def _elementwise_item(meta, items, DT: tl.constexpr, ELEMS: tl.constexpr):
+    """This program's item of an elementwise work list ((n, 2) [layer, e0]): the layer, the offsets e of its ELEMS
+    elements, their mask, the layer's n_off and W[e] in fp32."""
     pid = tl.program_id(0)
     layer = tl.load(items + 2 * pid)
-    e0 = tl.load(items + 2 * pid + 1)
-    w_ptr = _layer_ptr(meta, layer, 0, DT)
-    numel = tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
-    n_off = tl.load(meta + layer * 9 + 8)
-    e = e0 + tl.arange(0, ELEMS)
-    mask = e < numel
+    e = tl.load(items + 2 * pid + 1) + tl.arange(0, ELEMS)
+    mask = e < tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
+    x = tl.load(_layer_ptr(meta, layer, 0, DT) + e, mask=mask, other=0.0).to(tl.float32)
+    return layer, e, mask, tl.load(meta + layer * 9 + 8), x
+
+
+@triton.jit
+def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constexpr):
+    """out[n_off + e] = W[e] / sigma[layer]. items: (n, 2) [layer, e0]."""
+    layer, e, mask, n_off, x = _elementwise_item(meta, items, DT, ELEMS)
     inv = 1.0 / tl.load(sigma + layer)
-    x = tl.load(w_ptr + e, mask=mask, other=0.0).to(tl.float32)
     tl.store(out + n_off + e, (x * inv).to(DT), mask=mask)
 
 
 @triton.jit
 def sn_grad_dot_kernel(meta, items, g, dots, ELEMS: tl.constexpr, DT: tl.constexpr):
     """dots[layer] += sum_e G[n_off + e] * W[e] over ELEMS elements. items: (n, 2) [layer, e0]."""
-    pid = tl.program_id(0)
-    layer = tl.load(items + 2 * pid)
-    e0 = tl.load(items + 2 * pid + 1)
-    w_ptr = _layer_ptr(meta, layer, 0, DT)
-    numel = tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
-    n_off = tl.load(meta + layer * 9 + 8)
-    e = e0 + tl.arange(0, ELEMS)
-    mask = e < numel
-    x = tl.load(w_ptr + e, mask=mask, other=0.0).to(tl.float32)
+    layer, e, mask, n_off, x = _elementwise_item(meta, items, DT, ELEMS)
     gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
     tl.atomic_add(dots + layer, tl.sum(x * gg, axis=0))
 
