@@ -364,8 +364,14 @@ def _check(weights, us, vs, dims, n_power_iterations, eps):
     return device, dtype
 
 
-def _backend_for(device, dtype):
-    return _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+def _backend_for(device, dtype, weights):
+    backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+    if backend != "ref":
+        for i, w in enumerate(weights):
+            if w.numel() >= 2**31:  # the work lists hold int32 element offsets
+                raise ValueError(f"weights[{i}] has {w.numel()} elements; the {backend} kernels take layers of "
+                                 f"fewer than 2**31 elements (use gankern.use_backend('ref') for it)")
+    return backend
 
 
 def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -381,7 +387,7 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
     """
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = _backend_for(device, dtype)
+    backend = _backend_for(device, dtype, weights)
     run = _sn_power_iteration if traced(weights) else _power_iteration_impl
     with torch.no_grad():
         return run(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps), backend)[0]
@@ -398,7 +404,7 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
     """
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = _backend_for(device, dtype)
+    backend = _backend_for(device, dtype, weights)
     weights = list(weights)
     is_traced = traced(weights)
     with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
