@@ -27,6 +27,8 @@ __device__ __forceinline__ int64_t w_index(const Layer& L, int64_t r, int64_t c)
 }
 
 constexpr int kThreads = 256;
+constexpr int kScaleSteps = SN_SCALE_ELEMS / kThreads;  // elements per thread in the elementwise kernels
+static_assert(SN_SCALE_ELEMS % kThreads == 0, "elementwise items are whole steps of the block");
 
 // One warp per row: t[r] = sum_c W(r, c) v[c].
 template <typename T>
@@ -99,8 +101,11 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(const int64_t* __restri
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const float inv = 1.0f / sigma[layer];
   const T* W = static_cast<const T*>(L.w);
-  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads)
-    out[L.n_off + e] = from_float<T>(to_float(W[e]) * inv);
+#pragma unroll  // a constant trip count: all the item's loads of a thread are in flight together
+  for (int k = 0; k < kScaleSteps; ++k) {
+    const int64_t e = e0 + k * kThreads + threadIdx.x;
+    if (e < numel) out[L.n_off + e] = from_float<T>(to_float(W[e]) * inv);
+  }
 }
 
 template <typename T>
@@ -113,8 +118,11 @@ __global__ void __launch_bounds__(kThreads) grad_dot_kernel(const int64_t* __res
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const T* W = static_cast<const T*>(L.w);
   float acc = 0.0f;
-  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads)
-    acc += to_float(g[L.n_off + e]) * to_float(W[e]);
+#pragma unroll
+  for (int k = 0; k < kScaleSteps; ++k) {
+    const int64_t e = e0 + k * kThreads + threadIdx.x;
+    if (e < numel) acc += to_float(g[L.n_off + e]) * to_float(W[e]);
+  }
   acc = block_sum(acc, scratch);
   if (threadIdx.x == 0) atomicAdd(&dots[layer], acc);
 }
@@ -129,7 +137,10 @@ __global__ void __launch_bounds__(kThreads) grad_kernel(const int64_t* __restric
   const Layer L = load_layer(meta, layer);
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const float s = sigma[layer], inv = 1.0f / s, coef = dots[layer] / (s * s);
-  for (int64_t e = e0 + threadIdx.x; e < e0 + SN_SCALE_ELEMS && e < numel; e += kThreads) {
+#pragma unroll
+  for (int k = 0; k < kScaleSteps; ++k) {
+    const int64_t e = e0 + k * kThreads + threadIdx.x;
+    if (e >= numel) break;
     int64_t r, c;  // matrix position of element e
     if (L.inner == L.w_cols) {
       r = e / L.w_cols;
