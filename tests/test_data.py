@@ -1,5 +1,7 @@
 """Data sets (digits, folders, zips, arrays, labels) and the resumable, DDP-sharded loader."""
+import gc
 import json
+import weakref
 import zipfile
 
 import numpy as np
@@ -125,6 +127,14 @@ def test_mirror_flips_half_and_file_loader_with_workers(tmp_path):
     x, y = next(ld)
     idx = ld.indices(0)
     torch.testing.assert_close(x, torch.stack([files[int(i)][0] for i in idx]))
+    # freed when dropped, not by the garbage collector (which tears the queues down first: 10 s of worker joins)
+    gc.disable()
+    try:
+        ref = weakref.ref(ld)
+        del ld
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------- pixel ranges
