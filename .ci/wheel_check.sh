@@ -40,5 +40,7 @@ venv/bin/gankern info
 echo "== wheel: the README's job, 2 kimg"
 venv/bin/gankern train --config dcgan --data digits --outdir runs --kimg 2 -q
 RUN=runs/00000-dcgan-digits-32
-for f in plot.png fakes-latest.png metrics.jsonl config.json; do test -s "$RUN/$f" || { echo "missing $RUN/$f"; exit 1; }; done
+for f in plot.png fakes-latest.png metrics.jsonl config.json; do
+  test -s "$RUN/$f" || { echo "wheel check: the job wrote no $RUN/$f"; exit 1; }
+done
 echo "== wheel check passed in $((SECONDS - t0)) s"

@@ -99,8 +99,8 @@ def format_rows(rows: list[dict]) -> str:
     """A markdown table of rows; a row that did not run says why in the last column."""
     def f(x, spec):
         return "-" if x is None else format(x, spec)
-    lines = ["| family | workload | backend | dtype | ms | floor ms | x eager | x compile | x floor | not run because |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | workload | backend | dtype | ms | floor ms | x eager | x compile | x floor "
+             "| not run because |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         why = r.get("error", "").replace("|", "/").replace("\n", " ")
         lines.append(f"| {r['family']} | {r['workload']} | {r['backend']} | {r['dtype']} | {f(r['ms'], '.4f')} | "

@@ -237,9 +237,9 @@ class FileDataset(Dataset):
         if labels is None and subfolder_labels:
             top = [n for n in self.names if "/" not in n]
             if top:
-                raise ValueError(f"{root}: --subfolder-labels takes each image's label from its first-level subfolder, "
-                                 f"but {len(top)} of {len(self.names)} images lie at the top level (e.g. {top[0]}): "
-                                 f"move them into a class subfolder or remove them")
+                raise ValueError(f"{root}: subfolder labels (--subfolder-labels) take each image's label from its "
+                                 f"first-level subfolder, but {len(top)} of {len(self.names)} images lie at the top "
+                                 f"level (e.g. {top[0]}): move them into a class subfolder or remove them")
             classes = sorted({n.split("/")[0] for n in self.names})
             labels = [classes.index(n.split("/")[0]) for n in self.names]
             self.class_names = classes
