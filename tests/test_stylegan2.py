@@ -712,3 +712,17 @@ def test_safe_pickle_reads_numpy_scalars_and_refuses_arrays():
     pickle.dump(np.zeros(3), buf)
     with pytest.raises(safe_pickle.RefusedGlobal, match="numpy"):
         safe_pickle.load(io.BytesIO(buf.getvalue()))
+
+
+def test_bench_quick_runs_on_the_cpu():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "bench_stylegan2.py")
+    spec = importlib.util.spec_from_file_location("bench_stylegan2", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run(quick=True)
+    assert {r["workload"] for r in rows} == {"step", "PL phase", "R1 phase", "step + R1 + PL",
+                                            "step, amortized (PL / 4, R1 / 16)"}
+    assert all(r["ms"] and r["ms"] > 0 and "error" not in r for r in rows)
+    assert all(r["img_per_s"] > 0 for r in rows if r["workload"].startswith("step"))
+    assert all(r["floor_ms"] > 0 for r in rows if not r.get("derived"))
