@@ -12,8 +12,8 @@ Workloads, each on gankern's default backends ("gankern": the fused kernels on a
 - "step, amortized": step + PL / 4 + R1 / 16, computed from the rows above (S2A's average step).
 Rows carry img_per_s (batch / time) and peak_mem_mb on a GPU. The floor: the matmul and convolution FLOPs of one
 forward of G and of D (torch's FlopCounterMode) times the forward passes a workload makes (a backward ~ 2, a
-gradient w.r.t. the input alone ~ 1, a double backward ~ 2), at the bf16 ceiling: a loose lower bound. The target (>= 1.5x S2A's
-own loop, peak memory no higher) needs S2A's code next to this run and a GPU: not measured on a GPU yet.
+gradient w.r.t. the input alone ~ 1, a double backward ~ 2), at the bf16 ceiling: a loose lower bound. The target
+(>= 1.5x S2A's own loop, peak memory no higher) needs S2A's code next to this run and a GPU: not measured on a GPU.
 
     python bench/bench_stylegan2.py [--quick]      (--quick: 16 px, batch 4, <= 16 channels: a CPU smoke run)
 """
@@ -57,8 +57,9 @@ class Trainer:
             G_kw, D_kw = network_kwargs("paper256", res)
         self.res, self.batch, self.gamma = res, batch, spec["gamma"]
         self.dtype = "fp32" if quick else "fp16 in the 4 highest resolutions, else fp32"
+        sk = G_kw["synthesis_kwargs"]
         self.shape = (f"{'quick' if quick else 'paper256'} {res}px, batch {batch}, channel_base "
-                      f"{G_kw['synthesis_kwargs']['channel_base']}, fp16 res {G_kw['synthesis_kwargs'].get('num_fp16_res', 0)}")
+                      f"{sk['channel_base']}, fp16 res {sk.get('num_fp16_res', 0)}")
         torch.manual_seed(0)
         self.G = Generator(**G_kw).to(device).train()
         self.D = Discriminator(**D_kw).to(device).train()
@@ -151,8 +152,10 @@ def run(quick: bool = False) -> list[dict]:
     G_f, D_f = tr.forward_flops()
     # (fn, floor FLOPs in forward passes of G and D over the batch: a backward ~ 2 forwards, a gradient w.r.t. the
     # input alone ~ 1, a double backward ~ 2)
-    workloads = {"step": (lambda i: tr.step(i), 4 * G_f + 8 * D_f), "PL phase": (lambda i: tr.g_reg(), 2 * G_f),
-                 "R1 phase": (tr.d_reg, 4 * D_f), "step + R1 + PL": (lambda i: tr.step(i, reg=True), 6 * G_f + 12 * D_f)}
+    workloads = {"step": (lambda i: tr.step(i), 4 * G_f + 8 * D_f),
+                 "PL phase": (lambda i: tr.g_reg(), 2 * G_f),
+                 "R1 phase": (tr.d_reg, 4 * D_f),
+                 "step + R1 + PL": (lambda i: tr.step(i, reg=True), 6 * G_f + 12 * D_f)}
     rows, ms = [], {}
     for name, (fn, flops) in workloads.items():
         fns = {"eager": on("ref", fn), "gankern": on(None, fn)}
@@ -165,7 +168,8 @@ def run(quick: bool = False) -> list[dict]:
     for backend in ("eager", "gankern"):  # S2A's average step: PL every 4th, R1 every 16th
         parts = [ms[("step", backend)], ms[("PL phase", backend)], ms[("R1 phase", backend)]]
         t = parts[0] + parts[1] / G_REG + parts[2] / D_REG if None not in parts else None
-        rows.append({**{k: v for k, v in rows[0].items() if k != "error"}, "workload": "step, amortized (PL / 4, R1 / 16)", "backend": backend, "ms": t,
+        env = {k: v for k, v in rows[0].items() if k != "error"}
+        rows.append({**env, "workload": "step, amortized (PL / 4, R1 / 16)", "backend": backend, "ms": t,
                      "floor_ms": None, "vs_eager": None, "vs_compile": None, "vs_floor": None, "peak_mem_mb": None,
                      "img_per_s": tr.batch / t * 1e3 if t else None, "derived": True})
     eager_t = rows[-2]["ms"]

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -645,8 +645,9 @@ def load_stylegan2_ada(path: str | os.PathLike, G_kwargs: dict | None = None,
 
     Pickles are read by gankern.models.safe_pickle (a pickle that asks for anything but tensors, containers and
     S2A's persistent modules is refused, naming what it asked for); state dicts by ``torch.load(weights_only=True)``.
-    A state dict file holds one network's state dict (a generator's or a discriminator's, told apart by its keys)
-    or a dict of them under "G", "D", "G_ema"; the architecture is read from the tensors' shapes, and what shapes
+    A state dict file (``.pt`` / ``.pth``, or any torch.save zip file) holds one network's state dict (a
+    generator's or a discriminator's, told apart by its keys) or a dict of them under "G", "D", "G_ema"; the
+    architecture is read from the tensors' shapes, and what shapes
     do not tell (conv_clamp, num_fp16_res, mbstd_group_size, lr_multiplier, activations) takes S2A's constructor
     defaults unless ``G_kwargs`` / ``D_kwargs`` give them (they are merged into the read arguments, also for
     pickles: e.g. ``G_kwargs=dict(synthesis_kwargs=dict(num_fp16_res=0))`` for fp32 everywhere).
@@ -662,7 +663,7 @@ def load_stylegan2_ada(path: str | os.PathLike, G_kwargs: dict | None = None,
         raise FileNotFoundError(f"no such network file: {path}")
     out = dict(G=None, D=None, G_ema=None, augment_pipe=None, training_set_kwargs=None)
     overrides = {"G": G_kwargs or {}, "G_ema": G_kwargs or {}, "D": D_kwargs or {}}
-    if path.endswith((".pt", ".pth")):
+    if path.endswith((".pt", ".pth")) or zipfile.is_zipfile(path):  # torch.save's files are zip archives
         data = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a state dict, got {type(data).__name__}")
