@@ -68,6 +68,8 @@ class FullyConnectedLayer(nn.Module):
                  lr_multiplier: float = 1, bias_init: float | Sequence[float] = 0):
         super().__init__()
         _act_gain(activation)
+        if not isinstance(bias_init, (int, float)) and len(bias_init) != out_features:
+            raise ValueError(f"bias_init must be a number or {out_features} values, got {len(bias_init)} values")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         self.lr_multiplier, self.bias_init = lr_multiplier, bias_init
         self.weight = nn.Parameter(torch.empty([out_features, in_features]))
