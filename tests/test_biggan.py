@@ -323,7 +323,8 @@ def test_biggan_pytorch_checkpoints_give_the_same_images(case, tmp_path):
         torch.testing.assert_close(D(got, y), bg_D(want, y).squeeze(1), rtol=1e-4, atol=1e-4)
         if c["G_shared"]:                               # interpolation in the class embedding
             torch.testing.assert_close(G(z, embedding=G.shared(y)), want, rtol=1e-4, atol=1e-5)
-    assert SpectralNormGroup(G) and SpectralNormGroup(D)
+    for net in (G, D):                                   # the batched group takes every loaded layer
+        assert len(SpectralNormGroup(net).entries) == sum(isinstance(m, SpectralNorm) for m in net.modules())
 
 
 def test_biggan_pytorch_batchnorm_layouts_and_bad_checkpoints(tmp_path):
@@ -374,7 +375,7 @@ def test_presets_build_and_run(name, deep):
     sn = [m for m in G.modules() if isinstance(m, SpectralNorm)]
     convs = [m for m in G.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(sn) == len(convs)                       # every G layer but the embeddings
-    assert not hasattr(G.shared, "parametrizations") if G.shared is not None else True
+    assert G.shared is None or not hasattr(G.shared, "parametrizations")   # BG: no SN on the shared embedding
     assert sum(isinstance(m, SpectralNorm) for m in D.modules()) == sum(
         isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)) for m in D.modules())
 
@@ -412,6 +413,26 @@ def test_group_step_equals_per_layer_step():
     for (n, a), b in zip(list(G.named_parameters()) + list(D.named_parameters()),
                          list(G2.parameters()) + list(D2.parameters())):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_group_step_equals_per_layer_step(backend):
+    import gankern
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        G, D = B.build(tiny())
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    z, y = torch.randn(8, G.z_dim, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    with gankern.use_backend(backend):
+        gG, gD = SpectralNormGroup(G), SpectralNormGroup(D)
+        with gG.cached(), gD.cached():
+            F.relu(1 - D(G(z, y), y)).mean().backward()
+        F.relu(1 - D2(G2(z, y), y)).mean().backward()
+    for (n, a), b in zip(list(G.named_parameters()) + list(D.named_parameters()),
+                         list(G2.parameters()) + list(D2.parameters())):
+        assert torch.isfinite(a.grad).all(), n
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=n)  # TF32 convs on both sides
 
 
 def test_sync_batchnorm_conversion_keeps_the_model():

@@ -112,7 +112,7 @@ def _biggan_iteration(sn: SpectralNorm, weight: torch.Tensor) -> tuple[torch.Ten
     with torch.no_grad():
         u, v = (sn._u, sn._v) if sn.training else (sn._u.clone(), sn._v.clone())
         for _ in range(sn.n_power_iterations if sn.training else 1):
-            v.copy_(F.normalize(torch.mv(wm.t(), u), dim=0, eps=sn.eps))
+            v.copy_(_v_from_u(wm, u, sn.eps))
             u.copy_(F.normalize(torch.mv(wm, v), dim=0, eps=sn.eps))
     return u, v
 
