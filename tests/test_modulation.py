@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import gankern
 import gankern._sim as sim
-from gankern.nn.modulation import AdaIN, ModulatedConv2d
+from gankern.nn.modulation import AdaIN
 from gankern.ops.modulation import (ACTIVATIONS, adain, adain_ref, bias_act, bias_act_ref, demodulation_coefficients,
                                     modulated_conv2d, modulated_conv2d_ref, noise_bias_act)
 
@@ -473,31 +473,6 @@ def test_noise_bias_act_matches_reference_to_second_order(strength):
     torch.testing.assert_close(want[0], want_y)
     for label, g, r in zip(("y", "dx", "db", "dstrength", "d2x", "d2strength"), got, want):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=lambda m: f"{label}: {m}")
-
-
-@pytest.mark.parametrize("kind", ["3x3", "up", "torgb"])
-def test_modulated_conv2d_module(kind):
-    torch.manual_seed(0)
-    kw = dict(up=2) if kind == "up" else dict(demodulate=False, act="linear", noise=False) if kind == "torgb" else {}
-    mod = ModulatedConv2d(3, 4, 1 if kind == "torgb" else 3, 6, **kw)
-    if mod.noise_strength is not None:
-        with torch.no_grad():
-            mod.noise_strength.fill_(0.5)
-    x, w = torch.randn(2, 3, 5, 5), torch.randn(2, 6)
-    torch.manual_seed(1)
-    with backend_ctx("triton"):
-        y = mod(x, w)
-    torch.manual_seed(1)
-    styles = mod.affine(w) * ((3 * mod.kernel_size ** 2) ** -0.5 if kind == "torgb" else 1.0)
-    noise = torch.randn(2, 1, *y.shape[2:]) if mod.noise_strength is not None else None
-    want = modulated_conv2d_ref(x, mod.weight, styles, mod.demodulate, up=mod.up, flip_weight=mod.up == 1,
-                                bias=mod.bias, noise=noise, act=mod.act,
-                                noise_strength=mod.noise_strength if noise is not None else None)
-    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
-    assert y.shape == (2, 4, 10 if kind == "up" else 5, 10 if kind == "up" else 5)
-    y.sum().backward()
-    assert all(p.grad is not None for p in mod.parameters())
-    assert "kernel_size" in repr(mod)
 
 
 def _opcheck_cases():

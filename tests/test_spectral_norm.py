@@ -206,6 +206,32 @@ def test_convert_old_hook_spectral_norm_keeps_values():
     assert "0.parametrizations.weight.0._u" in conv.state_dict()
 
 
+def test_biggan_style_iterates_v_first_and_eval_does_not_store():
+    """style="biggan" (BigGAN-PyTorch's SN): training: v <- n(W^T u), u <- n(W v), sigma = u^T W v, stored, and
+    sv0 = sigma; eval: one such step from the stored u on copies."""
+    from gankern.nn.spectral_norm import SpectralNorm
+    w = torch.randn(7, 4, 3)
+    u0 = F.normalize(torch.randn(7), dim=0)
+    sn = SpectralNorm.from_vectors(u0, torch.randn(12), w, 2, 0, 1e-12, style="biggan")
+    wm = w.reshape(7, 12)
+    u = u0
+    for _ in range(2):
+        v = F.normalize(wm.t() @ u, dim=0)
+        u = F.normalize(wm @ v, dim=0)
+    torch.testing.assert_close(sn(w), w / (u @ wm @ v), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sn._u, u, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sn.sv0[0], u @ wm @ v, rtol=1e-5, atol=1e-6)
+    sn.eval()
+    stored = sn._u.clone(), sn._v.clone(), sn.sv0.clone()
+    v1 = F.normalize(wm.t() @ stored[0], dim=0)
+    u1 = F.normalize(wm @ v1, dim=0)
+    torch.testing.assert_close(sn(w), w / (u1 @ wm @ v1), rtol=1e-5, atol=1e-6)
+    for a, b in zip((sn._u, sn._v, sn.sv0), stored):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="style must be one of"):
+        SpectralNorm(w, style="bg")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the batched group
 

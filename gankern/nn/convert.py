@@ -2,13 +2,18 @@
 keeping every value (parameters, buffers, training/eval mode). Each op family registers one converter."""
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 from torch import nn
 
 # Each converter takes a module and returns the module to use in its place (itself when changed in place), or
-# None when it does not apply.
+# None when it does not apply. What it cannot keep it reports with warnings.warn(..., ConvertWarning).
 _CONVERTERS: list[Callable[[nn.Module], nn.Module | None]] = []
+
+
+class ConvertWarning(UserWarning):
+    """Something :func:`convert` did not keep; one warning per kind, naming the layers."""
 
 
 def register_converter(fn: Callable[[nn.Module], nn.Module | None]) -> Callable:
@@ -24,18 +29,43 @@ def _convert_one(module: nn.Module) -> nn.Module:
     return module
 
 
-def convert(model: nn.Module) -> nn.Module:
-    """Convert ``model`` in place (and return it; a converted root module is returned instead of ``model``).
-    Convert before creating optimizers: parameters that gankern re-registers are new objects.
-
-    Swaps: torch's spectral norm (``torch.nn.utils.parametrizations.spectral_norm`` and the older
-    ``torch.nn.utils.spectral_norm``) for :func:`gankern.nn.utils.spectral_norm`. The parametrization converts
-    exactly (same values, keys and training steps). The older hook keeps its values (weight_orig, u, v; outputs in
-    eval mode are equal) but its keys become the parametrization's, and its training steps differ slightly: it
-    updates v from u first, the parametrization u from v first (both converge to the same singular vectors).
-    """
+def _convert_tree(model: nn.Module, path: str, notes: dict[str, list[str]]) -> nn.Module:
     for name, child in list(model.named_children()):
-        new = convert(child)
+        new = _convert_tree(child, f"{path}.{name}" if path else name, notes)
         if new is not child:
             setattr(model, name, new)
-    return _convert_one(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvertWarning)
+        new = _convert_one(model)
+    for w in caught:
+        if issubclass(w.category, ConvertWarning):
+            notes.setdefault(str(w.message), []).append(path or "(the model itself)")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return new
+
+
+def convert(model: nn.Module) -> nn.Module:
+    """Convert ``model`` in place (and return it; a converted root module is returned instead of ``model``).
+    Convert before creating optimizers: modules that gankern replaces are new objects (their Parameters are kept).
+
+    Swaps for :func:`gankern.nn.utils.spectral_norm`'s parametrization:
+
+    - torch's ``torch.nn.utils.parametrizations.spectral_norm``: exactly (same values, keys and training steps).
+    - torch's older ``torch.nn.utils.spectral_norm`` (the hook; StudioGAN uses it): every hook it installed is
+      removed, the values (weight_orig, u, v) are kept (outputs in eval mode are equal), its keys become the
+      parametrization's and its training steps differ slightly: it updates v from u first, the parametrization u
+      from v first (both converge to the same singular vectors). Its old checkpoints still load (the layer maps
+      ``weight_orig`` / ``weight_u`` / ``weight_v``).
+    - BigGAN-PyTorch's SNConv2d / SNLinear / SNEmbedding (recognized by their buffers ``u0``, ``sv0`` and
+      attributes ``num_svs``, ``num_itrs``, ``eps``): replaced by the torch layer with a spectral norm of style
+      "biggan" (BG's iteration order and eval behaviour, so training continues as BG's to float tolerance): u0,
+      eps, num_itrs and sv0 kept (``sv0`` under ``parametrizations.weight.0``, found by BG's ``get_SVs``), v
+      derived. With num_svs > 1 the first singular pair (the only one in W / sigma) is kept and u1.., sv1.. are
+      dropped, with a :class:`ConvertWarning` naming the layers.
+    """
+    notes: dict[str, list[str]] = {}
+    new = _convert_tree(model, "", notes)
+    for message, layers in notes.items():
+        warnings.warn(f"gankern.nn.convert: {message}: {', '.join(layers)}", ConvertWarning, stacklevel=2)
+    return new
