@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -70,7 +71,9 @@ def measure(family: str, workload: str, shape: Sequence[int] | str, dtype: torch
             fns: dict[str, Callable[[int], object]], floor: float, n_inputs: int = 1,
             eager: str = "eager", compiled: str = "torch.compile") -> list[dict]:
     """Time every entry of ``fns`` (backend name -> fn(i)); rows carry ratios to ``fns[eager]``, ``fns[compiled]``
-    (when present) and to the floor. A backend that cannot run gets a row with ``ms: null`` and the reason."""
+    (when present) and to the floor. A backend that cannot run gets a row with ``ms: null`` and the reason. Says on
+    stderr which workload it times (a full-size workload can take minutes on a CPU)."""
+    print(f"  {family}: {workload} ({', '.join(fns)})", file=sys.stderr, flush=True)
     env = environment()
     times, errors = {}, {}
     for name, fn in fns.items():
@@ -93,15 +96,16 @@ def measure(family: str, workload: str, shape: Sequence[int] | str, dtype: torch
 
 
 def format_rows(rows: list[dict]) -> str:
-    """A markdown table of rows."""
+    """A markdown table of rows; a row that did not run says why in the last column."""
     def f(x, spec):
         return "-" if x is None else format(x, spec)
-    lines = ["| family | workload | backend | dtype | ms | floor ms | x eager | x compile | x floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | workload | backend | dtype | ms | floor ms | x eager | x compile | x floor "
+             "| not run because |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        why = r.get("error", "").replace("|", "/").replace("\n", " ")
         lines.append(f"| {r['family']} | {r['workload']} | {r['backend']} | {r['dtype']} | {f(r['ms'], '.4f')} | "
                      f"{f(r['floor_ms'], '.4f')} | {f(r['vs_eager'], '.2f')} | {f(r['vs_compile'], '.2f')} | "
-                     f"{f(r['vs_floor'], '.2f')} |")
+                     f"{f(r['vs_floor'], '.2f')} | {why} |")
     return "\n".join(lines)
 
 

@@ -1,12 +1,15 @@
 """The ``gankern`` command: ``gankern info | train | generate | fid | bench`` (``--help`` on each).
 
 Each row of MODULES is a module that defines ``add_parsers(subparsers)``: it adds its subcommand(s), each with
-``set_defaults(func=...)`` taking the parsed args and returning an exit code.
+``set_defaults(func=...)`` taking the parsed args and returning an exit code. gankern's log lines (logger
+``gankern``, e.g. what a data set was read as) go to stderr, from rank 0 only under torchrun.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 MODULES = [
@@ -26,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_to_stderr() -> None:
+    """gankern's INFO lines to stderr (rank 0 only); other loggers keep WARNING. No-op where logging is set up."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("gankern").setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     return int(args.func(args) or 0)
 
 

@@ -6,6 +6,8 @@ The index stream is the concatenation of permutations perm(seed + epoch); global
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -16,15 +18,20 @@ def flip(x: torch.Tensor, coins: torch.Tensor) -> torch.Tensor:
 
 
 class _Batches:
-    """Iterable of rank-local index lists for global batches start, start + 1, ... (a DataLoader batch_sampler)."""
+    """Iterable of rank-local index lists for global batches start, start + 1, ... (a DataLoader batch_sampler).
+
+    Holds its loader weakly: a cycle loader -> DataLoader iterator -> sampler -> loader would leave the worker
+    shutdown to the garbage collector, which tears the queues down first (10 s of join timeouts per loader)."""
 
     def __init__(self, owner: "InfiniteLoader", start: int):
-        self.owner, self.start = owner, start
+        self.owner, self.start = weakref.ref(owner), start
 
     def __iter__(self):
         k = self.start
-        while True:
-            yield self.owner.indices(k).tolist()
+        while (owner := self.owner()) is not None:
+            idx = owner.indices(k).tolist()
+            del owner                              # no strong reference while suspended
+            yield idx
             k += 1
 
 

@@ -7,6 +7,7 @@ extractor (gankern.metrics.extract) and `gankern fid` (gankern.metrics.cli).
 from .stats import FeatureStats, FIDReference, frechet_distance, load_stats, save_stats  # noqa: F401
 from .scores import inception_score, kid  # noqa: F401
 from .extract import compute_stats  # noqa: F401
+from .inception import FIDInceptionV3, load_fid_inception  # noqa: F401
 
 __all__ = ["FeatureStats", "FIDReference", "frechet_distance", "kid", "inception_score", "compute_stats",
-           "load_stats", "save_stats"]
+           "load_stats", "save_stats", "FIDInceptionV3", "load_fid_inception"]
