@@ -1,0 +1,250 @@
+"""StyleGAN2-ADA's training (NVlabs' stylegan2-ada-pytorch, "S2A": ``training/loss.py`` and the phase set-up of
+``training_loop.py``) as a recipe of the trainer core; StyleGAN (v1, AdaIN) with ``layer="adain"``.
+
+Phases, in S2A's order: ``G`` (non-saturating logistic loss, softplus(-D(G(z)))), ``Greg`` every ``pl_interval``
+steps (path length regularization on a batch shrunk by ``pl_batch_shrink``, running mean ``pl_mean`` with decay
+``pl_decay``, weight ``pl_weight``), ``D`` (softplus(D(G(z))) + softplus(-D(x))), ``Dreg`` every ``r1_interval``
+steps (R1 on reals, gamma / 2). G and D use Adam(lrate, betas (0, 0.99), eps 1e-8) with the trainer's lazy
+regularization correction (reg_interval 4 for G, 16 for D, as S2A applies even where a regularizer is off). Style
+mixing with probability ``style_mixing`` (one cutoff per batch, as S2A). Every image D sees (reals, fakes, R1
+inputs) goes through ADA's AugmentPipe (``aug``: ada | fixed | noaug), whose p follows r_t = E[sign(D(real))]
+toward ``target`` every ``ada_interval`` steps over ``ada_kimg``. ``pl_mean`` and ADA's state are in
+``state_dict()``, so a resumed run is bit-identical.
+
+Mixed precision is the networks' own, as in S2A: fp16 in the ``fp16_res`` highest resolutions (with ``conv_clamp``)
+on GPUs; on the CPU every block runs in fp32 (``force_fp32``). The trainer's ``--amp`` is not used by this recipe.
+
+Named configs (``cfg``) are S2A's (gankern.models.stylegan2.CONFIGS: auto, stylegan2, paper256, paper512,
+paper1024, cifar) plus ``tiny`` (auto's rules at 1/16 of its width: a CPU preset). Knobs at -1 take the cfg's value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ...augment import AdaController, augment_pipe
+from ...augment.pipe import AUGPIPE_SPECS
+from ...models import stylegan2 as sg2
+from ...ops import path_length_penalty, r1_penalty
+from .base import Batch, Env, OptSpec, Phase, Recipe
+
+__all__ = ["StyleGAN2Options", "StyleGAN2Recipe"]
+
+AUG_MODES = ("ada", "fixed", "noaug")
+
+
+@dataclass
+class StyleGAN2Options:
+    """S2A's train.py knobs (``--set recipe.NAME=VALUE``); -1: the value of the named ``cfg``."""
+    cfg: str = "auto"            # auto | stylegan2 | paper256 | paper512 | paper1024 | cifar | tiny
+    layer: str = "modconv"       # modconv (StyleGAN2) | adain (StyleGAN v1: AdaIN layers, the rest shared)
+    gamma: float = -1.0          # R1 weight
+    map: int = -1                # mapping network layers
+    mbstd: int = -1              # D's minibatch stddev group size
+    fmaps: float = -1.0          # width: channel_base = fmaps * 32768, at most 512 channels
+    lrate: float = -1.0          # Adam learning rate of G and D
+    pl_weight: float = -1.0      # path length weight (2; 0 in cifar)
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing: float = -1.0   # style mixing probability (0.9; 0 in cifar)
+    r1_interval: int = 16        # lazy R1: every N D steps
+    pl_interval: int = 4         # lazy path length: every N G steps
+    aug: str = "ada"             # ada | fixed | noaug
+    p: float = 0.0               # augmentation probability: the initial p (ada) or the constant p (fixed)
+    target: float = 0.6          # ADA's r_t target
+    augpipe: str = "bgc"         # S2A's named augmentation set (gankern.augment.AUGPIPE_SPECS)
+    ada_kimg: float = 500.0      # p can move by 1 in this many kimg
+    ada_interval: int = 4        # p is adjusted every N steps
+    fp16_res: int = 4            # fp16 in the N highest resolutions (GPU only)
+    conv_clamp: float = 256.0    # clamp of the fp16 layers' outputs (0: none)
+
+
+def resolve(o: StyleGAN2Options, resolution: int, gpus: int = 1) -> dict:
+    """S2A's spec of ``o.cfg`` at ``resolution`` with the options' explicit values (>= 0) on top; checks every
+    option and raises ValueError with its name."""
+    if o.layer not in sg2.SYNTHESIS_LAYERS:
+        raise ValueError(f"recipe.layer must be one of {tuple(sg2.SYNTHESIS_LAYERS)}, got {o.layer!r}")
+    if o.aug not in AUG_MODES:
+        raise ValueError(f"recipe.aug must be one of {AUG_MODES}, got {o.aug!r}")
+    if o.augpipe not in AUGPIPE_SPECS:
+        raise ValueError(f"recipe.augpipe must be one of {tuple(AUGPIPE_SPECS)}, got {o.augpipe!r}")
+    for name in ("pl_batch_shrink", "r1_interval", "pl_interval", "ada_interval"):
+        if getattr(o, name) < 1:
+            raise ValueError(f"recipe.{name} must be >= 1, got {getattr(o, name)}")
+    for name, lo, hi in (("p", 0, 1), ("target", 0, 1), ("pl_decay", 0, 1)):
+        if not lo <= getattr(o, name) <= hi:
+            raise ValueError(f"recipe.{name} must be in [{lo}, {hi}], got {getattr(o, name)}")
+    if o.ada_kimg <= 0 or o.fp16_res < 0 or o.conv_clamp < 0:
+        raise ValueError("recipe.ada_kimg must be > 0, recipe.fp16_res and recipe.conv_clamp >= 0")
+    spec = sg2.config_spec(o.cfg, resolution, gpus)
+    cifar = o.cfg == "cifar"
+    spec.update(pl_weight=0.0 if cifar else 2.0, style_mixing=0.0 if cifar else 0.9)
+    for opt, key in (("gamma", "gamma"), ("map", "map"), ("mbstd", "mbstd"), ("fmaps", "fmaps"),
+                     ("lrate", "lrate"), ("pl_weight", "pl_weight"), ("style_mixing", "style_mixing")):
+        v = getattr(o, opt)
+        if v != -1:
+            if v < 0:
+                raise ValueError(f"recipe.{opt} must be >= 0 (or -1: the cfg's), got {v}")
+            spec[key] = v
+    if spec["style_mixing"] > 1:
+        raise ValueError(f"recipe.style_mixing is a probability, got {spec['style_mixing']}")
+    return spec
+
+
+class StyleGAN2Recipe(Recipe):
+    """S2A's StyleGAN2Loss and phases; nets G (Generator) and D (Discriminator) of gankern.models.stylegan2."""
+
+    Options = StyleGAN2Options
+    ema = "G"
+
+    def __init__(self, options: StyleGAN2Options, env: Env):
+        o = self.options = options
+        self.env = env
+        self.spec = spec = resolve(o, env.resolution, env.world)
+        G_kwargs, D_kwargs = sg2.network_kwargs(o.cfg, env.resolution, env.channels, env.num_classes, env.world)
+        common = dict(channel_base=int(spec["fmaps"] * 32768), num_fp16_res=o.fp16_res,
+                      conv_clamp=o.conv_clamp or None)
+        G_kwargs["mapping_kwargs"] = dict(num_layers=int(spec["map"]))
+        G_kwargs["synthesis_kwargs"].update(common, layer=o.layer)
+        D_kwargs.update(common, epilogue_kwargs=dict(mbstd_group_size=int(spec["mbstd"])))
+        self.nets = {"G": sg2.Generator(**G_kwargs), "D": sg2.Discriminator(**D_kwargs)}
+        self.z_dim = self.nets["G"].z_dim
+        self.gamma, self.pl_weight, self.style_mixing = spec["gamma"], spec["pl_weight"], spec["style_mixing"]
+        lr = spec["lrate"]
+        self.optimizers = {"G": OptSpec("adam", lr, (0.0, 0.99), 1e-8, reg_interval=o.pl_interval),
+                           "D": OptSpec("adam", lr, (0.0, 0.99), 1e-8, reg_interval=o.r1_interval)}
+        self.phases = [Phase("G", "G")] + ([Phase("Greg", "G", o.pl_interval)] if self.pl_weight else []) + \
+            [Phase("D", "D")] + ([Phase("Dreg", "D", o.r1_interval)] if self.gamma else [])
+        self.force_fp32 = env.device.type == "cpu"           # CPU: no half-precision blocks
+        self.pl_mean = torch.zeros([], device=env.device)
+        self.augment_pipe = self.ada = None
+        if o.aug != "noaug":
+            self.augment_pipe = augment_pipe(o.augpipe).to(env.device)
+            self.augment_pipe.p.fill_(o.p)
+            if o.aug == "ada":
+                self.ada = AdaController(self.augment_pipe, o.target, o.ada_interval, o.ada_kimg)
+        self._step_images = 0                                 # real images D saw in this step, all ranks
+
+    # -- networks --------------------------------------------------------------------------------------------
+
+    def _onehot(self, c: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
+        """(b,) long labels -> S2A's (b, c_dim) one-hot conditioning; None when unconditional."""
+        k = self.env.num_classes
+        if not k:
+            return None
+        if c is None:
+            raise ValueError("this StyleGAN2 is conditional: labels are needed")
+        return F.one_hot(c.to(device=device, dtype=torch.long), k).to(torch.float32)
+
+    def run_G(self, z, c, return_ws: bool = False, **kw):
+        """Images (N, C, R, R), or (images, ws) with ``return_ws``: mapping (updating the tracked w_avg), style mixing with probability ``style_mixing`` (S2A: one cutoff in [1, num_ws)
+        per batch, the ws after it from a fresh z), synthesis. Draws from torch's RNG (seeded by the caller)."""
+        G = self.nets["G"]
+        c1 = self._onehot(c, z.shape[0], z.device)
+        ws = G.mapping(z, c1)
+        if self.style_mixing > 0:
+            L = ws.shape[1]
+            cutoff = torch.randint(1, L, [], device=ws.device)
+            cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing, cutoff,
+                                 torch.full_like(cutoff, L))
+            ws2 = G.mapping(torch.randn_like(z), c1, skip_w_avg_update=True)
+            ws = torch.where((torch.arange(L, device=ws.device) >= cutoff)[None, :, None], ws2, ws)
+        img = G.synthesis(ws, force_fp32=self.force_fp32, **kw)
+        return (img, ws) if return_ws else img
+
+    def run_D(self, img, c, **kw) -> torch.Tensor:
+        """Logits (N, 1) of D on the augmented images."""
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.nets["D"](img, self._onehot(c, img.shape[0], img.device), force_fp32=self.force_fp32, **kw)
+
+    def generate(self, G, z, c, truncation_psi: float = 1, noise_mode: str = "const", **kw) -> torch.Tensor:
+        """Images of G (N, C, R, R) for snapshots, metrics and ``gankern generate``: labels (N,) long."""
+        return G(z, self._onehot(c, z.shape[0], z.device), truncation_psi=truncation_psi, noise_mode=noise_mode,
+                 force_fp32=z.device.type == "cpu", **kw)
+
+    # -- losses ----------------------------------------------------------------------------------------------
+
+    def accumulate_gradients(self, phase: str, batch: Batch, gain: float) -> dict[str, torch.Tensor]:
+        dev = batch.z.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.default_generator.manual_seed(batch.seed)
+            if dev.type == "cuda":
+                torch.cuda.manual_seed(batch.seed)
+            return getattr(self, "_phase_" + phase)(batch, gain)
+
+    def _phase_G(self, b: Batch, gain: float) -> dict:
+        img = self.run_G(b.z, b.c_gen)
+        logits = self.run_D(img, b.c_gen)
+        loss = F.softplus(-logits)
+        self.env.backward(loss.mean() * gain)
+        return {"G/loss": loss.detach().mean(), "D/fake_G": logits.detach().mean()}
+
+    def _phase_Greg(self, b: Batch, gain: float) -> dict:
+        n = max(b.z.shape[0] // self.options.pl_batch_shrink, 1)
+        img, ws = self.run_G(b.z[:n], None if b.c_gen is None else b.c_gen[:n], return_ws=True)
+        old = self.pl_mean.clone()
+        _, lengths = path_length_penalty(img, ws, self.pl_mean, self.options.pl_decay)
+        pl_mean = old.lerp(lengths.mean(), self.options.pl_decay)   # S2A differentiates through the update
+        penalty = (lengths - pl_mean).square()
+        loss = penalty * self.pl_weight
+        self.env.backward((img[:, 0, 0, 0] * 0 + loss).mean() * gain)
+        return {"G/pl_penalty": penalty.detach().mean(), "G/reg": loss.detach().mean()}
+
+    def _real_logits(self, b: Batch, r1: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        real = b.real.detach().requires_grad_(r1)
+        logits = self.run_D(real, b.c)
+        if self.ada is not None:
+            self.ada.accumulate(logits)
+        return real, logits
+
+    def _phase_D(self, b: Batch, gain: float) -> dict:
+        with torch.no_grad():
+            img = self.run_G(b.z, b.c_gen)
+        fake = self.run_D(img, b.c_gen)
+        loss_fake = F.softplus(fake)
+        self.env.backward(loss_fake.mean() * gain)
+        _, real = self._real_logits(b, False)
+        loss_real = F.softplus(-real)
+        self.env.backward(loss_real.mean() * gain)
+        self._step_images += b.real.shape[0] * self.env.world
+        return {"D/loss": (loss_fake.detach().mean() + loss_real.detach().mean()), "D/real": real.detach().mean(),
+                "D/fake": fake.detach().mean(), "D/sign_real": real.detach().sign().mean()}
+
+    def _phase_Dreg(self, b: Batch, gain: float) -> dict:
+        x, logits = self._real_logits(b, True)
+        penalty = r1_penalty(logits, x)
+        loss = penalty * (self.gamma / 2)
+        self.env.backward((logits * 0 + loss).mean() * gain)
+        return {"D/r1_penalty": penalty.detach(), "D/reg": loss.detach()}
+
+    def after_step(self, phase: str, step: int) -> None:
+        """After the last phase of a step: count the step's images toward ADA's adjustment of p."""
+        last = [p.name for p in self.phases if step % p.interval == 0][-1]
+        if phase == last and self.ada is not None:
+            self.ada.step(self._step_images)
+        if phase == last:
+            self._step_images = 0
+
+    def log_stats(self) -> dict[str, torch.Tensor]:
+        out = {"G/pl_mean": self.pl_mean.detach().clone()}
+        if self.augment_pipe is not None:
+            out["ada/p"] = self.augment_pipe.p.detach().clone()
+        if self.ada is not None:
+            out["ada/rt"] = self.ada.rt.detach().clone()
+        return out
+
+    def state_dict(self) -> dict:
+        d = {"pl_mean": self.pl_mean.detach().clone(), "step_images": self._step_images}
+        if self.ada is not None:
+            d["ada"] = self.ada.state_dict()
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        self.pl_mean.copy_(d["pl_mean"])
+        self._step_images = int(d.get("step_images", 0))
+        if self.ada is not None and "ada" in d:
+            self.ada.load_state_dict(d["ada"])
+
