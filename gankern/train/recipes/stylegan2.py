@@ -248,3 +248,94 @@ class StyleGAN2Recipe(Recipe):
         if self.ada is not None and "ada" in d:
             self.ada.load_state_dict(d["ada"])
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI: ``gankern project`` (and the StyleGAN options of ``gankern generate``)
+
+
+PROJECT_DESCRIPTION = """\
+Project an image into the W space of a StyleGAN2 / StyleGAN generator, as StyleGAN2-ADA's projector.py does, and
+write the projected image, the target and the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]).
+
+The distance is NOT S2A's LPIPS/VGG16 (nothing is downloaded): it is a multi-scale pixel distance (mean squared
+error of the images and of their average-pooled 2x, 4x, ... versions down to 8 px), plus the distance of the
+discriminator's block features when the network file has a D (--d-weight; 0 turns it off). The noise images stay
+the network's constant noise (S2A also optimizes them)."""
+
+
+def load_networks(path: str, device: str = "cpu") -> dict:
+    """{"G", "D", "G_ema"} of an S2A network pickle / state dict (gankern.models.stylegan2.load_stylegan2_ada),
+    on ``device`` in eval mode (None where the file has none)."""
+    import os
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory: give a network file (.pkl / .pt)")
+    nets = sg2.load_stylegan2_ada(path)
+    return {k: None if nets[k] is None else nets[k].to(device).eval() for k in ("G", "D", "G_ema")}
+
+
+def _load_target(path: str, G) -> torch.Tensor:
+    """The image at ``path`` center-cropped to a square and resized (Lanczos) to G's resolution, in [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+    img = Image.open(path).convert("RGB" if G.img_channels == 3 else "L")
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2))
+    img = img.resize((G.img_resolution, G.img_resolution), Image.LANCZOS)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).reshape(G.img_resolution, G.img_resolution, -1)
+    return x.permute(2, 0, 1) / 127.5 - 1
+
+
+def project_main(args) -> int:
+    import os
+    import sys
+    import time
+
+    import numpy as np
+
+    from PIL import Image
+
+    from ...models.stylegan2_tools import project
+    from ..outputs import image_grid
+    try:
+        nets = load_networks(args.network, args.device)
+        G = nets["G_ema"] or nets["G"]
+        if G is None:
+            raise ValueError(f"{args.network} has no generator")
+        target = _load_target(args.target, G)
+        if args.num_steps < 1:
+            raise ValueError(f"--num-steps must be >= 1, got {args.num_steps}")
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"gankern project: error: {e}", file=sys.stderr)
+        return 2
+    D = nets["D"] if args.d_weight > 0 else None
+    os.makedirs(args.outdir, exist_ok=True)
+    t0 = time.time()
+
+    def progress(step, dist):
+        if step % 100 == 0 or step == args.num_steps - 1:
+            print(f"step {step + 1:>5d}/{args.num_steps}: dist {dist:.4f}", file=sys.stderr)
+    ws = project(G, target, args.num_steps, D=D, d_weight=args.d_weight, seed=args.seed, progress=progress)
+    with torch.no_grad():
+        img = G.synthesis(ws[-1:], noise_mode="const", force_fp32=ws.device.type == "cpu")
+    for name, x in (("proj.png", img), ("target.png", target[None])):   # at G's resolution, as S2A writes them
+        Image.fromarray(image_grid(x, pad=0, scale=1)).save(os.path.join(args.outdir, name))
+    np.savez(os.path.join(args.outdir, "projected_w.npz"), w=ws[-1:].cpu().numpy())
+    print(f"projected in {time.time() - t0:.1f} s: {args.outdir}/proj.png, target.png, projected_w.npz")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    import argparse
+    p = sub.add_parser("project", help="project an image into a StyleGAN2's W space (S2A's projector)",
+                       description=PROJECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--network", required=True, metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt)")
+    p.add_argument("--target", required=True, metavar="IMG", help="image to project (cropped and resized to G's)")
+    p.add_argument("--outdir", default="out", metavar="DIR", help="where to write (default: %(default)s)")
+    p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
+    p.add_argument("--d-weight", type=float, default=1.0, metavar="W",
+                   help="weight of D's feature distance (0: pixels only; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
+    p.set_defaults(func=project_main)
