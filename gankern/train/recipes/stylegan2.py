@@ -339,3 +339,34 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
     p.set_defaults(func=project_main)
+
+
+def generate_network_main(args) -> int:
+    """``gankern generate --network FILE`` (S2A's generate.py / style_mixing.py): images of --seeds with --trunc,
+    --noise-mode, --class into one PNG grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
+    import sys
+
+    from ...models import stylegan2_tools as tools
+    from ..outputs import save_grid
+    try:
+        nets = load_networks(args.network, args.device)
+        G = nets["G"] if args.no_ema else (nets["G_ema"] or nets["G"])
+        if G is None:
+            raise ValueError(f"{args.network} has no generator")
+        if args.mix_rows or args.mix_cols:
+            if not (args.mix_rows and args.mix_cols):
+                raise ValueError("--mix-rows and --mix-cols go together")
+            rows, cols = tools.parse_range(args.mix_rows), tools.parse_range(args.mix_cols)
+            styles = tools.parse_range(args.styles) if args.styles else list(range(min(7, G.num_ws)))
+            images = tools.style_mixing_grid(G, rows, cols, styles, args.trunc, args.noise_mode, args.cls)
+            nrow, what = len(cols) + 1, f"a {len(rows)} x {len(cols)} style-mixing grid (styles {styles})"
+        else:
+            seeds = tools.parse_range(args.seeds)
+            images = tools.generate_images(G, seeds, args.trunc, args.noise_mode, args.cls)
+            nrow, what = None, f"{len(seeds)} images (seeds {args.seeds})"
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"gankern generate: error: {e}", file=sys.stderr)
+        return 2
+    save_grid(images, args.out, nrow)
+    print(f"wrote {what} to {args.out}")
+    return 0
