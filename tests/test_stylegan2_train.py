@@ -221,7 +221,7 @@ def test_style_mixing_cuts_the_ws():
 
 
 def test_recipe_conditional_and_options():
-    recipe = make_recipe(FakeEnv(num_classes=3), aug="ada")
+    recipe = make_recipe(FakeEnv(num_classes=3), aug="ada", cond=True)
     assert recipe.nets["G"].c_dim == 3 and recipe.nets["D"].c_dim == 3
     for phase in ("G", "Greg", "D", "Dreg"):
         stats, g = run_phase(recipe, phase, make_batch(recipe, 3, labels=True))
@@ -234,7 +234,7 @@ def test_recipe_conditional_and_options():
     assert cifar.nets["D"].b32.architecture == "orig"
     assert make_recipe(layer="adain").nets["G"].synthesis.b16.conv1.__class__.__name__ == "AdaINSynthesisLayer"
     for bad, match in ((dict(aug="sometimes"), "recipe.aug"), (dict(layer="x"), "recipe.layer"),
-                       (dict(gamma=-2), "recipe.gamma"), (dict(p=1.5), "recipe.p"), (dict(cfg="paper128"), "config"),
+                       (dict(gamma=-2), "recipe.gamma"), (dict(p=1.5), "recipe.p"), (dict(cfg="paper128"), "recipe.cfg"), (dict(cond=True), "labelled"),
                        (dict(augpipe="xyz"), "recipe.augpipe"), (dict(r1_interval=0), "recipe.r1_interval")):
         with pytest.raises(ValueError, match=match):
             make_recipe(**bad)

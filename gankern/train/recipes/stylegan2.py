@@ -39,6 +39,7 @@ AUG_MODES = ("ada", "fixed", "noaug")
 class StyleGAN2Options:
     """S2A's train.py knobs (``--set recipe.NAME=VALUE``); -1: the value of the named ``cfg``."""
     cfg: str = "auto"            # auto | stylegan2 | paper256 | paper512 | paper1024 | cifar | tiny
+    cond: bool = False           # condition G and D on the data set's labels (S2A's --cond)
     layer: str = "modconv"       # modconv (StyleGAN2) | adain (StyleGAN v1: AdaIN layers, the rest shared)
     gamma: float = -1.0          # R1 weight
     map: int = -1                # mapping network layers
@@ -60,10 +61,14 @@ class StyleGAN2Options:
     fp16_res: int = 4            # fp16 in the N highest resolutions (GPU only)
     conv_clamp: float = 256.0    # clamp of the fp16 layers' outputs (0: none)
 
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        _check(self)
 
-def resolve(o: StyleGAN2Options, resolution: int, gpus: int = 1) -> dict:
-    """S2A's spec of ``o.cfg`` at ``resolution`` with the options' explicit values (>= 0) on top; checks every
-    option and raises ValueError with its name."""
+
+def _check(o: StyleGAN2Options) -> None:
+    if o.cfg not in sg2.CONFIGS:
+        raise ValueError(f"recipe.cfg must be one of {tuple(sg2.CONFIGS)}, got {o.cfg!r}")
     if o.layer not in sg2.SYNTHESIS_LAYERS:
         raise ValueError(f"recipe.layer must be one of {tuple(sg2.SYNTHESIS_LAYERS)}, got {o.layer!r}")
     if o.aug not in AUG_MODES:
@@ -78,18 +83,23 @@ def resolve(o: StyleGAN2Options, resolution: int, gpus: int = 1) -> dict:
             raise ValueError(f"recipe.{name} must be in [{lo}, {hi}], got {getattr(o, name)}")
     if o.ada_kimg <= 0 or o.fp16_res < 0 or o.conv_clamp < 0:
         raise ValueError("recipe.ada_kimg must be > 0, recipe.fp16_res and recipe.conv_clamp >= 0")
+    for name in ("gamma", "map", "mbstd", "fmaps", "lrate", "pl_weight", "style_mixing"):
+        v = getattr(o, name)
+        if v != -1 and v < 0:
+            raise ValueError(f"recipe.{name} must be >= 0 (or -1: the cfg's), got {v}")
+    if o.style_mixing > 1:
+        raise ValueError(f"recipe.style_mixing is a probability, got {o.style_mixing}")
+
+
+def resolve(o: StyleGAN2Options, resolution: int, gpus: int = 1) -> dict:
+    """S2A's spec of ``o.cfg`` at ``resolution`` with the options' explicit values (not -1) on top."""
+    _check(o)
     spec = sg2.config_spec(o.cfg, resolution, gpus)
     cifar = o.cfg == "cifar"
     spec.update(pl_weight=0.0 if cifar else 2.0, style_mixing=0.0 if cifar else 0.9)
-    for opt, key in (("gamma", "gamma"), ("map", "map"), ("mbstd", "mbstd"), ("fmaps", "fmaps"),
-                     ("lrate", "lrate"), ("pl_weight", "pl_weight"), ("style_mixing", "style_mixing")):
-        v = getattr(o, opt)
-        if v != -1:
-            if v < 0:
-                raise ValueError(f"recipe.{opt} must be >= 0 (or -1: the cfg's), got {v}")
-            spec[key] = v
-    if spec["style_mixing"] > 1:
-        raise ValueError(f"recipe.style_mixing is a probability, got {spec['style_mixing']}")
+    for name in ("gamma", "map", "mbstd", "fmaps", "lrate", "pl_weight", "style_mixing"):
+        if getattr(o, name) != -1:
+            spec[name] = getattr(o, name)
     return spec
 
 
@@ -100,10 +110,13 @@ class StyleGAN2Recipe(Recipe):
     ema = "G"
 
     def __init__(self, options: StyleGAN2Options, env: Env):
-        o = self.options = options
-        self.env = env
+        super().__init__(options, env)
+        o = options
         self.spec = spec = resolve(o, env.resolution, env.world)
-        G_kwargs, D_kwargs = sg2.network_kwargs(o.cfg, env.resolution, env.channels, env.num_classes, env.world)
+        if o.cond and not env.num_classes:
+            raise ValueError("recipe.cond=1 needs a labelled data set (--labels, --subfolder-labels, digits)")
+        self.num_classes = env.num_classes if o.cond else 0
+        G_kwargs, D_kwargs = sg2.network_kwargs(o.cfg, env.resolution, env.channels, self.num_classes, env.world)
         common = dict(channel_base=int(spec["fmaps"] * 32768), num_fp16_res=o.fp16_res,
                       conv_clamp=o.conv_clamp or None)
         G_kwargs["mapping_kwargs"] = dict(num_layers=int(spec["map"]))
@@ -131,7 +144,7 @@ class StyleGAN2Recipe(Recipe):
 
     def _onehot(self, c: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
         """(b,) long labels -> S2A's (b, c_dim) one-hot conditioning; None when unconditional."""
-        k = self.env.num_classes
+        k = self.num_classes
         if not k:
             return None
         if c is None:
