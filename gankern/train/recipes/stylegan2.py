@@ -352,34 +352,91 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
     p.set_defaults(func=project_main)
+    if "generate" in sub.choices:
+        _add_generate_options(sub.choices["generate"])
 
 
-def generate_network_main(args) -> int:
-    """``gankern generate --network FILE`` (S2A's generate.py / style_mixing.py): images of --seeds with --trunc,
-    --noise-mode, --class into one PNG grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
+def _generator(args):
+    """The generator of ``--network FILE`` (S2A pickle / state dict) or of ``--run DIR`` (a stylegan2 run)."""
+    if args.network:
+        nets = load_networks(args.network, args.device)
+        G = nets["G"] if args.no_ema else (nets["G_ema"] or nets["G"])
+        if G is None:
+            raise ValueError(f"{args.network} has no generator")
+        return G
+    from ..cli import load_generator
+    G, cfg, _ = load_generator(args.run, args.device, not args.no_ema)
+    if cfg.recipe != "stylegan2":
+        raise ValueError(f"--seeds, --trunc, --noise-mode and --mix-* need a StyleGAN2 / StyleGAN network; {args.run} "
+                         f"is a '{cfg.config}' run (use --seed, --n, --truncation)")
+    return G
+
+
+def generate_stylegan_main(args) -> int:
+    """``gankern generate`` with --network or S2A's options (generate.py / style_mixing.py): images of --seeds
+    with --trunc, --noise-mode, --class into one PNG grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
     import sys
 
     from ...models import stylegan2_tools as tools
     from ..outputs import save_grid
     try:
-        nets = load_networks(args.network, args.device)
-        G = nets["G"] if args.no_ema else (nets["G_ema"] or nets["G"])
-        if G is None:
-            raise ValueError(f"{args.network} has no generator")
+        G = _generator(args)
+        psi = 1.0 if args.trunc is None else args.trunc
+        noise_mode = args.noise_mode or "const"
         if args.mix_rows or args.mix_cols:
             if not (args.mix_rows and args.mix_cols):
                 raise ValueError("--mix-rows and --mix-cols go together")
             rows, cols = tools.parse_range(args.mix_rows), tools.parse_range(args.mix_cols)
             styles = tools.parse_range(args.styles) if args.styles else list(range(min(7, G.num_ws)))
-            images = tools.style_mixing_grid(G, rows, cols, styles, args.trunc, args.noise_mode, args.cls)
+            images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, args.cls)
             nrow, what = len(cols) + 1, f"a {len(rows)} x {len(cols)} style-mixing grid (styles {styles})"
         else:
-            seeds = tools.parse_range(args.seeds)
-            images = tools.generate_images(G, seeds, args.trunc, args.noise_mode, args.cls)
-            nrow, what = None, f"{len(seeds)} images (seeds {args.seeds})"
+            seeds = tools.parse_range(args.seeds or "0-15")
+            images = tools.generate_images(G, seeds, psi, noise_mode, args.cls)
+            nrow, what = None, f"{len(seeds)} images (seeds {args.seeds or '0-15'})"
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern generate: error: {e}", file=sys.stderr)
         return 2
     save_grid(images, args.out, nrow)
     print(f"wrote {what} to {args.out}")
     return 0
+
+
+_STYLEGAN_FLAGS = ("network", "seeds", "trunc", "noise_mode", "mix_rows", "mix_cols", "styles")
+
+
+def _generate_dispatch(base, args) -> int:
+    """StyleGAN's generation when one of its flags is given, else ``gankern generate``'s own."""
+    if any(getattr(args, k) is not None for k in _STYLEGAN_FLAGS):
+        return generate_stylegan_main(args)
+    return base(args)
+
+
+def _add_generate_options(gen) -> None:
+    """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser)."""
+    import functools
+    g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
+    g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of a run")
+    g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: 0-15)")
+    g.add_argument("--trunc", type=float, metavar="PSI", help="truncation psi (default: 1)")
+    g.add_argument("--noise-mode", choices=("const", "random", "none"), help="noise inputs (default: const)")
+    g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
+    g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
+    g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
+    gen.set_defaults(func=functools.partial(_generate_dispatch, gen.get_default("func")))
+def add_parsers(sub) -> None:
+    import argparse
+    p = sub.add_parser("project", help="project an image into a StyleGAN2's W space (S2A's projector)",
+                       description=PROJECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--network", required=True, metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt)")
+    p.add_argument("--target", required=True, metavar="IMG", help="image to project (cropped and resized to G's)")
+    p.add_argument("--outdir", default="out", metavar="DIR", help="where to write (default: %(default)s)")
+    p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
+    p.add_argument("--d-weight", type=float, default=1.0, metavar="W",
+                   help="weight of D's feature distance (0: pixels only; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
+    p.set_defaults(func=project_main)
+    if "generate" in sub.choices:
+        _add_generate_options(sub.choices["generate"])
+
