@@ -234,8 +234,9 @@ def test_recipe_conditional_and_options():
     assert cifar.nets["D"].b32.architecture == "orig"
     assert make_recipe(layer="adain").nets["G"].synthesis.b16.conv1.__class__.__name__ == "AdaINSynthesisLayer"
     for bad, match in ((dict(aug="sometimes"), "recipe.aug"), (dict(layer="x"), "recipe.layer"),
-                       (dict(gamma=-2), "recipe.gamma"), (dict(p=1.5), "recipe.p"), (dict(cfg="paper128"), "recipe.cfg"), (dict(cond=True), "labelled"),
-                       (dict(augpipe="xyz"), "recipe.augpipe"), (dict(r1_interval=0), "recipe.r1_interval")):
+                       (dict(gamma=-2), "recipe.gamma"), (dict(p=1.5), "recipe.p"), (dict(cond=True), "labelled"),
+                       (dict(cfg="paper128"), "recipe.cfg"), (dict(augpipe="xyz"), "recipe.augpipe"),
+                       (dict(r1_interval=0), "recipe.r1_interval")):
         with pytest.raises(ValueError, match=match):
             make_recipe(**bad)
 
@@ -283,3 +284,105 @@ def test_recipe_randomness_comes_from_the_batch_seed():
     state = torch.get_rng_state()
     run_phase(a, "D", batch)
     assert torch.equal(state, torch.get_rng_state())                       # and is left as it was
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# through the trainer core and the CLI
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_run(steps=8, batch=8, res=16, layer="modconv", **train):
+    from gankern.train import named_config
+    cfg = named_config("stylegan" if layer == "adain" else "stylegan2")
+    o, t = cfg.options, cfg.train
+    o.cfg, o.fmaps = "tiny", 1 / 128                                      # 32 channels at 16 px
+    # regularizers and ADA every other step, so that a short run exercises them all (and p moves)
+    o.r1_interval, o.pl_interval, o.ada_interval, o.ada_kimg, o.p = 4, 2, 2, 0.2, 0.5
+    t.resolution, t.batch, t.kimg, t.log_steps, t.snap_steps, t.ckpt_steps = res, batch, batch * steps / 1000, 4, 4, 4
+    t.metrics, t.grid, t.metric_samples = "none", 4, 100
+    for k, v in train.items():
+        setattr(t, k, v)
+    return cfg
+
+
+def test_training_resumes_exactly_with_pl_mean_and_ada_p(tmp_path, one_thread):
+    from gankern.train import Trainer
+    cfg = tiny_run(res=8)
+    full = Trainer(cfg, str(tmp_path / "full"), progress=False)
+    full.train()
+    crashing = Trainer(cfg, str(tmp_path / "part"), progress=False)
+    run_phase = crashing.run_phase
+
+    def crash_at_6(phase, step):
+        if step == 6 and phase.name == "D":
+            raise RuntimeError("crash")
+        return run_phase(phase, step)
+    crashing.run_phase = crash_at_6
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.train()
+    part = Trainer(cfg, str(tmp_path / "part"), progress=False).resume()
+    assert part.step == 4
+    part.train()
+    for name, a, b in (("G", full.nets["G"], part.nets["G"]), ("D", full.nets["D"], part.nets["D"]),
+                       ("G_ema", full.G_ema, part.G_ema)):
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), f"{name}.{k}"
+    ra, rb = full.recipe, part.recipe
+    assert float(ra.pl_mean) > 0 and torch.equal(ra.pl_mean, rb.pl_mean)
+    assert ra.ada.steps == rb.ada.steps == 8 and torch.isfinite(ra.ada.rt)   # p was adjusted 4 times
+    assert torch.equal(ra.augment_pipe.p, rb.augment_pipe.p) and torch.equal(ra.ada.rt, rb.ada.rt)
+
+
+def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys):
+    import json
+    import os
+
+    from PIL import Image
+
+    from gankern.cli import main
+    out = tmp_path / "runs"
+    assert main(["train", "--config", "stylegan", "--data", "digits", "--res", "16", "--batch", "8", "--kimg", "0.032",
+                 "--snap", "4", "--outdir", str(out), "-q", "--set", "recipe.cfg=tiny",
+                 "--set", "train.metric_samples=200"]) == 0
+    run = str(out / os.listdir(out)[0])
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    fids = [r["fid_digits"] for r in rows if "fid_digits" in r]
+    assert len(fids) == 2 and all(np.isfinite(fids))
+    logged = {k for r in rows for k in r}
+    assert {"G/loss", "D/loss", "G/pl_mean", "ada/p", "ada/rt", "D/r1_penalty", "G/pl_penalty"} <= logged
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    assert cfg["recipe"] == "stylegan2" and cfg["options"]["layer"] == "adain"
+    grid = str(tmp_path / "seeds.png")
+    assert main(["generate", "--run", run, "--seeds", "0-3", "--trunc", "0.7", "--noise-mode", "const",
+                 "--out", grid]) == 0
+    assert Image.open(grid).size[0] > 0
+    assert main(["generate", "--run", run, "--mix-rows", "1,2", "--mix-cols", "3", "--out", grid]) == 0
+    assert main(["generate", "--run", run, "--n", "4", "--out", grid]) == 0       # the trainer's own path
+    assert main(["project", "--run", run, "--target", grid, "--num-steps", "5", "--outdir", str(tmp_path / "p")]) == 0
+    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_w.npz", "target.png"]
+    assert np.load(tmp_path / "p" / "projected_w.npz")["w"].shape[0] == 1
+    assert main(["generate", "--run", run, "--seeds", "x", "--out", grid]) == 2
+    assert "integers and ranges" in capsys.readouterr().err
+
+
+def test_cli_generates_from_a_network_file(tmp_path, capsys):
+    import os
+
+    from gankern.cli import main
+    G, D = tiny_G(), tiny_D()
+    path = str(tmp_path / "net.pt")
+    torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()}, path)
+    grid = str(tmp_path / "g.png")
+    assert main(["generate", "--network", path, "--seeds", "1-4", "--trunc", "0.5", "--out", grid]) == 0
+    assert os.path.exists(grid)
+    assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--d-weight", "0",
+                 "--outdir", str(tmp_path / "p")]) == 0
+    assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
+    assert "no such network file" in capsys.readouterr().err

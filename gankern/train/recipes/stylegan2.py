@@ -19,6 +19,7 @@ paper1024, cifar) plus ``tiny`` (auto's rules at 1/16 of its width: a CPU preset
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -152,8 +153,9 @@ class StyleGAN2Recipe(Recipe):
         return F.one_hot(c.to(device=device, dtype=torch.long), k).to(torch.float32)
 
     def run_G(self, z, c, return_ws: bool = False, **kw):
-        """Images (N, C, R, R), or (images, ws) with ``return_ws``: mapping (updating the tracked w_avg), style mixing with probability ``style_mixing`` (S2A: one cutoff in [1, num_ws)
-        per batch, the ws after it from a fresh z), synthesis. Draws from torch's RNG (seeded by the caller)."""
+        """Images (N, C, R, R), or (images, ws) with ``return_ws``: mapping (updating the tracked w_avg), style
+        mixing with probability ``style_mixing`` (S2A: one cutoff in [1, num_ws) per batch, the ws after it from
+        a fresh z), synthesis. Draws from torch's RNG (seeded by the caller)."""
         G = self.nets["G"]
         c1 = self._onehot(c, z.shape[0], z.device)
         ws = G.mapping(z, c1)
@@ -278,12 +280,31 @@ the network's constant noise (S2A also optimizes them)."""
 
 
 def load_networks(path: str, device: str = "cpu") -> dict:
-    """{"G", "D", "G_ema"} of an S2A network pickle / state dict (gankern.models.stylegan2.load_stylegan2_ada),
-    on ``device`` in eval mode (None where the file has none)."""
+    """{"G", "D", "G_ema"} on ``device`` in eval mode (None where absent) of an S2A network pickle / state dict
+    (gankern.models.stylegan2.load_stylegan2_ada), or of a stylegan2 run directory / checkpoint (newest ckpt)."""
     import os
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory: give a network file (.pkl / .pt)")
-    nets = sg2.load_stylegan2_ada(path)
+
+    from .. import checkpoint
+    from ..config import RunConfig
+    from . import RECIPES
+    from .base import Env
+    if os.path.isdir(path) or os.path.basename(path).startswith("ckpt-"):
+        ckpt = checkpoint.latest(path) if os.path.isdir(path) else path
+        if ckpt is None:
+            raise FileNotFoundError(f"{path}: no checkpoint (ckpt-*.pt)")
+        s = checkpoint.load(ckpt, device)
+        cfg = RunConfig.from_json(s["config"])
+        if cfg.recipe != "stylegan2":
+            raise ValueError(f"{path} is a '{cfg.config}' run, not a StyleGAN2 / StyleGAN one")
+        env = Env(torch.device(device), 0, 1, int(s["num_classes"]), int(s["channels"]), cfg.train.resolution, 1,
+                  cfg.train.seed)
+        recipe = RECIPES[cfg.recipe](cfg.options, env)
+        G_ema = copy.deepcopy(recipe.nets["G"])
+        nets = {"G": recipe.nets["G"], "D": recipe.nets["D"], "G_ema": G_ema}
+        for k, net in nets.items():
+            net.load_state_dict(s[k])
+    else:
+        nets = sg2.load_stylegan2_ada(path)
     return {k: None if nets[k] is None else nets[k].to(device).eval() for k in ("G", "D", "G_ema")}
 
 
@@ -312,10 +333,10 @@ def project_main(args) -> int:
     from ...models.stylegan2_tools import project
     from ..outputs import image_grid
     try:
-        nets = load_networks(args.network, args.device)
+        nets = load_networks(args.network or args.run, args.device)
         G = nets["G_ema"] or nets["G"]
         if G is None:
-            raise ValueError(f"{args.network} has no generator")
+            raise ValueError(f"{args.network or args.run} has no generator")
         target = _load_target(args.target, G)
         if args.num_steps < 1:
             raise ValueError(f"--num-steps must be >= 1, got {args.num_steps}")
@@ -339,36 +360,12 @@ def project_main(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    import argparse
-    p = sub.add_parser("project", help="project an image into a StyleGAN2's W space (S2A's projector)",
-                       description=PROJECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", required=True, metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt)")
-    p.add_argument("--target", required=True, metavar="IMG", help="image to project (cropped and resized to G's)")
-    p.add_argument("--outdir", default="out", metavar="DIR", help="where to write (default: %(default)s)")
-    p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
-    p.add_argument("--d-weight", type=float, default=1.0, metavar="W",
-                   help="weight of D's feature distance (0: pixels only; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
-    p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
-    p.set_defaults(func=project_main)
-    if "generate" in sub.choices:
-        _add_generate_options(sub.choices["generate"])
-
-
 def _generator(args):
-    """The generator of ``--network FILE`` (S2A pickle / state dict) or of ``--run DIR`` (a stylegan2 run)."""
-    if args.network:
-        nets = load_networks(args.network, args.device)
-        G = nets["G"] if args.no_ema else (nets["G_ema"] or nets["G"])
-        if G is None:
-            raise ValueError(f"{args.network} has no generator")
-        return G
-    from ..cli import load_generator
-    G, cfg, _ = load_generator(args.run, args.device, not args.no_ema)
-    if cfg.recipe != "stylegan2":
-        raise ValueError(f"--seeds, --trunc, --noise-mode and --mix-* need a StyleGAN2 / StyleGAN network; {args.run} "
-                         f"is a '{cfg.config}' run (use --seed, --n, --truncation)")
+    """The generator (G_ema unless --no-ema) of ``--network FILE`` or of ``--run DIR`` (a stylegan2 run)."""
+    nets = load_networks(args.network or args.run, args.device)
+    G = nets["G"] if args.no_ema else (nets["G_ema"] or nets["G"])
+    if G is None:
+        raise ValueError(f"{args.network or args.run} has no generator")
     return G
 
 
@@ -407,6 +404,10 @@ _STYLEGAN_FLAGS = ("network", "seeds", "trunc", "noise_mode", "mix_rows", "mix_c
 
 def _generate_dispatch(base, args) -> int:
     """StyleGAN's generation when one of its flags is given, else ``gankern generate``'s own."""
+    if args.run is None and args.network is None:
+        import sys
+        print("gankern generate: error: give --run DIR or --network FILE", file=sys.stderr)
+        return 2
     if any(getattr(args, k) is not None for k in _STYLEGAN_FLAGS):
         return generate_stylegan_main(args)
     return base(args)
@@ -416,19 +417,26 @@ def _add_generate_options(gen) -> None:
     """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser)."""
     import functools
     g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
-    g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of a run")
+    g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of --run")
     g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: 0-15)")
     g.add_argument("--trunc", type=float, metavar="PSI", help="truncation psi (default: 1)")
     g.add_argument("--noise-mode", choices=("const", "random", "none"), help="noise inputs (default: const)")
     g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
     g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
     g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
+    for action in gen._actions:           # --run or --network: argparse has no public way to relax a required flag
+        if action.dest == "run":
+            action.required = False
     gen.set_defaults(func=functools.partial(_generate_dispatch, gen.get_default("func")))
+
+
 def add_parsers(sub) -> None:
     import argparse
     p = sub.add_parser("project", help="project an image into a StyleGAN2's W space (S2A's projector)",
                        description=PROJECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--network", required=True, metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt)")
+    src.add_argument("--run", metavar="DIR", help="a stylegan2 run directory (its newest checkpoint's G_ema and D)")
     p.add_argument("--target", required=True, metavar="IMG", help="image to project (cropped and resized to G's)")
     p.add_argument("--outdir", default="out", metavar="DIR", help="where to write (default: %(default)s)")
     p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
