@@ -354,7 +354,7 @@ def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys
     run = str(out / os.listdir(out)[0])
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     fids = [r["fid_digits"] for r in rows if "fid_digits" in r]
-    assert len(fids) == 2 and all(np.isfinite(fids))
+    assert len(fids) == 2 and all(np.isfinite(fids)) and fids[1] < fids[0]      # at step 0 and step 4
     logged = {k for r in rows for k in r}
     assert {"G/loss", "D/loss", "G/pl_mean", "ada/p", "ada/rt", "D/r1_penalty", "G/pl_penalty"} <= logged
     cfg = json.load(open(os.path.join(run, "config.json")))

@@ -183,6 +183,10 @@ class StyleGAN2Recipe(Recipe):
     # -- losses ----------------------------------------------------------------------------------------------
 
     def accumulate_gradients(self, phase: str, batch: Batch, gain: float) -> dict[str, torch.Tensor]:
+        """One round of S2A's loss for ``phase`` (G, Greg, D, Dreg), torch's RNG seeded from ``batch.seed`` (and
+        restored after): style mixing, noise inputs, augmentations and path-length noise replay on resume."""
+        if phase not in {p.name for p in self.phases}:
+            raise ValueError(f"the stylegan2 recipe has phases {[p.name for p in self.phases]}, not {phase!r}")
         dev = batch.z.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.default_generator.manual_seed(batch.seed)
@@ -262,7 +266,6 @@ class StyleGAN2Recipe(Recipe):
         self._step_images = int(d.get("step_images", 0))
         if self.ada is not None and "ada" in d:
             self.ada.load_state_dict(d["ada"])
-
 
 
 # ----------------------------------------------------------------------------------------------------------------
