@@ -229,7 +229,7 @@ def test_recipe_conditional_and_options():
     assert [p.name for p in recipe.phases] == ["G", "Greg", "D", "Dreg"]
     assert [p.interval for p in recipe.phases] == [1, 4, 1, 16]
     assert recipe.optimizers["G"].reg_interval == 4 and recipe.optimizers["D"].reg_interval == 16
-    cifar = make_recipe(FakeEnv(resolution=32), cfg="cifar")               # S2A: no path length, no mixing
+    cifar = make_recipe(FakeEnv(resolution=32), cfg="cifar", fmaps=1 / 128)   # S2A: no path length, no mixing
     assert [p.name for p in cifar.phases] == ["G", "D", "Dreg"] and cifar.style_mixing == 0
     assert cifar.nets["D"].b32.architecture == "orig"
     assert make_recipe(layer="adain").nets["G"].synthesis.b16.conv1.__class__.__name__ == "AdaINSynthesisLayer"
@@ -350,7 +350,7 @@ def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys
     out = tmp_path / "runs"
     assert main(["train", "--config", "stylegan", "--data", "digits", "--res", "16", "--batch", "8", "--kimg", "0.032",
                  "--snap", "4", "--outdir", str(out), "-q", "--set", "recipe.cfg=tiny",
-                 "--set", "train.metric_samples=200"]) == 0
+                 "--set", "recipe.fmaps=0.0078125", "--set", "train.metric_samples=200"]) == 0
     run = str(out / os.listdir(out)[0])
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     fids = [r["fid_digits"] for r in rows if "fid_digits" in r]
