@@ -164,17 +164,22 @@ def train_main(args) -> int:
 
 def load_generator(run: str, device: str = "cpu", ema: bool = True):
     """(G, RunConfig, num_classes) from a run directory's newest checkpoint (or a checkpoint file)."""
-    from ..models import build
+    import torch
+
     from . import checkpoint
     from .config import RunConfig
+    from .recipes import RECIPES, Env
     path = run if os.path.isfile(run) else checkpoint.latest(run)
     if path is None:
         raise FileNotFoundError(f"{run}: no checkpoint (ckpt-*.pt)")
     s = checkpoint.load(path, device)
     cfg = RunConfig.from_json(s["config"])
-    G, _ = build(cfg.model, cfg.train.resolution, int(s["channels"]), int(s["num_classes"]))
-    G.load_state_dict(s["G_ema" if ema else "G"])
-    return G.to(device).eval(), cfg, int(s["num_classes"])
+    k = int(s["num_classes"])
+    recipe = RECIPES[cfg.recipe](cfg.options, Env(torch.device(device), 0, 1, k, int(s["channels"]),
+                                                  cfg.train.resolution, 1, cfg.train.seed))
+    G = recipe.nets[recipe.ema or "G"]
+    G.load_state_dict(s["G_ema" if ema and recipe.ema else recipe.ema or "G"])
+    return G.to(device).eval(), cfg, k
 
 
 def generate_main(args) -> int:
