@@ -10,7 +10,8 @@ RECIPES: dict[str, type[Recipe]] = {
 
 
 def register_recipe(name: str, cls: type[Recipe]) -> type[Recipe]:
-    """Make ``cls`` trainable as ``RunConfig(recipe=name, ...)`` (``gankern train --recipe`` needs the import)."""
+    """Make ``cls`` (a Recipe subclass, e.g. from your own module) trainable as ``RunConfig(recipe=name, ...)``;
+    returns cls. Runs of it resume (and ``gankern.train.cli.load_generator`` loads them) where it is registered."""
     if not (isinstance(cls, type) and issubclass(cls, Recipe)):
         raise TypeError(f"register_recipe({name!r}, ...): expected a subclass of gankern.train.Recipe, got {cls!r}")
     RECIPES[name] = cls
