@@ -104,30 +104,21 @@ def test_projection_finds_a_generated_image(use_D):
 # the recipe, driven by hand (what the trainer core does per phase), against S2A's loss.py written out here
 
 
-class FakeEnv:
-    """What the trainer gives a recipe (RECIPE_API.md's Env), on the CPU, without AMP."""
-
-    def __init__(self, resolution=16, channels=3, num_classes=0):
-        self.device, self.rank, self.world = torch.device("cpu"), 0, 1
-        self.num_classes, self.channels, self.resolution, self.total_steps, self.seed = (num_classes, channels,
-                                                                                         resolution, 100, 0)
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def backward(self, loss):
-        loss.backward()
+def cpu_env(resolution=16, channels=3, num_classes=0):
+    """What the trainer gives a recipe, on the CPU, without AMP."""
+    from gankern.train.recipes import Env
+    return Env(torch.device("cpu"), 0, 1, num_classes, channels, resolution, 100, 0)
 
 
 def make_recipe(env=None, **options):
     from gankern.train.recipes.stylegan2 import StyleGAN2Options, StyleGAN2Recipe
     options = {"cfg": "tiny", **options}
     torch.manual_seed(0)
-    return StyleGAN2Recipe(StyleGAN2Options(**options), env or FakeEnv())
+    return StyleGAN2Recipe(StyleGAN2Options(**options), env or cpu_env())
 
 
 def make_batch(recipe, seed, n=4, labels=False):
-    from gankern.train.recipes.base import Batch
+    from gankern.train.recipes import Batch
     g = torch.Generator().manual_seed(seed)
     env = recipe.env
     real = torch.rand(n, env.channels, env.resolution, env.resolution, generator=g) * 2 - 1
@@ -221,7 +212,7 @@ def test_style_mixing_cuts_the_ws():
 
 
 def test_recipe_conditional_and_options():
-    recipe = make_recipe(FakeEnv(num_classes=3), aug="ada", cond=True)
+    recipe = make_recipe(cpu_env(num_classes=3), aug="ada", cond=True)
     assert recipe.nets["G"].c_dim == 3 and recipe.nets["D"].c_dim == 3
     for phase in ("G", "Greg", "D", "Dreg"):
         stats, g = run_phase(recipe, phase, make_batch(recipe, 3, labels=True))
@@ -229,7 +220,7 @@ def test_recipe_conditional_and_options():
     assert [p.name for p in recipe.phases] == ["G", "Greg", "D", "Dreg"]
     assert [p.interval for p in recipe.phases] == [1, 4, 1, 16]
     assert recipe.optimizers["G"].reg_interval == 4 and recipe.optimizers["D"].reg_interval == 16
-    cifar = make_recipe(FakeEnv(resolution=32), cfg="cifar", fmaps=1 / 128)   # S2A: no path length, no mixing
+    cifar = make_recipe(cpu_env(resolution=32), cfg="cifar", fmaps=1 / 128)   # S2A: no path length, no mixing
     assert [p.name for p in cifar.phases] == ["G", "D", "Dreg"] and cifar.style_mixing == 0
     assert cifar.nets["D"].b32.architecture == "orig"
     assert make_recipe(layer="adain").nets["G"].synthesis.b16.conv1.__class__.__name__ == "AdaINSynthesisLayer"

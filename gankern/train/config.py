@@ -171,6 +171,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   model=dict(arch="resnet", attn=True, g_sn=True, d_sn=True, d_norm="none", g_ch=64, d_ch=64),
                   loss=dict(name="hinge"),
                   opt=dict(g_lr=1e-4, d_lr=4e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9))),
+    "stylegan2": _row("StyleGAN2-ADA (Karras et al. 2020): S2A's --cfg auto (recipe.cfg), lazy R1 and path length, "
+                      "style mixing, ADA; on a CPU: --set recipe.cfg=tiny", recipe="stylegan2",
+                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+    "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
+                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
+                     train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
 }
 
 
