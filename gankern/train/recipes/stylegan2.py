@@ -20,6 +20,7 @@ paper1024, cifar) plus ``tiny`` (auto's rules at 1/16 of its width: a CPU preset
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ from .base import Batch, Env, OptSpec, Phase, Recipe
 __all__ = ["StyleGAN2Options", "StyleGAN2Recipe"]
 
 AUG_MODES = ("ada", "fixed", "noaug")
+_log = logging.getLogger("gankern.train")
 
 
 @dataclass
@@ -132,6 +134,11 @@ class StyleGAN2Recipe(Recipe):
         self.phases = [Phase("G", "G")] + ([Phase("Greg", "G", o.pl_interval)] if self.pl_weight else []) + \
             [Phase("D", "D")] + ([Phase("Dreg", "D", o.r1_interval)] if self.gamma else [])
         self.force_fp32 = env.device.type == "cpu"           # CPU: no half-precision blocks
+        if self.force_fp32 and o.cfg != "tiny":
+            n = sum(p.numel() for net in self.nets.values() for p in net.parameters())
+            _log.warning("stylegan2: cfg '%s' at %d px (%.1fM parameters, %d-channel blocks) on the CPU is slow; "
+                         "--set recipe.cfg=tiny is gankern's CPU preset", o.cfg, env.resolution, n / 1e6,
+                         min(int(spec["fmaps"] * 32768) // env.resolution, 512))
         self.pl_mean = torch.zeros([], device=env.device)
         self.augment_pipe = self.ada = None
         if o.aug != "noaug":
