@@ -134,6 +134,11 @@ class StyleGAN2Recipe(Recipe):
         self.phases = [Phase("G", "G")] + ([Phase("Greg", "G", o.pl_interval)] if self.pl_weight else []) + \
             [Phase("D", "D")] + ([Phase("Dreg", "D", o.r1_interval)] if self.gamma else [])
         self.force_fp32 = env.device.type == "cpu"           # CPU: no half-precision blocks
+        if env.rank == 0:   # the trainer's settings of S2A's cfg are the run's (train.*): say what S2A would use
+            ramp = spec["ramp"] or 0
+            _log.info("stylegan2: cfg %s at %d px: gamma %g, lr %g, %d mapping layers, mbstd group %d; S2A's cfg also "
+                      "sets --batch %d --set train.ema_kimg=%g --set train.ema_rampup=%g", o.cfg, env.resolution,
+                      spec["gamma"], spec["lrate"], spec["map"], spec["mbstd"], spec["mb"], spec["ema"], ramp)
         if self.force_fp32 and o.cfg != "tiny":
             n = sum(p.numel() for net in self.nets.values() for p in net.parameters())
             _log.warning("stylegan2: cfg '%s' at %d px (%.1fM parameters, %d-channel blocks) on the CPU is slow; "
