@@ -17,7 +17,7 @@ MODULES = [
     "gankern._bench_cli",     # bench
     "gankern.metrics.cli",    # fid
     "gankern.train.cli",      # train, generate
-    "gankern.train.recipes.stylegan2",  # project
+    "gankern.train.recipes.stylegan2",  # project, and S2A's options of generate (so after gankern.train.cli)
 ]
 
 
