@@ -91,7 +91,7 @@ class Trainer:
             with self.sn[ph.net].cached() if ph.net in self.sn else contextlib.nullcontext():
                 for j in range(a):
                     rr, cc, zz, cg = (None if v is None else v.chunk(a)[j] for v in (real, c, z, c_gen))
-                    b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank) % 2 ** 63)
+                    b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank))
                     for k, v in self.recipe.accumulate_gradients(ph.name, b, ph.interval / a).items():
                         total[k] = total.get(k, 0) + v.detach().float() / (a * ph.repeats)
             self._allreduce_grads(net)
@@ -192,7 +192,7 @@ class Trainer:
         bar = Progress(self.total_steps, t.batch, self.step, self.progress)
         t_tick, s_tick, last, info = time.time(), self.step, {}, ""
         while self.step < self.total_steps:
-            torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step) % 2 ** 63)
+            torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step))
             self.feed.next_step()
             stats = {}
             for ph in self.recipe.phases:
