@@ -163,13 +163,8 @@ def train_main(args) -> int:
 
 
 def load_generator(run: str, device: str = "cpu", ema: bool = True):
-    """(G, RunConfig, num_classes) from a run directory's newest checkpoint (or a checkpoint file)."""
-    return load_recipe(run, device, ema)[1:]
-
-
-def load_recipe(run: str, device: str = "cpu", ema: bool = True):
-    """(recipe, G, RunConfig, num_classes) of a run's newest checkpoint (or a checkpoint file): sample with
-    ``generate(G, n, recipe.z_dim, num_classes, seed, fn=recipe.generate)``."""
+    """(G, RunConfig, num_classes, recipe) from a run directory's newest checkpoint (or a checkpoint file); sample
+    with ``generate(G, n, recipe.z_dim, num_classes, seed, fn=recipe.generate)``."""
     import torch
 
     from . import checkpoint
@@ -185,7 +180,7 @@ def load_recipe(run: str, device: str = "cpu", ema: bool = True):
                                                   cfg.train.resolution, 1, cfg.train.seed))
     G = recipe.nets[recipe.ema or "G"]
     G.load_state_dict(s["G_ema" if ema and recipe.ema else recipe.ema or "G"])
-    return recipe, G.to(device).eval(), cfg, k
+    return G.to(device).eval(), cfg, k, recipe
 
 
 def generate_main(args) -> int:
@@ -194,7 +189,7 @@ def generate_main(args) -> int:
     from .loop import generate
     from .outputs import save_grid
     try:
-        recipe, G, cfg, k = load_recipe(args.run, args.device, not args.no_ema)
+        G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
     except FileNotFoundError as e:
         print(f"gankern generate: error: {e}", file=sys.stderr)
         return 2
