@@ -16,7 +16,6 @@ import os
 import time
 
 import torch
-import torch.distributed as tdist
 
 from ..data import open_dataset
 from ..nn.spectral_norm import SpectralNorm, SpectralNormGroup
@@ -94,7 +93,7 @@ class Trainer:
                     b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank))
                     for k, v in self.recipe.accumulate_gradients(ph.name, b, ph.interval / a).items():
                         total[k] = total.get(k, 0) + v.detach().float() / (a * ph.repeats)
-            self._allreduce_grads(net)
+            self.dist.average_grads(net)
             self._scaler.unscale_(opt)
             grads = [torch.linalg.vector_norm(p.grad) for p in net.parameters() if p.grad is not None]
             if grads:
@@ -104,14 +103,6 @@ class Trainer:
             self._scaler.update()
             self.recipe.after_step(ph.name, step)
         return total
-
-    def _allreduce_grads(self, net: torch.nn.Module) -> None:
-        if self.dist.world > 1:
-            params = [p for p in net.parameters() if p.requires_grad]
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-            tdist.all_reduce(flat)
-            for p, g in zip(params, (flat / self.dist.world).split([p.numel() for p in params])):
-                p.grad = g.view_as(p)
 
     @torch.no_grad()
     def update_ema(self) -> None:
