@@ -77,7 +77,8 @@ class Trainer:
 
     def run_phase(self, ph: Phase, step: int) -> Stats:
         """``ph.repeats`` optimizer steps of ``ph.net``, each over ``train.accum`` rounds of the recipe's loss, inside
-        one batched spectral-norm update of that net; returns stats averaged over rounds and repeats."""
+        one batched spectral-norm update of every net (the others' weights do not require grad: no graph); returns
+        stats averaged over rounds and repeats."""
         net, a, t = self.nets[ph.net], self.cfg.train.accum, self.cfg.train
         for m in self.nets.values():
             m.requires_grad_(m is net)
@@ -87,7 +88,9 @@ class Trainer:
             real, c = self.feed.real(i)
             z, c_gen = self.feed.latents(step, f"{ph.name}{i}")
             opt.zero_grad(set_to_none=True)
-            with self.sn[ph.net].cached() if ph.net in self.sn else contextlib.nullcontext():
+            with contextlib.ExitStack() as groups:          # every SN net: one batched update per optimizer step
+                for g in self.sn.values():
+                    groups.enter_context(g.cached())
                 for j in range(a):
                     rr, cc, zz, cg = (None if v is None else v.chunk(a)[j] for v in (real, c, z, c_gen))
                     b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank))
