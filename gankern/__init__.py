@@ -6,3 +6,11 @@ from ._info import info  # noqa: E402
 from . import ops, nn, metrics  # noqa: E402,F401
 
 __all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn", "metrics", "__version__"]
+
+
+def __getattr__(name: str):
+    """``gankern.train`` (trainers, recipes, CLI) is imported on first use, so ``import gankern`` stays light."""
+    if name == "train":
+        import importlib
+        return importlib.import_module(".train", __name__)
+    raise AttributeError(f"module 'gankern' has no attribute '{name}'")

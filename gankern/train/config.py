@@ -114,8 +114,8 @@ def set_field(cfg: RunConfig, assignment: str) -> None:
     path = path[1:] if path[0] in ("train", "recipe") else path
     for name in path[:-1]:
         obj = getattr(obj, name, None) if dataclasses.is_dataclass(obj) else None
-    if not sep or not path or not dataclasses.is_dataclass(obj) or path[-1] not in {f.name for f in
-                                                                                    dataclasses.fields(obj)}:
+    if not sep or not path or not dataclasses.is_dataclass(obj) or path[-1] not in {
+            f.name for f in dataclasses.fields(obj)} or dataclasses.is_dataclass(getattr(obj, path[-1])):
         sections = [f.name for f in dataclasses.fields(cfg.options) if dataclasses.is_dataclass(getattr(
             cfg.options, f.name))]
         raise ValueError(f"--set {assignment}: expected SECTION.FIELD=VALUE with SECTION train, recipe (the options "
