@@ -277,3 +277,19 @@ def test_convert_to_san_swaps_spectral_norm_keeping_weights():
     assert not parametrize.is_parametrized(model[5])
     with pytest.raises(ValueError, match="to must be one of"):
         gankern.nn.convert(model, to="sn")
+
+
+def test_bench_san_quick_runs():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "bench_san.py")
+    spec = importlib.util.spec_from_file_location("bench_san", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.run(quick=True)
+    assert {r["backend"] for r in rows} >= {"eager", "torch.compile", "ref"} and len(rows) % 3 == 0
+    for r in rows:
+        assert r["family"] == "san" and r["ms"] is not None and r["ms"] > 0 and r["floor_ms"] > 0, r
+    weights, sizes = mod.model_layers(16, 8, torch.device("cpu"))
+    assert len(weights) == 7 and sizes[0] == (16, 16) and sizes[-1] == (1, 1)
+    torch.testing.assert_close(mod.eager_constants(weights, sizes), san_constants(weights, sizes))

@@ -217,3 +217,34 @@ def test_zoom_direction_changes_the_digit_size(digits_generator, path, alphas):
     bbox = torch.stack([measure(digits_generator, d(z, a))[2].mean() for a in alphas])
     assert (bbox.diff() < 0).all(), (path, bbox)
     assert bbox[0] - bbox[-1] > 0.08 * bbox[len(alphas) // 2], (path, bbox)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gankern steer
+
+def test_cli_writes_walk_and_principal_grids(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from gankern import cli
+    from gankern.train import cli as train_cli
+    G = small_dcgan()
+    monkeypatch.setattr(train_cli, "load_generator", lambda run, device, ema: (G, None, 0))
+    out = str(tmp_path / "walk.png")
+    assert cli.main(["steer", "--run", "R", "--transform", "shift_x", "--path", "circle", "--steps", "5", "--n", "3",
+                     "--out", out]) == 0
+    w, h = Image.open(out).size
+    assert (w, h) == (5 * 66 + 2, 3 * 66 + 2)   # 16 px tiles upscaled to 64, 2 px padding
+    assert "3 latents, shift_x, circle path" in capsys.readouterr().out
+    assert cli.main(["steer", "--run", "R", "--principal", "2", "--steps", "3", "--out", out]) == 0
+    assert Image.open(out).size == (3 * 66 + 2, 2 * 66 + 2)
+    assert cli.main(["steer", "--run", "R", "--path", "nonlinear", "--steps", "3", "--out", out]) == 0
+    assert "alpha -3 .. 3" in capsys.readouterr().out
+    assert cli.main(["steer", "--run", "R", "--principal", "99", "--out", out]) == 2
+    assert "exceeds" in capsys.readouterr().err
+
+
+def test_cli_missing_run_is_a_message(tmp_path, capsys):
+    from gankern import cli
+    assert cli.main(["steer", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "w.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankern steer: error:") and "Traceback" not in err
