@@ -209,6 +209,15 @@ def test_parametrization_normalizes_by_the_constant_on_the_paper_schedule():
     assert int(sanp.steps) == 3
 
 
+def test_backward_after_later_updates_of_s():
+    """D runs on reals and fakes (s updated in between) before one backward, as a GAN's D step does."""
+    conv = sparsity_aware_norm(nn.Conv2d(2, 3, 3, padding=1), update_interval=1)
+    x = torch.randn(2, 2, 6, 6)
+    loss = conv(x).square().sum() + conv(x + 1).square().sum() + conv(x - 1).sum()
+    loss.backward()
+    assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
+
+
 def test_gradient_reaches_the_original_weight_and_s_is_a_constant():
     lin = sparsity_aware_norm(nn.Linear(5, 3))
     x = torch.randn(4, 5)

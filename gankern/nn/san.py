@@ -54,7 +54,8 @@ class SparsityAwareNorm(nn.Module):
                                "input_size=(H, W), or run the module on an input before reading its weight")
         with torch.no_grad():
             new = san_constant(weight.detach(), self._size).float() * self.gain + self.eps
-            self.s.copy_(new if self._steps == 0 else self.s * self.momentum + (1 - self.momentum) * new)
+            # a new tensor, not an in-place update: an earlier forward's graph may hold the old s for its backward
+            self.s = (new if self._steps == 0 else self.s * self.momentum + (1 - self.momentum) * new).reshape(1)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self._steps == 0 or (self.training and self._steps % self.update_interval == 0):
