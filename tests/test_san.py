@@ -218,6 +218,22 @@ def test_backward_after_later_updates_of_s():
     assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
 
 
+def test_compiled_module_keeps_the_schedule():
+    conv = sparsity_aware_norm(nn.Conv2d(2, 3, 3, padding=1), update_interval=2)
+    f = torch.compile(conv, backend="eager")
+    x = torch.randn(1, 2, 5, 5)
+    for step in range(4):
+        w = conv.parametrizations.weight.original.detach().clone()
+        y = f(x)
+        s = conv.parametrizations.weight[0].s
+        if step % 2 == 0:
+            torch.testing.assert_close(s, fft_formula(w, (5, 5)).reshape(1) + 1e-8)
+        torch.testing.assert_close(y, F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), w / s, conv.bias))
+        with torch.no_grad():
+            conv.parametrizations.weight.original.add_(0.1)
+    assert int(conv.parametrizations.weight[0].steps) == 4
+
+
 def test_gradient_reaches_the_original_weight_and_s_is_a_constant():
     lin = sparsity_aware_norm(nn.Linear(5, 3))
     x = torch.randn(4, 5)
@@ -302,3 +318,37 @@ def test_bench_san_quick_runs():
     weights, sizes = mod.model_layers(16, 8, torch.device("cpu"))
     assert len(weights) == 7 and sizes[0] == (16, 16) and sizes[-1] == (1, 1)
     torch.testing.assert_close(mod.eager_constants(weights, sizes), san_constants(weights, sizes))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU (pytest -m gpu)
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_gpu_triton_matches_ref_many_layers(dtype):
+    """Model-sized layers in one launch (kernel pairs and frequencies many blocks each), weights drawn fresh,
+    non-contiguous and expanded ones included; the reference sees the same (rounded) values in fp32."""
+    from conftest import poison_allocator
+    weights = [torch.randn(256, 128, 3, 3, device="cuda").transpose(0, 1), torch.randn(64, 3, 4, 4, device="cuda"),
+               torch.randn(1, 64, 1, 1, device="cuda").expand(97, 64, 1, 1), torch.randn(10, 1000, device="cuda")]
+    weights = [w.to(dtype) for w in weights]
+    sizes = [(32, 32), (65, 33), (16, 16), None]
+    poison_allocator(1 << 26)
+    got = run("triton", weights, sizes)
+    want = run("ref", [w.float() for w in weights], sizes)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)   # fp32 arithmetic for every input dtype
+
+
+@pytest.mark.gpu
+def test_gpu_large_layer_without_the_spectrum():
+    """512 x 512 3 x 3 at 64 x 64 (the eager spectrum would be 8.6 GB): under 64 MB of extra memory, and equal to
+    the reference computed in slices of output channels."""
+    w = torch.randn(512, 512, 3, 3, device="cuda") * 0.05
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    got = run("triton", [w], [(64, 64)])
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - base < 64 * 2 ** 20
+    want = torch.stack([run("ref", [w[i:i + 32]], [(64, 64)])[0] for i in range(0, 512, 32)]).max()
+    torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-5)

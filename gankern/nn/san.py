@@ -57,6 +57,7 @@ class SparsityAwareNorm(nn.Module):
             # a new tensor, not an in-place update: an earlier forward's graph may hold the old s for its backward
             self.s = (new if self._steps == 0 else self.s * self.momentum + (1 - self.momentum) * new).reshape(1)
 
+    @torch.compiler.disable  # host-side schedule (no device sync): run eagerly rather than recompile per step
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self._steps == 0 or (self.training and self._steps % self.update_interval == 0):
             self.update(weight)

@@ -97,9 +97,10 @@ def _table(shapes: tuple, device: torch.device):
             nfreq = H * (W // 2 + 1)
             layers.append([offset, P, kh, kw, H, W, nfreq])
             offset += P * kh * kw
-            items += [[l, p, f] for p in range(0, P, k.BP) for f in range(0, nfreq, k.BF)]
+            pf = torch.cartesian_prod(torch.arange(0, P, k.BP), torch.arange(0, nfreq, k.BF)).view(-1, 2)
+            items.append(torch.cat([torch.full((len(pf), 1), l), pf], 1))  # rows (layer, first pair, first freq)
         _tables[key] = (torch.tensor(layers, dtype=torch.int64).to(device),
-                        torch.tensor(items, dtype=torch.int32).to(device))
+                        torch.cat(items).to(device=device, dtype=torch.int32))
     return _tables[key]
 
 
