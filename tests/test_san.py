@@ -234,6 +234,36 @@ def test_compiled_module_keeps_the_schedule():
     assert int(conv.parametrizations.weight[0].steps) == 4
 
 
+def test_group_updates_all_layers_in_one_launch_with_the_layers_schedule(monkeypatch):
+    import copy
+
+    from gankern.nn import san as nn_san
+    torch.manual_seed(0)
+    model = nn.Sequential(sparsity_aware_norm(nn.Conv2d(2, 4, 3, padding=1), input_size=(6, 6)), nn.ReLU(),
+                          sparsity_aware_norm(nn.Conv2d(4, 4, 4, 2, 1), update_interval=3, momentum=0.5),
+                          nn.Flatten(), sparsity_aware_norm(nn.Linear(36, 1), gain=1.3))
+    alone = copy.deepcopy(model)
+    x = torch.randn(2, 2, 6, 6)
+    alone(x)
+    model(x)   # the second conv learns its input size
+    group = nn_san.SANGroup(model)
+    calls = []
+    monkeypatch.setattr(nn_san, "san_constant", lambda *a: calls.append("one") or san.san_constant(*a))
+    monkeypatch.setattr(nn_san, "san_constants", lambda *a: calls.append("all") or san.san_constants(*a))
+    for step in range(5):
+        with torch.no_grad():
+            for m in (model, alone):
+                for p in m.parameters():
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(step)))
+        n = group.update()
+        torch.testing.assert_close(model(x), alone(x))
+        for a, b in zip(model.modules(), alone.modules()):
+            if isinstance(a, SparsityAwareNorm):
+                torch.testing.assert_close(a.s, b.s)
+        assert n == [0, 2, 1, 2, 0][step]   # counters at step + 1: interval 2 at steps 1, 3; interval 3 at step 2
+    assert calls.count("all") == 3 and calls.count("one") == 5   # the 5 per-layer updates are all the copy's
+
+
 def test_gradient_reaches_the_original_weight_and_s_is_a_constant():
     lin = sparsity_aware_norm(nn.Linear(5, 3))
     x = torch.randn(4, 5)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..ops.san import san_constant
+from ..ops.san import san_constant, san_constants
 
 
 class SparsityAwareNorm(nn.Module):
@@ -39,6 +39,7 @@ class SparsityAwareNorm(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64, device=weight.device))
         self.register_buffer("input_size", torch.tensor(size, dtype=torch.int64, device=weight.device))
         self._steps, self._size = 0, size  # host copies of the buffers: no device sync per forward
+        self._fresh = False  # s already updated for the next due forward (by SANGroup.update)
 
     def set_input_size(self, size) -> None:
         """Compute the constant at input size (H, W) from the next update on."""
@@ -47,20 +48,31 @@ class SparsityAwareNorm(nn.Module):
             self._size = size
             self.input_size.copy_(torch.tensor(size))
 
-    def update(self, weight: torch.Tensor) -> None:
-        """Refresh s from ``weight`` (no gradient); the first update takes the constant as it is."""
+    def _check_size(self) -> None:
         if self._size == (0, 0):
             raise RuntimeError("sparsity_aware_norm does not know the convolution's input size yet: pass "
                                "input_size=(H, W), or run the module on an input before reading its weight")
+
+    def _due(self) -> bool:
+        return self._steps == 0 or (self.training and self._steps % self.update_interval == 0)
+
+    def update(self, weight: torch.Tensor, constant: torch.Tensor | None = None) -> None:
+        """Refresh s from ``weight`` (no gradient), or from its ``constant`` computed already (by
+        :class:`SANGroup`); the first update takes the constant as it is."""
+        self._check_size()
         with torch.no_grad():
-            new = san_constant(weight.detach(), self._size).float() * self.gain + self.eps
+            c = san_constant(weight.detach(), self._size) if constant is None else constant
+            new = c.float() * self.gain + self.eps
             # a new tensor, not an in-place update: an earlier forward's graph may hold the old s for its backward
             self.s = (new if self._steps == 0 else self.s * self.momentum + (1 - self.momentum) * new).reshape(1)
 
     @torch.compiler.disable  # host-side schedule (no device sync): run eagerly rather than recompile per step
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self._steps == 0 or (self.training and self._steps % self.update_interval == 0):
-            self.update(weight)
+        if self._due():
+            if self._fresh:
+                self._fresh = False   # SANGroup.update did this step's update
+            else:
+                self.update(weight)
         if self.training:
             self._steps += 1
             self.steps.add_(1)
@@ -77,6 +89,36 @@ class SparsityAwareNorm(nn.Module):
         size = f"input_size={self._size}, " if self.conv else ""
         return f"{size}gain={self.gain}, update_interval={self.update_interval}, momentum={self.momentum}, " \
                f"eps={self.eps}"
+
+
+class SANGroup:
+    """Every SAN layer of ``model`` refreshed together: ``group.update()`` (call it before a training step's
+    forwards) computes the constants of all layers due at their next forward in one launch
+    (:func:`gankern.ops.san.san_constants`), so their forwards do not compute them one by one. Schedules, values and
+    state_dicts are those of the layers alone."""
+
+    def __init__(self, model: nn.Module):
+        self.entries = [(m, p) for m in model.modules() if parametrize.is_parametrized(m, "weight")
+                        for p in m.parametrizations.weight if isinstance(p, SparsityAwareNorm)]
+
+    def update(self) -> int:
+        """Refresh the layers whose next forward would update s; returns how many."""
+        due = [(m, p) for m, p in self.entries if p._due() and not p._fresh]
+        if not due:
+            return 0
+        for _, p in due:
+            p._check_size()
+        weights = [m.parametrizations.weight.original.detach() for m, _ in due]
+        groups: dict = {}   # one launch per (device, dtype)
+        for i, w in enumerate(weights):
+            groups.setdefault((w.device, w.dtype), []).append(i)
+        for idx in groups.values():
+            with torch.no_grad():
+                cs = san_constants([weights[i] for i in idx], [due[i][1]._size for i in idx])
+            for i, c in zip(idx, cs):
+                due[i][1].update(weights[i], c)
+                due[i][1]._fresh = True
+        return len(due)
 
 
 def _record_input_size(module: nn.Module, args) -> None:
