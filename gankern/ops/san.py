@@ -77,10 +77,10 @@ def _constants_ref(w_flat: torch.Tensor, shapes: Sequence[int]):
     s, arg = [], []
     for w, H, W in _layers(w_flat, shapes):
         mag = _spectrum_ref(w, H, W).flatten()
-        i = int(torch.argmax(torch.nan_to_num(mag, nan=-1.0)))
+        i = torch.argmax(torch.nan_to_num(mag, nan=-1.0))
         s.append(mag.max())
-        arg.append(torch.tensor([i // (H * W), i // W % H, i % W]))
-    return torch.stack(s), torch.stack(arg).to(w_flat.device)
+        arg.append(torch.stack([i // (H * W), i // W % H, i % W]))
+    return torch.stack(s), torch.stack(arg)
 
 
 # ----------------------------------------------------------------------------------------------------------------
