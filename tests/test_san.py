@@ -382,3 +382,31 @@ def test_gpu_large_layer_without_the_spectrum():
     assert torch.cuda.max_memory_allocated() - base < 64 * 2 ** 20
     want = torch.stack([run("ref", [w[i:i + 32]], [(64, 64)])[0] for i in range(0, 512, 32)]).max()
     torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_compare_script_runs_both_norms_with_the_same_seed_and_plots(tmp_path, monkeypatch):
+    """bench/compare_san.py's plumbing, with the training replaced by a stub that records its command line."""
+    import importlib.util
+    import json
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "compare_san.py")
+    spec = importlib.util.spec_from_file_location("compare_san", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen = []
+
+    def fake_main(argv):
+        seen.append(argv)
+        run = os.path.join(argv[argv.index("--outdir") + 1], "00000-run")
+        os.makedirs(run)
+        with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+            for k in range(3):
+                f.write(json.dumps({"step": k, "kimg": k * 0.5, "fid_digits": 50.0 - k - ("true" in argv[-1])}) + "\n")
+        return 0
+
+    monkeypatch.setattr(mod.cli, "main", fake_main)
+    assert mod.main(["--config", "dcgan-san", "--kimg", "1", "--seeds", "3", "--out", str(tmp_path)]) == 0
+    assert [a[-1] for a in seen] == ["model.d_san=false", "model.d_san=true"]
+    assert all(a[a.index("--seed") + 1] == "3" and a[a.index("--config") + 1] == "dcgan-san" for a in seen)
+    result = json.load(open(tmp_path / "compare.json"))
+    assert result["san-seed3"][-1]["fid_digits"] == 47.0 and (tmp_path / "compare.png").stat().st_size > 1000
