@@ -2,6 +2,7 @@
 D's spectral norm (model.d_san=false) and once with SAN (model.d_san=true); digits-FID over training, plotted.
 
     python bench/compare_san.py [--config dcgan-san] [--kimg 20] [--res 16] [--seeds 0 1] [--out san-vs-sn]
+                                [--set SEC.FIELD=VAL ...]
 
 Writes OUT/<sn|san>-seed<S>/ (the runs), OUT/compare.json (FID per kimg per run) and OUT/compare.png.
 """
@@ -17,11 +18,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gankern import cli  # noqa: E402
 
 
-def train(config: str, san: bool, seed: int, kimg: float, res: int, snap: int, outdir: str) -> list[dict]:
+def train(config: str, san: bool, seed: int, kimg: float, res: int, snap: int, outdir: str,
+          sets: list[str] = ()) -> list[dict]:
     """One run; its metrics rows that carry a digits-FID."""
     argv = ["train", "--config", config, "--data", "digits", "--res", str(res), "--kimg", str(kimg), "--seed",
-            str(seed), "--snap", str(snap), "--outdir", outdir, "--metrics", "digits-fid", "-q",
-            "--set", f"model.d_san={'true' if san else 'false'}"]
+            str(seed), "--snap", str(snap), "--outdir", outdir, "--metrics", "digits-fid", "-q"]
+    argv += [a for kv in sets for a in ("--set", kv)] + ["--set", f"model.d_san={'true' if san else 'false'}"]
     if cli.main(argv) != 0:
         raise RuntimeError(f"gankern {' '.join(argv)} failed")
     (run,) = sorted(glob.glob(os.path.join(outdir, "*", "metrics.jsonl")))[-1:]
@@ -55,12 +57,14 @@ def main(argv=None) -> int:
     p.add_argument("--snap", type=int, default=50, help="steps between FID evaluations (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="san-vs-sn")
+    p.add_argument("--set", action="append", default=[], metavar="SEC.FIELD=VAL", help="passed to gankern train")
     args = p.parse_args(argv)
     results = {}
     for seed in args.seeds:
         for san in (False, True):
             name = f"{'san' if san else 'sn'}-seed{seed}"
-            results[name] = train(args.config, san, seed, args.kimg, args.res, args.snap, os.path.join(args.out, name))
+            results[name] = train(args.config, san, seed, args.kimg, args.res, args.snap, os.path.join(args.out, name),
+                                  args.set)
             print(f"{name}: digits-FID {results[name][-1]['fid_digits']:.2f} at {results[name][-1]['kimg']} kimg")
     with open(os.path.join(args.out, "compare.json"), "w") as f:
         json.dump(results, f, indent=1)
