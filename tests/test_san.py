@@ -236,7 +236,6 @@ def test_compiled_module_keeps_the_schedule():
 
 def test_group_updates_all_layers_in_one_launch_with_the_layers_schedule(monkeypatch):
     import copy
-
     from gankern.nn import san as nn_san
     torch.manual_seed(0)
     model = nn.Sequential(sparsity_aware_norm(nn.Conv2d(2, 4, 3, padding=1), input_size=(6, 6)), nn.ReLU(),
@@ -316,20 +315,28 @@ def test_triton_backend_drives_the_parametrization():
 
 
 def test_convert_to_san_swaps_spectral_norm_keeping_weights():
-    model = nn.Sequential(torch.nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 4, 3, padding=1)),
-                          nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(4, 4, 4, 2, 1)), nn.Flatten(),
-                          torch.nn.utils.spectral_norm(nn.Linear(4 * 4 * 4, 1)), nn.Embedding(3, 2))
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(torch.nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 4, 3, padding=1)),
+                             nn.LeakyReLU(0.2), spectral_norm(nn.Conv2d(4, 4, 4, 2, 1)), nn.Flatten(),
+                             torch.nn.utils.spectral_norm(nn.Linear(4 * 4 * 4, 1)), nn.Embedding(3, 2))
+
+    model = make()
     originals = [model[0].parametrizations.weight.original.detach().clone(),
                  model[2].parametrizations.weight.original.detach().clone(), model[4].weight_orig.detach().clone()]
     model = gankern.nn.convert(model, to="san", gain=1.1)
-    for i, w in zip((0, 2, 4), originals):
+    for i, w in zip((0, 2), originals):
         p = model[i].parametrizations.weight
         assert [type(m) for m in p] == [SparsityAwareNorm] and p[0].gain == 1.1
         torch.testing.assert_close(p.original, w)
+    assert type(model[4].parametrizations.weight[0]).__name__ == "SpectralNorm"   # a Linear keeps SN by default
     y = model[:5](torch.randn(2, 3, 8, 8))
     assert y.shape == (2, 1) and torch.isfinite(y).all()
     assert model[2].parametrizations.weight[0]._size == (8, 8) and model[2].padding_mode == "circular"
     assert not parametrize.is_parametrized(model[5])
+    model = gankern.nn.convert(make(), to="san", linear=True)
+    assert isinstance(model[4].parametrizations.weight[0], SparsityAwareNorm)
+    torch.testing.assert_close(model[4].parametrizations.weight.original, originals[2])
     with pytest.raises(ValueError, match="to must be one of"):
         gankern.nn.convert(model, to="sn")
 

@@ -52,9 +52,9 @@ def convert(model: nn.Module, to: str = "gankern", **san_kwargs) -> nn.Module:
     """Convert ``model`` in place (and return it; a converted root module is returned instead of ``model``).
     Convert before creating optimizers: modules that gankern replaces are new objects (their Parameters are kept).
 
-    ``to="san"``: after the conversion below, every spectral-normalized Conv2d / Linear weight gets sparsity-aware
-    normalization instead (:func:`gankern.nn.utils.sparsity_aware_norm`, keyword arguments ``san_kwargs``; the
-    original weights are kept, the spectral-norm vectors dropped).
+    ``to="san"``: after the conversion below, every spectral-normalized Conv2d weight (and Linear weight with
+    ``linear=True``) gets sparsity-aware normalization instead (:func:`gankern.nn.utils.sparsity_aware_norm`,
+    keyword arguments ``san_kwargs``; the original weights are kept, the spectral-norm vectors dropped).
 
     Swaps for :func:`gankern.nn.utils.spectral_norm`'s parametrization:
 
