@@ -44,7 +44,7 @@ def steer_main(args) -> int:
     if args.steps < 1 or args.n < 1 or (args.principal is not None and args.principal < 1):
         return _fail("--steps, --n and --principal must be positive")
     try:
-        G, _, num_classes = load_generator(args.run, args.device, not args.no_ema)
+        G, _, num_classes, recipe = load_generator(args.run, args.device, not args.no_ema)
     except FileNotFoundError as e:
         return _fail(str(e))
     r = _DEFAULT_RANGE[args.path] if args.range_ is None else args.range_
@@ -65,8 +65,8 @@ def steer_main(args) -> int:
         return _fail(str(e))
     y = (torch.arange(len(z)) // len(alphas) % num_classes).to(args.device) if num_classes else None
     with torch.no_grad():
-        images = torch.cat([G(z[i:i + 256].to(args.device), None if y is None else y[i:i + 256]).float()
-                            for i in range(0, len(z), 256)])
+        images = torch.cat([recipe.generate(G, z[i:i + 256].to(args.device), None if y is None else y[i:i + 256])
+                            .float() for i in range(0, len(z), 256)])
     save_grid(images, args.out, nrow=len(alphas))
     rows = f"{args.principal} principal directions" if args.principal else f"{args.n} latents, {args.transform}"
     print(f"wrote {args.out}: {rows}, {args.path} path, alpha {alphas[0]:g} .. {alphas[-1]:g} in {len(alphas)} steps")

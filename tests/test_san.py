@@ -417,3 +417,40 @@ def test_compare_script_runs_both_norms_with_the_same_seed_and_plots(tmp_path, m
     assert all(a[a.index("--seed") + 1] == "3" and a[a.index("--config") + 1] == "dcgan-san" for a in seen)
     result = json.load(open(tmp_path / "compare.json"))
     assert result["san-seed3"][-1]["fid_digits"] == 47.0 and (tmp_path / "compare.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the trainer's SAN configs
+
+@pytest.mark.parametrize("config", ["dcgan-san", "sngan-san"])
+def test_san_configs_train_on_digits_and_steer_their_generator(tmp_path, config, capsys):
+    """10 steps of each config (narrow nets) through ``gankern train``: finite losses, SAN on D's convolutions
+    (spectral norm left on its head); then ``gankern steer`` on the run's checkpoint."""
+    import json
+    import os
+
+    from gankern.cli import main
+    from gankern.train.config import named_config
+    from gankern.train.recipes import RECIPES, Env
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--config", config, "--data", "digits", "--res", "16", "--kimg", "0.64", "--batch", "64",
+                     "--snap", "10", "--metrics", "none", "--outdir", str(tmp_path), "-q", "--set",
+                     "train.log_steps=5", "--set", "model.g_ch=8", "--set", "model.d_ch=8"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (run,) = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path)]
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    losses = [v for r in rows for k, v in r.items() if k.endswith("loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses))), rows
+    cfg = named_config(config)
+    D = RECIPES[cfg.recipe](cfg.options, Env(torch.device("cpu"), 0, 1, 0, 1, 16, 1, 0)).nets["D"]
+    kinds = {type(m.parametrizations.weight[0]).__name__ for m in D.modules() if isinstance(m, nn.Conv2d)}
+    assert kinds == {"SparsityAwareNorm"}
+    head = [m for m in D.modules() if isinstance(m, nn.Linear)]
+    assert head and all(type(m.parametrizations.weight[0]).__name__ == "SpectralNorm" for m in head)
+    out = str(tmp_path / "walk.png")
+    assert main(["steer", "--run", run, "--transform", "shift_y", "--path", "nonlinear", "--steps", "3",
+                 "--out", out]) == 0
+    assert os.path.getsize(out) > 0

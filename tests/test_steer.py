@@ -228,7 +228,8 @@ def test_cli_writes_walk_and_principal_grids(tmp_path, monkeypatch, capsys):
     from gankern import cli
     from gankern.train import cli as train_cli
     G = small_dcgan()
-    monkeypatch.setattr(train_cli, "load_generator", lambda run, device, ema: (G, None, 0))
+    recipe = type("Recipe", (), {"generate": staticmethod(lambda G, z, c: G(z, c))})
+    monkeypatch.setattr(train_cli, "load_generator", lambda run, device, ema: (G, None, 0, recipe))
     out = str(tmp_path / "walk.png")
     assert cli.main(["steer", "--run", "R", "--transform", "shift_x", "--path", "circle", "--steps", "5", "--n", "3",
                      "--out", out]) == 0
