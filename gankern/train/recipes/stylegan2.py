@@ -16,6 +16,9 @@ on GPUs; on the CPU every block runs in fp32 (``force_fp32``). The trainer's ``-
 
 Named configs (``cfg``) are S2A's (gankern.models.stylegan2.CONFIGS: auto, stylegan2, paper256, paper512,
 paper1024, cifar) plus ``tiny`` (auto's rules at 1/16 of its width: a CPU preset). Knobs at -1 take the cfg's value.
+
+The end of this file is the CLI of the family: ``gankern project`` and S2A's options of ``gankern generate`` (seeds,
+truncation psi, noise mode, style-mixing grids) for stylegan2 runs and S2A network files.
 """
 from __future__ import annotations
 
