@@ -1,0 +1,1 @@
+"""Drop-in use of gankern's ops inside other GAN codebases (one module per codebase)."""
