@@ -192,7 +192,7 @@ class FIDInceptionV3(nn.Module):
         """x: (N, 3, H, W), float in [0, 1] or uint8 in [0, 255] (as image loaders give them)
         -> (pool features (N, 2048), logits (N, 1008))."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"images must be a tensor of shape (N, 3, H, W), got "
+            raise ValueError(f"images must have shape (N, 3, H, W) (a tensor), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         x = as_unit_float(x, self.fc.weight.dtype)
         if self.resize_input:
