@@ -193,7 +193,8 @@ SPECS: dict[str, Spec] = {
     "adain": Spec(_adain, ops.adain, TRITON, grad=("x", "gamma", "beta"), tol=1e-4),
     "modulated_conv2d": Spec(
         _modconv, lambda x, weight, styles, bias, noise, noise_strength, up, act, clamp: ops.modulated_conv2d(
-            x, weight, styles, up=up, bias=bias, noise=noise, noise_strength=noise_strength, act=act, clamp=clamp),
+            x, weight, styles, up=up, padding=1, bias=bias, noise=noise, noise_strength=noise_strength, act=act,
+            clamp=clamp),
         TRITON, grad=("x", "weight", "styles", "bias", "noise_strength"), expand={"noise": (0, 2)}, tol=1e-4),
     "noise_bias_act": Spec(_noise_bias_act, ops.noise_bias_act, TRITON, grad=("x", "noise_strength", "b")),
     "demodulation_coefficients": Spec(_demod, demodulation_coefficients, TRITON, grad=("weight", "styles"),
@@ -212,7 +213,7 @@ SPECS: dict[str, Spec] = {
                        grad=("x", "w"), tol=1e-4),
     "gradient_penalty": Spec(
         _gp, lambda real, fake, w: ops.gradient_penalty(lambda xh: (xh.square() * w).flatten(1).sum(1), real, fake,
-                                                        generator=torch.Generator().manual_seed(0)),
+                                                        generator=torch.Generator(real.device).manual_seed(0)),
         TRITON, grad=("w",), tol=1e-4),
     "path_length_penalty": Spec(
         _pl, lambda ws, A, noise, pl_mean: ops.path_length_penalty(
@@ -238,7 +239,7 @@ def _noncontig(t: torch.Tensor) -> torch.Tensor:
     """The same values in a view with a stride of 2 along the last dim (a 0-dim tensor: none)."""
     if t.dim() == 0:
         return t
-    buf = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype)
+    buf = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype, device=t.device)
     buf[..., ::2] = t
     return buf[..., ::2]
 
@@ -268,7 +269,7 @@ def _run(spec: Spec, backend: str, args: dict, views: dict, grads: bool = True):
         live = [o for o in outs if o.requires_grad]
         grads = []
         if live and spec.grad and grads:
-            ws = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i), dtype=o.dtype)
+            ws = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i), dtype=o.dtype).to(o.device)
                   for i, o in enumerate(live)]
             grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(live, ws)), [leaves[k] for k in spec.grad],
                                         allow_unused=True, materialize_grads=True)
@@ -291,12 +292,28 @@ PROPERTY_SETTINGS = settings(max_examples=2, deadline=None, derandomize=True, ph
                              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+def _on(args: dict, device: str) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+
+
 @pytest.mark.parametrize("op,backend", _cases())
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_every_tensor_argument_in_every_layout_matches_reference(op, backend, data):
+    check_layouts(op, backend, data, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op,backend", _cases())
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_gpu_every_tensor_argument_in_every_layout_matches_reference(op, backend, data):
+    check_layouts(op, backend, data, "cuda")
+
+
+def check_layouts(op, backend, data, device):
     spec = SPECS[op]
-    args = spec.make(data.draw)
+    args = _on(spec.make(data.draw), device)
     for name, t in args.items():
         if not isinstance(t, torch.Tensor) or t.dim() == 0:
             continue
@@ -319,8 +336,21 @@ def test_every_tensor_argument_in_every_layout_matches_reference(op, backend, da
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_nan_and_inf_come_out_where_the_reference_puts_them(op, backend, data):
+    check_nan_inf(op, backend, data, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op,backend", _cases())
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_gpu_nan_and_inf_come_out_where_the_reference_puts_them(op, backend, data):
+    """On the GPU too: tl.minimum / tl.maximum and fminf / fmaxf drop NaN there, not in the interpreter."""
+    check_nan_inf(op, backend, data, "cuda")
+
+
+def check_nan_inf(op, backend, data, device):
     spec = SPECS[op]
-    args = spec.make(data.draw)
+    args = _on(spec.make(data.draw), device)
     for name, t in args.items():
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0 or name in spec.in_place:
             continue
