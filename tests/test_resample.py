@@ -149,6 +149,12 @@ def test_filter_edited_in_place_is_checked_again():
     f[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         upfirdn2d(x, f)
+    with torch.inference_mode():  # inference tensors have no version counter: checked on every call
+        f = setup_filter([1, 3, 3, 1])
+        upfirdn2d(x, f)
+        f[0, 0] = float("inf")
+        with pytest.raises(ValueError, match="non-finite"):
+            upfirdn2d(x, f)
 
 
 def test_conv2d_resample_size_predicts_the_output():

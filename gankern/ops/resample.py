@@ -70,11 +70,15 @@ def _check_filter(f, device) -> torch.Tensor:
         raise ValueError("f must not require grad: upfirdn2d's filter is a constant (register it as a buffer)")
     # a NaN / Inf tap would reach only some outputs in the kernel (it skips taps that land on inserted zeros and
     # padding) where the reference makes all of them NaN: refused. Checked once per filter and version of its
-    # contents (a filter is a constant buffer), so the host sync is not paid on every call.
-    if not torch.compiler.is_compiling() and getattr(f, "_gankern_finite_version", None) != f._version:
+    # contents (a filter is a constant buffer), so the host sync is not paid on every call (inference tensors have
+    # no version counter: checked on every call).
+    if torch.compiler.is_compiling():
+        return f
+    version = None if f.is_inference() else f._version
+    if version is None or getattr(f, "_gankern_finite_version", None) != version:
         if not bool(torch.isfinite(f).all()):
             raise ValueError(f"f has non-finite values (NaN or inf): {f.tolist()}")
-        f._gankern_finite_version = f._version
+        f._gankern_finite_version = version
     return f
 
 
