@@ -516,6 +516,8 @@ NOISE_BAD = {
     "noise requires grad": dict(noise="grad"),
     "strength of 2 channels": dict(noise_strength="two"),
     "strength a string": dict(noise_strength="0.1"),
+    "strength NaN": dict(noise_strength="nan"),
+    "strength Inf": dict(noise_strength="inf"),
     "b wrong length": dict(b="short"),
     "3-d x": dict(x="3d"),
 }
@@ -529,7 +531,8 @@ def test_noise_bias_act_bad_input_raises_before_launch(case, c, name):
     x = {"3d": x[0]}.get(kw.pop("x", None), x)
     noise = {"wrong": torch.randn(2, 1, 5, 4), "grad": noise.clone().requires_grad_(True), None: None}.get(
         kw.pop("noise", "keep"), noise)
-    strength = {"two": torch.ones(2), "0.1": "0.1"}.get(kw.pop("noise_strength", None), 0.5)
+    strength = {"two": torch.ones(2), "0.1": "0.1", "nan": math.nan, "inf": math.inf}.get(
+        kw.pop("noise_strength", None), 0.5)
     b = {"short": b[:-1]}.get(kw.pop("b", None), b)
     with backend_ctx(name):
         noise_bias_act(torch.randn(2, c, 4, 5), torch.randn(2, 1, 4, 5), 0.5, torch.randn(c))  # the valid call runs
