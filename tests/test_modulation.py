@@ -241,8 +241,15 @@ def test_adain_matches_reference_to_second_order(adain_tiles, channels_last):
         with backend_ctx("triton"):
             got = adain_grads(adain, x, gamma, beta, w, u)
         want = adain_grads(adain_ref, x, gamma, beta, w, u)
-        for label, g, r in zip(("y", "dx", "dgamma", "dbeta", "d2x", "d2gamma", "d2w"), got, want):
-            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=lambda m: f"{label} ({shape}): {m}")
+        truth = adain_grads(adain_ref, *(t.double() for t in (x, gamma, beta, w, u)))
+        for label, g, r, t in zip(("y", "dx", "dgamma", "dbeta", "d2x", "d2gamma", "d2w"), got, want, truth):
+            # against the fp64 truth: fp32 rounding is amplified by 1 / std on planes of 2 pixels with |mean| >>
+            # std (the fp32 reference itself errs by ~1e-3 in the second order there, and the kernel and the
+            # reference then differ by more than 1e-4 for some draws); the kernel may err by 1e-4 more than twice
+            # the fp32 reference's own error
+            ref_err = float((r.detach().double() - t.detach()).abs().max())
+            torch.testing.assert_close(g.double(), t, rtol=1e-4, atol=1e-4 + 2 * ref_err,
+                                       msg=lambda m: f"{label} ({shape}): {m}")
         assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
