@@ -550,8 +550,8 @@ def _epilogue_impl(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor |
 
 
 def _flat(t):
-    """t's elements in a fresh contiguous row when its layout is not (the kernels index d, bias and strength as
-    contiguous arrays: a strided or expanded one would be read wrong), else t itself."""
+    """t itself when contiguous, else a contiguous copy: the kernels index d, bias and strength as contiguous
+    arrays, so a strided or expanded one (b[::2], b.expand(C)) would be read wrong."""
     return None if t is None else t.contiguous()
 
 
