@@ -71,6 +71,26 @@ def test_kernels_match_reference(name, n_iter, schedule):
     assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)  # dW
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cuda_kernels_under_the_interleaved_schedule(seed):
+    """Threads of the simulated CUDA kernels switch at every store and atomic: the atomics of sn_cols and
+    sn_grad_dot and the barriers of the block sums must still give the reference's result."""
+    weights = [torch.randn(s) for s, _ in LAYERS[:4]]
+    dims = [d for _, d in LAYERS[:4]]
+    us, vs = fresh_vectors(weights, dims)
+    sim.set_schedule(3, seed)
+    try:
+        got = run("cuda", weights, us, vs, dims, 1, grad_seed=5)
+    finally:
+        sim.set_schedule(0, 0)
+    want = run("ref", weights, us, vs, dims, 1, grad_seed=5)
+    tol = dict(rtol=2e-5, atol=2e-6)
+    for i in (0, 2, 3):  # W / sigma, u, v
+        assert_close_lists(got[i], want[i], **tol)
+    torch.testing.assert_close(got[1], want[1], **tol)
+    assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,dtype", [("triton", torch.float16), ("cuda", torch.float16), ("cuda", torch.bfloat16)])
 def test_kernels_16_bit_weights(name, dtype):
     """16-bit weights, u and v, fp32 accumulation (bf16 runs in the CUDA simulation; the Triton interpreter has

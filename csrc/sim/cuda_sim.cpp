@@ -1,15 +1,23 @@
 // The scheduler of the CUDA simulation (see cuda_sim.h): blocks one after another, the threads of a block as
-// fibers that run until they reach a barrier; barriers are released when every live thread (or lane of the warp)
-// has reached them, and a barrier that some threads can never reach fails the launch with a message.
+// fibers that run until they reach a barrier (or, interleaved, a store); barriers are released when every live
+// thread (or lane of the warp) has reached them, and a barrier that some threads can never reach fails the launch
+// with a message. This file is not instrumented: only the kernel sources call the store hooks below.
 #include "cuda_sim.h"
 
 #include <ucontext.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include <numeric>
 #include <random>
 #include <vector>
 
 thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
+
+// The static locals of every *_kernel function (the __shared__ variables), gathered by csrc/sim/static_smem.ld.
+extern "C" char __start_gk_static_smem[] __attribute__((weak));
+extern "C" char __stop_gk_static_smem[] __attribute__((weak));
 
 namespace {
 
@@ -62,6 +70,18 @@ cudaError_t fail(cudaError_t code, const std::string& msg) {
   return code;
 }
 
+// NaN bytes over every __shared__ static (under ASan: over their addressable bytes, not the redzones between).
+void poison_static_smem() {
+  char* p = __start_gk_static_smem;
+  const size_t n = gk_sim::static_smem_bytes();
+#ifdef __SANITIZE_ADDRESS__
+  for (size_t i = 0; i < n; ++i)
+    if (!__asan_address_is_poisoned(p + i)) p[i] = (char)0xff;
+#else
+  std::memset(p, 0xff, n);
+#endif
+}
+
 // Runs one block to completion; returns an empty string or what went wrong.
 std::string run_block(Launch& L, std::mt19937& rng) {
   const unsigned n = (unsigned)L.fibers.size();
@@ -75,24 +95,27 @@ std::string run_block(Launch& L, std::mt19937& rng) {
     f.state = kRunnable;
   }
   std::fill(L.smem.begin(), L.smem.end(), (unsigned char)0xff);  // NaN in every float type
+  poison_static_smem();
   std::vector<unsigned> order(n);
   std::iota(order.begin(), order.end(), 0u);
   if (g_schedule == gk_sim::kReverse) std::reverse(order.begin(), order.end());
   for (;;) {
-    if (g_schedule == gk_sim::kShuffled) std::shuffle(order.begin(), order.end(), rng);
+    if (g_schedule >= gk_sim::kShuffled) std::shuffle(order.begin(), order.end(), rng);
     for (unsigned idx : order) {
       if (L.fibers[idx].state != kRunnable) continue;
       L.current = (int)idx;
       threadIdx = L.fibers[idx].tid;
       swapcontext(&L.scheduler, &L.fibers[idx].ctx);
     }
-    unsigned done = 0, at_block = 0, at_warp = 0;
+    unsigned done = 0, at_block = 0, at_warp = 0, runnable = 0;
     for (const Fiber& f : L.fibers) {
       done += f.state == kDone;
       at_block += f.state == kAtBlockBarrier;
       at_warp += f.state == kAtWarpBarrier;
+      runnable += f.state == kRunnable;  // switched at a store (interleaved)
     }
     if (done == n) return "";
+    if (runnable > 0) continue;
     if (at_block > 0 && at_block + done == n) {
       if (done > 0)
         return "__syncthreads() reached by " + std::to_string(at_block) + " of " + std::to_string(n) +
@@ -146,6 +169,20 @@ void set_schedule(int schedule, unsigned seed) {
 }
 
 int schedule() { return g_schedule; }
+
+size_t static_smem_bytes() {
+  return __start_gk_static_smem && __stop_gk_static_smem ? (size_t)(__stop_gk_static_smem - __start_gk_static_smem)
+                                                         : 0;
+}
+
+void switch_point(const void* addr) {
+  Launch* L = g_launch;
+  if (L == nullptr || g_schedule != kInterleaved || L->current < 0) return;
+  const char* stack = L->stacks[L->current].data();
+  const char* a = static_cast<const char*>(addr);
+  if (a != nullptr && a >= stack && a < stack + kStackBytes) return;  // the fiber's own locals
+  wait(kRunnable);
+}
 
 cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx) {
   const unsigned long nthreads = (unsigned long)block.x * block.y * block.z;
@@ -215,3 +252,33 @@ void shuffle(const void* in, void* out, int bytes, int src_lane) {
 void* dynamic_smem() { return g_launch->smem.data(); }
 
 }  // namespace gk_sim
+
+// ---- the hooks of -fsanitize=thread, with which the kernel sources are compiled (CMakeLists.txt): a store is a
+// switch point of the interleaved schedule; loads, function entries and the rest do nothing ----
+#ifndef __SANITIZE_ADDRESS__  // the ASan build has no store hooks (and no interleaved schedule)
+extern "C" {
+#define GK_SIM_LOADS(n) \
+  void __tsan_read##n(void*) {} \
+  void __tsan_unaligned_read##n(void*) {}
+#define GK_SIM_STORES(n) \
+  void __tsan_write##n(void* a) { gk_sim::switch_point(a); } \
+  void __tsan_unaligned_write##n(void* a) { gk_sim::switch_point(a); }
+GK_SIM_LOADS(1) GK_SIM_LOADS(2) GK_SIM_LOADS(4) GK_SIM_LOADS(8) GK_SIM_LOADS(16)
+GK_SIM_STORES(1) GK_SIM_STORES(2) GK_SIM_STORES(4) GK_SIM_STORES(8) GK_SIM_STORES(16)
+#undef GK_SIM_LOADS
+#undef GK_SIM_STORES
+// atomics of the instrumented code (local-static guards, std::atomic in headers): done, never a switch point
+unsigned char __tsan_atomic8_load(const volatile unsigned char* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+int __tsan_atomic32_fetch_add(volatile int* a, int v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit(void*) {}
+void __tsan_vptr_update(void*, void*) {}
+void __tsan_vptr_read(void*) {}
+void __tsan_read_range(void*, long) {}
+void __tsan_write_range(void* a, long) { gk_sim::switch_point(a); }
+void* __tsan_memcpy(void* d, const void* s, unsigned long n) { gk_sim::switch_point(d); return memcpy(d, s, n); }
+void* __tsan_memmove(void* d, const void* s, unsigned long n) { gk_sim::switch_point(d); return memmove(d, s, n); }
+void* __tsan_memset(void* d, int c, unsigned long n) { gk_sim::switch_point(d); return memset(d, c, n); }
+}
+#endif
