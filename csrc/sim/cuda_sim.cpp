@@ -27,23 +27,32 @@ struct Fiber {
   ucontext_t ctx;
   State state;
   dim3 tid;
+  unsigned slot;   // which of the resident blocks
+  unsigned local;  // linear thread index within its block
 };
 
+// One launch. Under the interleaved schedule up to kMaxResident blocks are resident at once (their threads
+// interleave, so races between blocks show); each has its own dynamic shared memory, and the one copy of the
+// static shared memory is swapped whenever the scheduler passes from a thread of one block to one of another.
 struct Launch {
-  std::vector<Fiber> fibers;
+  std::vector<Fiber> fibers;  // slot-major: fiber slot * threads + local
   std::vector<std::vector<char>> stacks;
   std::vector<unsigned char> exchange;  // 16 bytes per thread for warp shuffles
-  std::vector<unsigned char> smem;
+  std::vector<unsigned char> smem;      // dynamic shared memory, dynamic_bytes per slot
+  std::vector<std::vector<char>> static_copies;  // per slot, while another slot's copy is in place
+  std::vector<dim3> slot_block;
+  size_t dynamic_bytes = 0;
+  unsigned threads = 0, resident = 0;
   ucontext_t scheduler;
   int current = -1;
   void (*body)(void*) = nullptr;
   void* ctx = nullptr;
-  std::string error;
 };
 
 constexpr size_t kStackBytes = 128 * 1024;
 constexpr size_t kMaxDynamicSmem = 48 * 1024;  // without cudaFuncSetAttribute, as on the GPU
 constexpr int kExchangeBytes = 16;
+constexpr unsigned kMaxResident = 4, kMaxResidentThreads = 1024;
 
 thread_local Launch* g_launch = nullptr;
 thread_local int g_schedule = gk_sim::kForward;
@@ -82,10 +91,14 @@ void poison_static_smem() {
 #endif
 }
 
-// Runs one block to completion; returns an empty string or what went wrong.
-std::string run_block(Launch& L, std::mt19937& rng) {
-  const unsigned n = (unsigned)L.fibers.size();
-  for (unsigned i = 0; i < n; ++i) {
+std::string where(const dim3& b) {
+  return " [block (" + std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")]";
+}
+
+// Runs the blocks of slot_block[0 .. n_slots) to completion; returns an empty string or what went wrong.
+std::string run_blocks(Launch& L, unsigned n_slots, std::mt19937& rng) {
+  const unsigned n = L.threads, total = n * n_slots;
+  for (unsigned i = 0; i < total; ++i) {
     Fiber& f = L.fibers[i];
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = L.stacks[i].data();
@@ -96,50 +109,75 @@ std::string run_block(Launch& L, std::mt19937& rng) {
   }
   std::fill(L.smem.begin(), L.smem.end(), (unsigned char)0xff);  // NaN in every float type
   poison_static_smem();
-  std::vector<unsigned> order(n);
+  for (auto& c : L.static_copies) std::fill(c.begin(), c.end(), (char)0xff);
+  L.resident = 0;
+  std::vector<unsigned> order(total);
   std::iota(order.begin(), order.end(), 0u);
   if (g_schedule == gk_sim::kReverse) std::reverse(order.begin(), order.end());
+  std::vector<unsigned> done(n_slots), at_block(n_slots), at_warp(n_slots);
   for (;;) {
     if (g_schedule >= gk_sim::kShuffled) std::shuffle(order.begin(), order.end(), rng);
     for (unsigned idx : order) {
-      if (L.fibers[idx].state != kRunnable) continue;
+      Fiber& f = L.fibers[idx];
+      if (f.state != kRunnable) continue;
+      if (f.slot != L.resident) {  // bring this block's static shared memory in place
+        char* region = __start_gk_static_smem;
+        const size_t bytes = gk_sim::static_smem_bytes();
+        std::memcpy(L.static_copies[L.resident].data(), region, bytes);
+        std::memcpy(region, L.static_copies[f.slot].data(), bytes);
+        L.resident = f.slot;
+      }
       L.current = (int)idx;
-      threadIdx = L.fibers[idx].tid;
-      swapcontext(&L.scheduler, &L.fibers[idx].ctx);
+      blockIdx = L.slot_block[f.slot];
+      threadIdx = f.tid;
+      swapcontext(&L.scheduler, &f.ctx);
     }
-    unsigned done = 0, at_block = 0, at_warp = 0, runnable = 0;
-    for (const Fiber& f : L.fibers) {
-      done += f.state == kDone;
-      at_block += f.state == kAtBlockBarrier;
-      at_warp += f.state == kAtWarpBarrier;
+    std::fill(done.begin(), done.end(), 0u);
+    std::fill(at_block.begin(), at_block.end(), 0u);
+    std::fill(at_warp.begin(), at_warp.end(), 0u);
+    unsigned all_done = 0, runnable = 0;
+    for (unsigned i = 0; i < total; ++i) {
+      const Fiber& f = L.fibers[i];
+      done[f.slot] += f.state == kDone;
+      at_block[f.slot] += f.state == kAtBlockBarrier;
+      at_warp[f.slot] += f.state == kAtWarpBarrier;
+      all_done += f.state == kDone;
       runnable += f.state == kRunnable;  // switched at a store (interleaved)
     }
-    if (done == n) return "";
+    if (all_done == total) return "";
     if (runnable > 0) continue;
-    if (at_block > 0 && at_block + done == n) {
-      if (done > 0)
-        return "__syncthreads() reached by " + std::to_string(at_block) + " of " + std::to_string(n) +
-               " threads of the block; the others had exited (divergent barrier)";
-      for (Fiber& f : L.fibers) f.state = kRunnable;
-      continue;
-    }
     bool released = false;
-    for (unsigned base = 0; base < n; base += 32) {
-      unsigned lanes = std::min(32u, n - base), w_done = 0, w_wait = 0;
-      for (unsigned i = base; i < base + lanes; ++i) {
-        w_done += L.fibers[i].state == kDone;
-        w_wait += L.fibers[i].state == kAtWarpBarrier;
+    for (unsigned s = 0; s < n_slots; ++s) {
+      Fiber* fs = &L.fibers[s * n];
+      if (at_block[s] > 0 && at_block[s] + done[s] == n) {
+        if (done[s] > 0)
+          return "__syncthreads() reached by " + std::to_string(at_block[s]) + " of " + std::to_string(n) +
+                 " threads of the block; the others had exited (divergent barrier)" + where(L.slot_block[s]);
+        for (unsigned i = 0; i < n; ++i) fs[i].state = kRunnable;
+        released = true;
+        continue;
       }
-      if (w_wait == 0 || w_wait + w_done != lanes) continue;
-      if (w_done > 0)
-        return "a warp shuffle or __syncwarp() in warp " + std::to_string(base / 32) + " was reached by " +
-               std::to_string(w_wait) + " lanes; the others had exited";
-      for (unsigned i = base; i < base + lanes; ++i) L.fibers[i].state = kRunnable;
-      released = true;
+      for (unsigned base = 0; base < n; base += 32) {
+        unsigned lanes = std::min(32u, n - base), w_done = 0, w_wait = 0;
+        for (unsigned i = base; i < base + lanes; ++i) {
+          w_done += fs[i].state == kDone;
+          w_wait += fs[i].state == kAtWarpBarrier;
+        }
+        if (w_wait == 0 || w_wait + w_done != lanes) continue;
+        if (w_done > 0)
+          return "a warp shuffle or __syncwarp() in warp " + std::to_string(base / 32) + " was reached by " +
+                 std::to_string(w_wait) + " lanes; the others had exited" + where(L.slot_block[s]);
+        for (unsigned i = base; i < base + lanes; ++i) fs[i].state = kRunnable;
+        released = true;
+      }
     }
-    if (!released)
-      return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads() and " +
-             std::to_string(at_warp) + " at a warp shuffle/__syncwarp() (divergent control flow around a barrier)";
+    if (!released) {
+      unsigned blocked = 0, warped = 0;
+      for (unsigned s = 0; s < n_slots; ++s) blocked += at_block[s], warped += at_warp[s];
+      return "deadlock: " + std::to_string(blocked) + " threads wait at __syncthreads() and " +
+             std::to_string(warped) + " at a warp shuffle/__syncwarp() (divergent control flow around a barrier)" +
+             where(L.slot_block[0]);
+    }
   }
 }
 
@@ -196,36 +234,42 @@ cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void
     return fail(cudaErrorInvalidValue, "dynamic shared memory of " + std::to_string(dynamic_smem) +
                                            " bytes exceeds the 48 KiB a launch gets without opt-in");
   if (g_launch != nullptr) return fail(cudaErrorLaunchFailure, "nested launch in the simulation");
-  Launch L;
-  L.body = body;
-  L.ctx = ctx;
-  L.fibers.resize(nthreads);
-  L.stacks.assign(nthreads, std::vector<char>(kStackBytes));
-  L.exchange.assign(nthreads * kExchangeBytes, 0);
-  L.smem.assign(dynamic_smem, 0);
-  for (unsigned z = 0, i = 0; z < block.z; ++z)
-    for (unsigned y = 0; y < block.y; ++y)
-      for (unsigned x = 0; x < block.x; ++x, ++i) L.fibers[i].tid = dim3(x, y, z);
-  std::mt19937 rng(g_seed);
-  g_launch = &L;
-  gridDim = grid;
-  blockDim = block;
   // Blocks in the schedule's order too, so that a kernel relying on the order of blocks can fail.
   std::vector<dim3> blocks;
   blocks.reserve((size_t)grid.x * grid.y * grid.z);
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) blocks.push_back(dim3(bx, by, bz));
+  std::mt19937 rng(g_seed);
   if (g_schedule == gk_sim::kReverse) std::reverse(blocks.begin(), blocks.end());
-  if (g_schedule == gk_sim::kShuffled) std::shuffle(blocks.begin(), blocks.end(), rng);
+  if (g_schedule >= gk_sim::kShuffled) std::shuffle(blocks.begin(), blocks.end(), rng);
+  const unsigned slots = g_schedule == gk_sim::kInterleaved
+                             ? std::max(1u, std::min(kMaxResident, kMaxResidentThreads / (unsigned)nthreads))
+                             : 1u;
+  Launch L;
+  L.body = body;
+  L.ctx = ctx;
+  L.threads = (unsigned)nthreads;
+  L.dynamic_bytes = dynamic_smem;
+  L.fibers.resize(nthreads * slots);
+  L.stacks.assign(nthreads * slots, std::vector<char>(kStackBytes));
+  L.exchange.assign(nthreads * slots * kExchangeBytes, 0);
+  L.smem.assign(dynamic_smem * slots, 0);
+  L.static_copies.assign(slots > 1 ? slots : 0, std::vector<char>(static_smem_bytes()));
+  L.slot_block.resize(slots);
+  for (unsigned s = 0, i = 0; s < slots; ++s)
+    for (unsigned z = 0; z < block.z; ++z)
+      for (unsigned y = 0; y < block.y; ++y)
+        for (unsigned x = 0; x < block.x; ++x, ++i)
+          L.fibers[i] = Fiber{{}, kRunnable, dim3(x, y, z), s, i - s * L.threads};
+  g_launch = &L;
+  gridDim = grid;
+  blockDim = block;
   std::string err;
-  for (const dim3& b : blocks) {
-    blockIdx = b;
-    err = run_block(L, rng);
-    if (!err.empty()) {
-      err += " [block (" + std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")]";
-      break;
-    }
+  for (size_t b0 = 0; b0 < blocks.size() && err.empty(); b0 += slots) {
+    const unsigned n_slots = (unsigned)std::min<size_t>(slots, blocks.size() - b0);
+    for (unsigned s = 0; s < n_slots; ++s) L.slot_block[s] = blocks[b0 + s];
+    err = run_blocks(L, n_slots, rng);
   }
   g_launch = nullptr;
   if (!err.empty()) return fail(cudaErrorLaunchFailure, err);
@@ -236,20 +280,23 @@ void syncthreads() { wait(kAtBlockBarrier); }
 
 void syncwarp() { wait(kAtWarpBarrier); }
 
-unsigned lane_id() { return (unsigned)g_launch->current % 32u; }
+unsigned lane_id() { return g_launch->fibers[g_launch->current].local % 32u; }
 
 void shuffle(const void* in, void* out, int bytes, int src_lane) {
   Launch* L = g_launch;
-  const unsigned me = (unsigned)L->current, n = (unsigned)L->fibers.size();
+  const unsigned me = (unsigned)L->current, local = L->fibers[me].local;
   std::memcpy(&L->exchange[me * kExchangeBytes], in, bytes);
   wait(kAtWarpBarrier);  // every lane has deposited its value
-  unsigned src = me - me % 32u + (unsigned)src_lane;
-  if (src >= n) src = me;  // a lane past the end of a partial warp
+  const unsigned src_local = local - local % 32u + (unsigned)src_lane;
+  const unsigned src = src_local < L->threads ? me - local + src_local : me;  // past a partial warp: own value
   std::memcpy(out, &L->exchange[src * kExchangeBytes], bytes);
   wait(kAtWarpBarrier);  // every lane has read before any lane deposits again
 }
 
-void* dynamic_smem() { return g_launch->smem.data(); }
+void* dynamic_smem() {
+  Launch* L = g_launch;
+  return L->smem.data() + L->fibers[L->current].slot * L->dynamic_bytes;
+}
 
 }  // namespace gk_sim
 

@@ -17,7 +17,8 @@
 //     missing barrier makes a reduction read a value another thread has not yet written under one of them;
 //   interleaved: as shuffled, and a fiber also switches at every store to global or shared memory and before
 //     every atomic (the kernel sources are compiled with -fsanitize=thread, whose store hooks are defined in
-//     cuda_sim.cpp), so a `+=` in place of an atomicAdd loses updates and an unordered read sees a half-done
+//     cuda_sim.cpp), with up to 4 blocks resident at once (each with its own shared memory), so a `+=` in place
+//     of an atomicAdd loses updates, within a block or between blocks, and an unordered read sees a half-done
 //     write. Tests run kernels under several schedules.
 // The ASan + UBSan build (GANKERN_SIM_SANITIZED=1 at install: gankern._sim_asan, no interleaved schedule) finds
 // out-of-bounds reads and writes of global and shared memory when the process runs with libasan preloaded.
