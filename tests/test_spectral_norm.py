@@ -71,6 +71,36 @@ def test_kernels_match_reference(name, n_iter, schedule):
     assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)  # dW
 
 
+@pytest.mark.parametrize("misaligned", [False, True])
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_kernels_vector_paths_match_reference(name, misaligned):
+    """Layers whose rows are 16-element multiples, 16-byte aligned, with whole 2048-element items at n_off a
+    multiple of 16: the kernels' vector (unmasked, aligned) paths; misaligned: the same layers one float past an
+    aligned address (the scalar paths)."""
+    shapes = [(48, 16, 3, 3), (64, 32), (40, 24), (5, 16)]
+    bases = [torch.randn(int(torch.tensor(s).prod()) + 1) for s in shapes]
+    dims = [0] * len(shapes)
+    us, vs = fresh_vectors([b[1:].view(s) for b, s in zip(bases, shapes)], dims)
+
+    def run_views(backend):  # the weights are views at offset `misaligned` of leaves (run() would clone them)
+        leaves = [b.clone().requires_grad_(True) for b in bases]
+        ws = [(lf[1:] if misaligned else lf[:-1]).view(s) for lf, s in zip(leaves, shapes)]
+        assert all((w.data_ptr() % 16 != 0) == misaligned for w in ws)
+        u2, v2 = [u.clone() for u in us], [v.clone() for v in vs]
+        with backend_ctx(backend):
+            outs, sig = spectral_normalize_all(ws, u2, v2, 1, 1e-12, dims)
+            g = torch.Generator().manual_seed(3)
+            sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()
+        return outs, sig, u2, v2, [lf.grad for lf in leaves]
+
+    got, want = run_views(name), run_views("ref")
+    tol = dict(rtol=2e-5, atol=2e-6)
+    for i in (0, 2, 3):  # W / sigma, u, v
+        assert_close_lists(got[i], want[i], **tol)
+    torch.testing.assert_close(got[1], want[1], **tol)
+    assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_cuda_kernels_under_the_interleaved_schedule(seed):
     """Threads of the simulated CUDA kernels switch at every store and atomic: the atomics of sn_cols and
