@@ -66,7 +66,6 @@ DOT_K8 = {"kernel": "aot_planted.dot_kernel", "options": {"num_warps": 1},
 KNOWN_DEFECTS = {
     # sm_90 compile fails: Triton 3.6 crashes in TritonGPUOptimizeThreadLocality (fp32, N and S not 1)
     "gankern.kernels.penalty.norm_finish_kernel": "compile error",
-    "gankern.kernels.spectral_norm.sn_cols_kernel": "255 registers and ~2 KB of spill traffic per thread",
 }
 
 
