@@ -12,7 +12,8 @@ known defect), dynamic + static shared memory over 227 KiB per block, registers 
 recorded grid with y or z over 65535, registers above the baseline by more than ``REG_SLACK``, and a kernel or a
 recorded specialization missing from the baseline (bench/aot_baseline.json).
 
-    python -m gankern._aot check [--specs FILE ...] [--update]     (the CI step; --update rewrites the baseline)
+    python -m gankern._aot check [--specs FILE ...] [--update] [--table]   (the CI step; --update rewrites the
+                                                                           baseline, --table prints it per kernel)
 """
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def pytest_unconfigure(config):
     if _PLUGIN_RECORDER:
         rec = _PLUGIN_RECORDER.pop()
         rec.__exit__(None, None, None)
-        rec.dump(os.environ["GANKERN_AOT_RECORD"])
+        worker = os.environ.get("PYTEST_XDIST_WORKER")  # under xdist: one file per worker, FILE.gw0, ...
+        rec.dump(os.environ["GANKERN_AOT_RECORD"] + (f".{worker}" if worker else ""))
 
 
 def gpu_workloads() -> None:

@@ -145,8 +145,10 @@ print("finished")
 def _run_asan(kind):
     if not _ext.build_info().get("sim_asan"):
         pytest.skip("gankern._sim_asan was not built (GANKERN_SIM_SANITIZED=1 at install builds it; CI does)")
-    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0",
+    # libstdc++ preloaded with libasan: else ASan's __cxa_throw interceptor finds no real one (a CHECK failure)
+    libs = [subprocess.run(["g++", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
+            for lib in ("libasan.so", "libstdc++.so")]
+    env = dict(os.environ, LD_PRELOAD=" ".join(libs), ASAN_OPTIONS="detect_leaks=0",
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-c", _ASAN_SCRIPT, str(kind)], env=env, capture_output=True, text=True,
                           timeout=120)
