@@ -17,7 +17,9 @@ PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-bench/results}
 mkdir -p "$OUT_DIR"
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/build/triton-cache}
-if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
 
 # run_stage NAME SECONDS CMD...: runs CMD under timeout, logs to $OUT_DIR/NAME.log, writes stage_NAME.json.
 run_stage() {
@@ -62,7 +64,10 @@ case "$stage" in
     export -f build_and_test; export PY OUT_DIR
     run_stage build_test "${BUILD_TIMEOUT:-300}" bash -c build_and_test || status=1 ;;
   bench)
-    [ $# -gt 0 ] || { echo "usage: bash bench/gpu_check.sh bench FAMILY... (one of: $(families | tr '\n' ' '))"; exit 2; }
+    if [ $# -eq 0 ]; then
+      echo "usage: bash bench/gpu_check.sh bench FAMILY... (one of: $(families | tr '\n' ' '))"
+      exit 2
+    fi
     export -f bench; export PY OUT_DIR
     for fam in "$@"; do
       [ -f "bench/bench_${fam}.py" ] || { echo "no bench/bench_${fam}.py"; status=1; continue; }
