@@ -1,11 +1,12 @@
 """Every gankern kernel compiled ahead of time for sm_90 without a GPU, its resources checked against a baseline.
 
 Triton kernels: the specializations (argument dtypes, int widths, constexprs, num_warps/num_stages) are recorded
-from the launches of the test suite (``pytest -p gankern._aot`` with ``GANKERN_AOT_RECORD=FILE``: a plugin on the
-interpreter's launcher, no extra test time) and of ``gpu_workloads`` (GPU-sized calls, launches stubbed); each is
-bound with Triton's own binder for an sm_90 target (pointers and ints taken 16-aligned, as at the GPU workloads)
-and compiled by ``triton.compile`` with the ptxas Triton ships. CUDA sources: ``nvcc -cubin -arch=sm_90
--Xptxas -v``. Registers, spills, stack frame and shared memory are read from ptxas' report.
+from the launches of the test suite (``pytest -p gankern._aot`` with ``GANKERN_AOT_RECORD=FILE`` and
+``TRITON_INTERPRET=1``: a plugin on the interpreter's launcher, no extra test time) and of ``gpu_workloads``
+(GPU-sized calls, launches stubbed); each is bound with Triton's own binder for an sm_90 target (pointers and ints
+taken 16-aligned, as at the GPU workloads) and compiled by ``triton.compile`` with the ptxas Triton ships. CUDA
+sources: ``nvcc -cubin -arch=sm_90 -Xptxas -v``. Registers, spills, stack frame and shared memory are read from
+ptxas' report.
 
 A breach fails the check: a compile error, spills or a stack frame (beyond what the baseline already records as a
 known defect), dynamic + static shared memory over 227 KiB per block, registers x threads over 64K per block, a
@@ -39,7 +40,6 @@ SMEM_LIMIT = 227 * 1024       # bytes of shared memory per block on sm_90 (with 
 REGS_PER_BLOCK = 64 * 1024    # 32-bit registers per block (and per SM) on sm_90
 GRID_YZ_MAX = 65535
 REG_SLACK = 8                 # registers a kernel may gain over the baseline before the check fails
-KERNEL_MODULES = ("fid", "minibatch", "modulation", "penalty", "resample", "spectral_norm")
 
 # ---------------------------------------------------------------- recording (TRITON_INTERPRET=1 processes)
 
@@ -135,6 +135,10 @@ _PLUGIN_RECORDER: list[Recorder] = []
 
 def pytest_configure(config):
     if os.environ.get("GANKERN_AOT_RECORD"):
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            # this plugin imports gankern (and so triton.language) before conftest.py can set it
+            raise RuntimeError("GANKERN_AOT_RECORD records the Triton interpreter's launches: run pytest -p "
+                               "gankern._aot with TRITON_INTERPRET=1 in the environment")
         _PLUGIN_RECORDER.append(Recorder().__enter__())
 
 
@@ -362,8 +366,10 @@ def compile_cuda(path: str, nvcc: str) -> list[dict]:
 
 def triton_kernels() -> list[str]:
     """Every launched Triton kernel of gankern (the ``*_kernel`` JIT functions of gankern/kernels)."""
+    import pkgutil
+    import gankern.kernels
     names = []
-    for fam in KERNEL_MODULES:
+    for fam in sorted(m.name for m in pkgutil.iter_modules(gankern.kernels.__path__)):
         mod = importlib.import_module(f"gankern.kernels.{fam}")
         for name, obj in vars(mod).items():
             if name.endswith("_kernel") and hasattr(obj, "fn") and obj.fn.__module__ == mod.__name__:

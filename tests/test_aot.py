@@ -64,8 +64,9 @@ DOT_K8 = {"kernel": "aot_planted.dot_kernel", "options": {"num_warps": 1},
 
 # Defects the baseline records and the check tolerates until they get worse (each one reported to its owner).
 KNOWN_DEFECTS = {
-    # sm_90 compile fails: Triton 3.6 crashes in TritonGPUOptimizeThreadLocality (fp32, N and S not 1)
+    # sm_90 compile fails: Triton 3.6 crashes in TritonGPUOptimizeThreadLocality (fp32, S a multiple of 16)
     "gankern.kernels.penalty.norm_finish_kernel": "compile error",
+    "gankern.kernels.san.san_kernel": "a 32-byte stack frame (local memory), no spills",
 }
 
 
