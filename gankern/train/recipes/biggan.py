@@ -5,18 +5,26 @@ each optimizer step sums the trainer's accumulation rounds (BG's num_D_accumulat
 trainer's ``accum``, the same for both nets). Hinge loss; D sees fakes and reals in one call (BG's G_D). TTUR Adam
 with betas (0, 0.999) and eps 1e-6 (BG's 128 px script). BigGAN's orthogonal regularization of G (``G_ortho``, the
 off-diagonal form on every weight of 2+ dims except the shared class embedding, as BG's ``utils.ortho`` with its
-blacklist; ``D_ortho`` for D): added once per optimizer step, spread over the rounds by their gains. Spectral norm:
-the trainer's one SpectralNormGroup per net per optimizer step (nothing here).
+blacklist; ``D_ortho`` for D): its gradient joins each optimizer step once (first accumulation round). Spectral norm:
+the trainer's one SpectralNormGroup per net per optimizer step; G's pass without gradients in D's steps (where BG's G
+also runs its power iterations) goes through the recipe's own batched group of G, not layer by layer.
 
-EMA with ``ema_start``: the trainer keeps G_ema; before ``ema_start`` optimizer steps of G, BG's ema copies G into
-G_ema at every step (decay 0). See :meth:`BigGANRecipe.after_step` for how that is done here.
+EMA with ``ema_start`` (BG's utils.ema): G_ema is a copy of G before ``ema_start`` G steps, then
+``G_ema = ema_decay * G_ema + (1 - ema_decay) * G`` per G step. The trainer's EMA (a half-life in kimg from step 0)
+cannot start late, so the recipe keeps BG's average itself in a net ``G_ema_bg`` (in the checkpoint like every net),
+updated after each G step, and names it as the net the trainer averages (``ema = "G_ema_bg"``); the CONFIGS rows set
+``train.ema_kimg=0``, so the trainer's G_ema is a copy of it at every step (a nonzero ema_kimg smooths it once more).
+Parameters are averaged, buffers copied (BatchNorm statistics, spectral-norm u and v: as the trainer's EMA; BG
+averages its buffers too, but its sampling recomputes the statistics and the singular vectors anyway).
 
-Sampling (:meth:`BigGANRecipe.generate`): G in eval mode after standing statistics (BG's accumulate_stats, 16
-batches), truncation by resampling (BigGAN's trick; the latents arrive truncated or are truncated here), classes as
-given; :func:`sample_sheet` is BG's sample sheet (one row per class, ``samples_per_class`` columns).
+Sampling (:meth:`BigGANRecipe.generate`): G in eval mode (BG's G_eval_mode) after standing statistics (BG's
+accumulate_stats, 16 batches), latents truncated by resampling (BigGAN's trick, done by the caller: the trainer's
+``generate``, :func:`sample_sheet`); :func:`sample_sheet` is BG's sample sheet (one row per class,
+``samples_per_class`` columns).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -25,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models import biggan as B
+from ...nn import SpectralNormGroup
 from .base import Batch, Env, OptSpec, Phase, Recipe
 
 
@@ -51,6 +60,7 @@ class Options:
     num_D_steps: int = 2        # D steps per G step (the BigGAN paper; BG's scripts use 1)
     G_ortho: float = 1e-4       # orthogonal regularization of G (0: off)
     D_ortho: float = 0.0
+    ema_decay: float = 0.9999   # [ema_decay]
     ema_start: int = 20000      # G_ema is a copy of G before this many G steps (BG's 128 px script)
     accumulate_stats: bool = True   # standing statistics before sampling
     num_standing_accumulations: int = 16
@@ -64,15 +74,20 @@ class Options:
         for name in ("ema_start", "G_ortho", "D_ortho"):
             if getattr(self, name) < 0:
                 raise ValueError(f"recipe.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"recipe.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.preset not in ("auto", *B.PRESETS):
             raise ValueError(f"recipe.preset must be auto or one of {', '.join(B.PRESETS)}, not {self.preset!r}")
 
 
-def model_config(o: Options, resolution: int, channels: int, num_classes: int, device: str) -> B.BigGANConfig:
-    """The BigGANConfig of ``o`` for the run's data (``num_classes`` 0: one class, an unconditional run)."""
+def auto_preset(resolution: int, device: str) -> str:
+    """What ``preset=auto`` means: tiny on the CPU, else the preset of the resolution (128's at 256 px)."""
+    return "tiny" if device == "cpu" else str(resolution) if str(resolution) in B.PRESETS else "128"
+
+
+def model_config(o: Options, resolution: int, channels: int, num_classes: int) -> B.BigGANConfig:
+    """The BigGANConfig of ``o`` (preset resolved) for the run's data (``num_classes`` 0: one class)."""
     name = o.preset
-    if name == "auto":
-        name = "tiny" if device == "cpu" else str(resolution)
     changes = dict(resolution=resolution, channels=channels, n_classes=max(num_classes, 1))
     for opt, field in (("G_ch", "g_ch"), ("D_ch", "d_ch"), ("dim_z", "z_dim")):
         if getattr(o, opt):
@@ -96,9 +111,8 @@ def model_config(o: Options, resolution: int, channels: int, num_classes: int, d
     if resolution not in B._G_WIDTHS:
         raise ValueError(f"BigGAN trains at {', '.join(map(str, sorted(B._G_WIDTHS)))} px, not {resolution}")
     cfg = B.preset(name, deep=o.deep)
-    if cfg.resolution != resolution and "g_attn" not in changes:   # the preset's attention at this resolution
-        changes["g_attn"] = tuple(a * resolution // cfg.resolution for a in cfg.g_attn)
-        changes["d_attn"] = changes.get("d_attn", tuple(a * resolution // cfg.resolution for a in cfg.d_attn))
+    for field in ("g_attn", "d_attn"):        # the preset's attention, moved to the same place at this resolution
+        changes.setdefault(field, tuple(a * resolution // cfg.resolution for a in getattr(cfg, field)))
     return dataclasses.replace(cfg, **changes).check()
 
 
@@ -109,23 +123,27 @@ def _unwrap(net: nn.Module) -> nn.Module:
 class BigGANRecipe(Recipe):
     """BigGAN-PyTorch's training of BigGAN / BigGAN-deep; see the module docstring."""
     Options = Options
-    ema = "G"
+    ema = "G_ema_bg"
 
     def __init__(self, options: Options, env: Env):
         super().__init__(options, env)
         o = self.o = options
         o.validate()
         self.num_classes = env.num_classes      # 0 (unlabelled data): G and D see class 0 throughout
-        self.cfg = model_config(o, env.resolution, env.channels, env.num_classes, torch.device(env.device).type)
+        if o.preset == "auto":           # resolved once: config.json and the checkpoints record the preset
+            o.preset = auto_preset(env.resolution, torch.device(env.device).type)
+        self.cfg = model_config(o, env.resolution, env.channels, env.num_classes)
         G, D = B.build(self.cfg)
         if env.world > 1 and torch.device(env.device).type == "cuda":
             G = nn.SyncBatchNorm.convert_sync_batchnorm(G)   # BG's cross_replica: BN statistics over all ranks
-        self.nets = {"G": G, "D": D}
+        self.nets = {"G": G, "D": D, "G_ema_bg": copy.deepcopy(G).eval().requires_grad_(False)}
+        self._g_sn = SpectralNormGroup(G)       # G's batched spectral norm in D's steps (G runs without grad)
         self.z_dim = G.z_dim
         self.optimizers = {"G": OptSpec("adam", o.G_lr, (o.G_B1, o.G_B2), o.adam_eps),
                            "D": OptSpec("adam", o.D_lr, (o.D_B1, o.D_B2), o.adam_eps)}
         self.phases = [Phase("D", "D", repeats=o.num_D_steps), Phase("G", "G")]
         self.g_steps = 0                        # optimizer steps of G so far (BG's itr, for ema_start)
+        self._ortho_due = {"D": True, "G": True}   # the next round is the first of an optimizer step
         self._stood = None                      # (id(G), g_steps, threshold) of the last standing statistics
 
     # ----------------------------------------------------------------------------------------------- nets
@@ -142,8 +160,13 @@ class BigGANRecipe(Recipe):
     def run_D(self, img: torch.Tensor, c: torch.Tensor | None, **kw) -> torch.Tensor:
         return self.nets["D"](img, self._classes(c, img.shape[0]))
 
-    def _ortho(self, net: str, strength: float) -> torch.Tensor | None:
-        return B.orthogonal_regularization(B.ortho_weights(_unwrap(self.nets[net])), strength) if strength else None
+    def _ortho(self, phase: str, strength: float) -> torch.Tensor | None:
+        """The orthogonal regularization of the phase's net in the first round of each optimizer step (its
+        gradient joins the step once, as BG's utils.ortho adds it to the gradients before the step), else None."""
+        if not strength or not self._ortho_due[phase]:
+            return None
+        self._ortho_due[phase] = False
+        return B.orthogonal_regularization(B.ortho_weights(_unwrap(self.nets[phase])), strength)
 
     # --------------------------------------------------------------------------------------------- losses
     def accumulate_gradients(self, phase: str, batch: Batch, gain: float) -> dict[str, torch.Tensor]:
@@ -151,7 +174,7 @@ class BigGANRecipe(Recipe):
         c_gen = self._classes(batch.c_gen, n)
         if phase == "D":
             with self.env.autocast():
-                with torch.no_grad():
+                with torch.no_grad(), self._g_sn.cached():
                     fake = self.run_G(batch.z, c_gen)
                 real_c = self._classes(batch.c, batch.real.shape[0])
                 logits = self.run_D(torch.cat([fake.to(batch.real.dtype), batch.real]), torch.cat([c_gen, real_c]))
@@ -170,14 +193,24 @@ class BigGANRecipe(Recipe):
             raise ValueError(f"BigGAN has phases D and G, not {phase!r}")
         if ortho is not None:
             stats[f"{phase}/ortho"] = ortho.detach()
-            loss = loss + ortho
-        self.env.backward(loss * gain)
+        self.env.backward(loss * gain if ortho is None else loss * gain + ortho)
         return stats
 
     # ------------------------------------------------------------------------------------------------ EMA
     def after_step(self, phase: str, step: int) -> None:
+        self._ortho_due[phase] = True
         if phase == "G":
             self.g_steps += 1
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """BG's ema.update(itr): decay 0 (a copy) before ema_start, then ema_decay; buffers copied."""
+        G, E = _unwrap(self.nets["G"]), self.nets["G_ema_bg"]
+        decay = 0.0 if self.g_steps < self.o.ema_start else self.o.ema_decay
+        torch._foreach_lerp_(list(E.parameters()), [p.detach() for p in G.parameters()], 1 - decay)
+        for be, b in zip(E.buffers(), G.buffers()):
+            be.copy_(b)
 
     def log_stats(self) -> dict[str, torch.Tensor]:
         return {}
@@ -188,41 +221,32 @@ class BigGANRecipe(Recipe):
     def load_state_dict(self, d: dict) -> None:
         if d["model"] != repr(self.cfg):
             raise ValueError(f"the checkpoint's BigGAN is {d['model']}, this run builds {self.cfg}: resume with "
-                             f"the same recipe options and device kind (preset auto picks tiny on the CPU)")
+                             f"the run's own recipe options")
         self.g_steps = int(d["g_steps"])
 
     # ------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def generate(self, G: nn.Module, z: torch.Tensor, c: torch.Tensor | None, truncation: float | None = None,
                  **kw) -> torch.Tensor:
-        """Images of G (eval mode) for z (N, z_dim) and classes c (N,); before the first call at a G step,
-        standing statistics (``accumulate_stats``) at the same truncation."""
+        """Images of G (eval mode) for z (N, z_dim) (already truncated, if at all) and classes c (N,); before the
+        first call with this G at a G step, BG's standing statistics (``accumulate_stats``), with z truncated at
+        ``truncation``."""
         G = _unwrap(G)
-        if truncation is not None:
-            z = _truncate(z, truncation)
         if self.o.accumulate_stats and self._stood != (id(G), self.g_steps, truncation):
             standing = torch.Generator(z.device).manual_seed(self.env.seed)
-            B.standing_stats(G, self.o.num_standing_accumulations, self.o.standing_batch, truncation, standing)
+            B.standing_stats(G, self.o.num_standing_accumulations, self.o.standing_batch, truncation, standing,
+                             sync=False)
             self._stood = (id(G), self.g_steps, truncation)
         G.eval()
         return G(z, self._classes(c, z.shape[0]))
-
-
-def _truncate(z: torch.Tensor, threshold: float) -> torch.Tensor:
-    """z with every entry beyond +-threshold drawn again from N(0, 1) until none is (BigGAN's truncation), from a
-    generator seeded by z itself (the same z give the same result)."""
-    bad = z.abs() > threshold
-    if not bool(bad.any()):
-        return z
-    g = torch.Generator(z.device).manual_seed(int(z.double().abs().sum().item() * 1e6) % 2 ** 63)
-    return B.truncated_z(z.shape[0], z.shape[1], threshold, generator=g, device=z.device).where(bad, z)
 
 
 @torch.no_grad()
 def sample_sheet(recipe: BigGANRecipe, G: nn.Module, classes: list[int], samples_per_class: int, seed: int,
                  truncation: float | None = None) -> torch.Tensor:
     """BG's sample sheet: ``samples_per_class`` images of each class, class-major (save with nrow=samples_per_class:
-    one row per class); latents fixed by ``seed`` (sample i of every class shares its z, as in BG's sheets).
+    one row per class); latents fixed by ``seed``, column j one z for every class (BG draws each image's z apart;
+    a shared z shows what the class alone changes).
     Returns (len(classes) * samples_per_class, C, R, R)."""
     device = next(G.parameters()).device
     z = B.truncated_z(samples_per_class, _unwrap(G).z_dim, truncation,
