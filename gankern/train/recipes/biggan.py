@@ -20,7 +20,7 @@ averages its buffers too, but its sampling recomputes the statistics and the sin
 Sampling (:meth:`BigGANRecipe.generate`): G in eval mode (BG's G_eval_mode) after standing statistics (BG's
 accumulate_stats, 16 batches), latents truncated by resampling (BigGAN's trick, done by the caller: the trainer's
 ``generate``, :func:`sample_sheet`); :func:`sample_sheet` is BG's sample sheet (one row per class,
-``samples_per_class`` columns).
+``samples_per_class`` columns), :func:`interp_sheet` its interpolation sheets (in z, in the class embedding).
 """
 from __future__ import annotations
 
@@ -227,10 +227,10 @@ class BigGANRecipe(Recipe):
     # ------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def generate(self, G: nn.Module, z: torch.Tensor, c: torch.Tensor | None, truncation: float | None = None,
-                 **kw) -> torch.Tensor:
-        """Images of G (eval mode) for z (N, z_dim) (already truncated, if at all) and classes c (N,); before the
-        first call with this G at a G step, BG's standing statistics (``accumulate_stats``), with z truncated at
-        ``truncation``."""
+                 embedding: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        """Images of G (eval mode) for z (N, z_dim) (already truncated, if at all) and classes c (N,) or class
+        embeddings (N, shared_dim); before the first call with this G at a G step, BG's standing statistics
+        (``accumulate_stats``), with z truncated at ``truncation``."""
         G = _unwrap(G)
         if self.o.accumulate_stats and self._stood != (id(G), self.g_steps, truncation):
             standing = torch.Generator(z.device).manual_seed(self.env.seed)
@@ -238,6 +238,8 @@ class BigGANRecipe(Recipe):
                              sync=False)
             self._stood = (id(G), self.g_steps, truncation)
         G.eval()
+        if embedding is not None:
+            return G(z, embedding=embedding)
         return G(z, self._classes(c, z.shape[0]))
 
 
@@ -253,3 +255,24 @@ def sample_sheet(recipe: BigGANRecipe, G: nn.Module, classes: list[int], samples
                       generator=torch.Generator().manual_seed(seed)).to(device)
     y = torch.tensor(classes, device=device).repeat_interleave(samples_per_class)
     return recipe.generate(G, z.repeat(len(classes), 1), y, truncation)
+
+
+@torch.no_grad()
+def interp_sheet(recipe: BigGANRecipe, G: nn.Module, rows: int, midpoints: int, seed: int, fix_z: bool = False,
+                 fix_y: bool = False, truncation: float | None = None) -> torch.Tensor:
+    """BG's interpolation sheet: ``rows`` rows of ``midpoints + 2`` images, each row going linearly from one (z,
+    shared class embedding) to another; ``fix_z``: one z per row (only the class moves), ``fix_y``: one class per
+    row (only z moves). Save with nrow=midpoints + 2. Returns (rows * (midpoints + 2), C, R, R)."""
+    net = _unwrap(G)
+    if net.shared is None:
+        raise ValueError("interpolation in the class embedding needs the shared embedding (G_shared)")
+    device, n = next(net.parameters()).device, midpoints + 2
+    g = torch.Generator().manual_seed(seed)
+    z0, z1 = (B.truncated_z(rows, net.z_dim, truncation, generator=g) for _ in range(2))
+    y0, y1 = (torch.randint(0, net.n_classes, (rows,), generator=g) for _ in range(2))
+    z1, y1 = z0 if fix_z else z1, y0 if fix_y else y1
+    t = torch.linspace(0, 1, n, device=device)[None, :, None]                        # [1, n, 1]
+    z = torch.lerp(z0.to(device)[:, None], z1.to(device)[:, None], t).flatten(0, 1)    # [rows * n, z_dim]
+    e0, e1 = net.shared(y0.to(device)), net.shared(y1.to(device))
+    e = torch.lerp(e0[:, None], e1[:, None], t).flatten(0, 1)                         # [rows * n, shared_dim]
+    return recipe.generate(G, z, None, truncation, embedding=e)
