@@ -171,6 +171,11 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   model=dict(arch="resnet", attn=True, g_sn=True, d_sn=True, d_norm="none", g_ch=64, d_ch=64),
                   loss=dict(name="hinge"),
                   opt=dict(g_lr=1e-4, d_lr=4e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9))),
+    "biggan": _row("BigGAN as BigGAN-PyTorch trains it: shared class embedding, skip-z, attention, SN everywhere, "
+                   "hinge, TTUR, 2 D steps, ortho reg, EMA from ema_start (Brock et al. 2019; --set "
+                   "recipe.preset=32|64|128|tiny, auto: tiny on the CPU)", recipe="biggan", train=dict(ema_kimg=0.0)),
+    "biggan-deep": _row("BigGAN-deep: bottleneck blocks, two per resolution, z concatenated once; trained as biggan "
+                        "(Brock et al. 2019)", recipe="biggan", deep=True, train=dict(ema_kimg=0.0)),
 }
 
 
