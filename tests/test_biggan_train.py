@@ -110,8 +110,10 @@ def test_orthogonal_regularization_joins_each_optimizer_step_once(phase):
         for m in r.nets.values():
             m.requires_grad_(m is r.nets[phase])
         with group.cached():
-            for j in range(2):
-                r.accumulate_gradients(phase, batch(r, seed=j), 0.5)
+            stats = [r.accumulate_gradients(phase, batch(r, seed=j), 0.5) for j in range(2)]
+        if strength:             # the trainer's mean over the rounds of the logged term is the term
+            want = B.orthogonal_regularization(B.ortho_weights(r.nets[phase]), strength)
+            torch.testing.assert_close(sum(s.get(f"{phase}/ortho", 0) for s in stats) / 2, want.detach())
         grads.append({n: p.grad.clone() for n, p in r.nets[phase].named_parameters()})
         r.after_step(phase, 0)
     net = r.nets[phase]

@@ -191,8 +191,8 @@ class BigGANRecipe(Recipe):
             ortho = self._ortho("G", self.o.G_ortho)
         else:
             raise ValueError(f"BigGAN has phases D and G, not {phase!r}")
-        if ortho is not None:
-            stats[f"{phase}/ortho"] = ortho.detach()
+        if ortho is not None:   # the trainer averages stats over the rounds (gain = 1 / rounds): one round has it
+            stats[f"{phase}/ortho"] = ortho.detach() / gain
         self.env.backward(loss * gain if ortho is None else loss * gain + ortho)
         return stats
 
