@@ -544,7 +544,8 @@ def test_bench_biggan_quick_runs():
     spec.loader.exec_module(mod)
     rows = mod.run(quick=True)
     by = {(r["workload"].split("-")[-1], r["backend"]): r for r in rows}
-    assert {b for _, b in by} == {"eager", "gankern-group"}
+    assert set(by) == {(w, b) for w in ("step", "sn") for b in ("eager", "gankern-group")} | \
+        {("step", "gankern-recipe")}
     for r in rows:
         assert r["ms"] is not None and r["ms"] > 0, r
         assert r["family"] == "biggan"
