@@ -65,10 +65,9 @@ class Options:
     accumulate_stats: bool = True   # standing statistics before sampling
     num_standing_accumulations: int = 16
     standing_batch: int = 64    # batch of each standing-statistics pass (BG: its G batch)
-    samples_per_class: int = 10     # sample sheets: columns (one row per class)
 
     def validate(self) -> None:
-        for name in ("num_D_steps", "num_standing_accumulations", "standing_batch", "samples_per_class"):
+        for name in ("num_D_steps", "num_standing_accumulations", "standing_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"recipe.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("ema_start", "G_ortho", "D_ortho"):
@@ -211,9 +210,6 @@ class BigGANRecipe(Recipe):
         torch._foreach_lerp_(list(E.parameters()), [p.detach() for p in G.parameters()], 1 - decay)
         for be, b in zip(E.buffers(), G.buffers()):
             be.copy_(b)
-
-    def log_stats(self) -> dict[str, torch.Tensor]:
-        return {}
 
     def state_dict(self) -> dict:
         return {"g_steps": self.g_steps, "model": repr(self.cfg)}
