@@ -256,7 +256,8 @@ def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
     """`gankern generate --class 0-9 --trunc`: one row per class, through the recipe (standing statistics);
     one class; errors without a traceback."""
     run, _, _ = run_4_steps
-    gankern("generate", "--run", run, "--class", "0-9", "--n", "2", "--trunc", "0.5", "--out", str(tmp_path / "s.png"))
+    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--trunc", "0.5", "--out",
+                 str(tmp_path / "s.png")]) == 0
     G, _, k, r = load_generator(run)
     labels = torch.arange(10).repeat_interleave(2)
     want = generate(G, 20, r.z_dim, k, 0, 0.5, "cpu", labels, r.generate)
@@ -278,8 +279,8 @@ def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
     c = BG_CASES["biggan-32-hier-attn"]
     bg_G, bg_D = trained_bg(c, seed=0)
     G_path, _ = save_bg(tmp_path, bg_G, bg_D, {k: v for k, v in c.items() if k != "num_svs"})
-    gankern("generate", "--biggan-pytorch", G_path, "--class", "1,3", "--n", "3", "--trunc", "0.7", "--seed", "5",
-            "--out", str(tmp_path / "bg.png"))
+    assert main(["generate", "--biggan-pytorch", G_path, "--class", "1,3", "--n", "3", "--trunc", "0.7", "--seed",
+                 "5", "--out", str(tmp_path / "bg.png")]) == 0
     labels = torch.tensor([1, 1, 1, 3, 3, 3])
     want = generate(bg_G, 6, bg_G.dim_z, 5, 5, 0.7, "cpu", labels, lambda G, z, y: G(z, G.shared(y)))
     got = read_png(tmp_path / "bg.png").astype(int)
