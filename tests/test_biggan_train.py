@@ -285,3 +285,8 @@ def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
     want = generate(bg_G, 6, bg_G.dim_z, 5, 5, 0.7, "cpu", labels, lambda G, z, y: G(z, G.shared(y)))
     got = read_png(tmp_path / "bg.png").astype(int)
     assert np.abs(got - image_grid(want, 3).astype(int)).max() <= 1          # float tolerance, rounded to uint8
+
+
+def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
+    assert main(["train", "--config", "biggan", "--res", "16", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
+    assert "BigGAN trains at 32, 64, 128, 256 px, not 16" in capsys.readouterr().err

@@ -146,7 +146,11 @@ def train_main(args) -> int:
         box = [run_dir]
         tdist.broadcast_object_list(box, src=0)
         run_dir = box[0]
-    trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet)
+    try:                                                 # options that do not fit the data (e.g. the resolution)
+        trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"gankern train: error: {e}", file=sys.stderr)
+        return 2
     if dist.rank == 0:
         print(f"run directory: {run_dir}\nconfig: {cfg.config} ({CONFIGS.get(cfg.config, ('',))[0]})\n"
               f"{trainer.total_steps} steps of {cfg.train.batch} images on {dist.world} x {dist.device}")
