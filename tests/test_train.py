@@ -36,7 +36,7 @@ def rows(run):
 
 
 @pytest.mark.parametrize("name", [n for n, (_, row) in CONFIGS.items() if row["recipe"] == "classic"])
-def test_every_config_trains_without_nan_and_d_learns(name, tmp_path):     # other recipes: tests/test_<family>*.py
+def test_every_config_trains_without_nan_and_d_learns(name, tmp_path):
     cfg = tiny(name, steps=200)
     tr = Trainer(cfg, str(tmp_path), progress=False)
     g0 = [p.detach().clone() for p in tr.nets['G'].parameters()]
