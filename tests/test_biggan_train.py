@@ -253,10 +253,10 @@ def read_png(path):
 
 
 def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
-    """`gankern generate --class 0-9 --trunc`: one row per class, through the recipe (standing statistics);
+    """`gankern generate --class 0-9 --truncation`: one row per class, through the recipe (standing statistics);
     one class; errors without a traceback."""
     run, _, _ = run_4_steps
-    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--trunc", "0.5", "--out",
+    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--truncation", "0.5", "--out",
                  str(tmp_path / "s.png")]) == 0
     G, _, k, r = load_generator(run)
     labels = torch.arange(10).repeat_interleave(2)
@@ -275,12 +275,12 @@ def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
 
 
 def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
-    """`gankern generate --biggan-pytorch G.pth --class --trunc`: BG's own images for the same z and classes."""
+    """`gankern generate --run G.pth --class --truncation`: BG's own images for the same z and classes."""
     c = BG_CASES["biggan-32-hier-attn"]
     bg_G, bg_D = trained_bg(c, seed=0)
     G_path, _ = save_bg(tmp_path, bg_G, bg_D, {k: v for k, v in c.items() if k != "num_svs"})
-    assert main(["generate", "--biggan-pytorch", G_path, "--class", "1,3", "--n", "3", "--trunc", "0.7", "--seed",
-                 "5", "--out", str(tmp_path / "bg.png")]) == 0
+    assert main(["generate", "--run", G_path, "--class", "1,3", "--n", "3", "--truncation", "0.7", "--seed", "5",
+                 "--out", str(tmp_path / "bg.png")]) == 0
     labels = torch.tensor([1, 1, 1, 3, 3, 3])
     want = generate(bg_G, 6, bg_G.dim_z, 5, 5, 0.7, "cpu", labels, lambda G, z, y: G(z, G.shared(y)))
     got = read_png(tmp_path / "bg.png").astype(int)

@@ -66,17 +66,16 @@ def add_parsers(sub) -> None:
 
     q = sub.add_parser("generate", help="write an image grid from a trained run",
                        description="Generate images from a run's G_ema (newest checkpoint), or from a BigGAN-PyTorch "
-                                   "generator, into a PNG grid.")
-    q.add_argument("--run", metavar="DIR", help="run directory (or a ckpt-*.pt file)")
-    q.add_argument("--biggan-pytorch", metavar="G.pth", help="instead of --run: BigGAN-PyTorch's G.pth / G_ema.pth "
-                   "(its config from the state_dict.pth beside it, or --biggan-config)")
-    q.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of --biggan-pytorch (32, 64, 128, "
-                   "tiny) when no state_dict.pth is beside it")
+                                   "generator (G.pth), into a PNG grid.")
+    q.add_argument("--run", metavar="DIR", help="run directory, a ckpt-*.pt file, or BigGAN-PyTorch's G.pth / "
+                   "G_ema.pth (its config from the state_dict.pth beside it, or --biggan-config)")
+    q.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
+                   "128, tiny) when no state_dict.pth is beside it")
     q.add_argument("--n", type=int, metavar="N", help="number of images (default: 64); with several classes, "
                    "images per class (default: 10)")
     q.add_argument("--out", default="grid.png", metavar="PNG", help="output file (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
-    q.add_argument("--truncation", "--trunc", type=float, metavar="T", help="redraw latent entries with |z| > T")
+    q.add_argument("--truncation", type=float, metavar="T", help="redraw latent entries with |z| > T")
     q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
                    "(conditional configs); several: one row per class (BigGAN-PyTorch's sample sheets)")
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
@@ -217,12 +216,12 @@ def generate_main(args) -> int:
     def error(msg):
         print(f"gankern generate: error: {msg}", file=sys.stderr)
         return 2
-    if (args.run is None) == (args.biggan_pytorch is None):
-        return error("give --run DIR or --biggan-pytorch G.pth (one of them)")
+    if args.run is None:
+        return error("give --run DIR (or a checkpoint file)")
     try:
-        if args.biggan_pytorch:
+        if args.run.endswith(".pth"):                    # BigGAN-PyTorch's G.pth / G_ema.pth (gankern's: .pt)
             from ..models.biggan import load_biggan_pytorch
-            G = load_biggan_pytorch(args.biggan_pytorch, config=args.biggan_config)[0].to(args.device)
+            G = load_biggan_pytorch(args.run, config=args.biggan_config)[0].to(args.device)
             z_dim, k, fn = G.z_dim, G.n_classes, None
         else:
             G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
