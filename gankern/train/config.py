@@ -184,6 +184,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
                      "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+    "pix2pix": _row("pix2pix (Isola et al. 2017): U-Net G with dropout, 70x70 PatchGAN D on (input, output), cGAN + "
+                    "100 L1, Adam(2e-4, 0.5), lr constant then linear decay; built-in digits-edges (edge map -> "
+                    "digit), held-out L1/PSNR/SSIM", recipe="pix2pix", ngf=32, ndf=32, val_data="digits-edges:val",
+                    train=dict(data="digits-edges", batch=16, kimg=100.0)),
 }
 
 
