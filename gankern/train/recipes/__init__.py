@@ -3,6 +3,7 @@ of a new family is one recipe file, one row here and its rows in gankern/train/c
 outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .classic import ClassicRecipe
+from .cyclegan import CycleGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .stylegan2 import StyleGAN2Recipe
 
@@ -10,6 +11,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "stylegan2": StyleGAN2Recipe,
     "pix2pix": Pix2PixRecipe,
+    "cyclegan": CycleGANRecipe,
 }
 
 
