@@ -190,8 +190,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                     train=dict(data="digits-edges", batch=16, kimg=100.0)),
     "cyclegan": _row("CycleGAN (Zhu et al. 2017): ResNet Gs (reflection padding, instance norm), PatchGAN Ds, LSGAN, "
                      "cycle 10 + identity 0.5 x 10, pool of 50 fakes, lr constant then linear decay; built-in "
-                     "digits-styles (thin gray <-> thick orange digits, 32 px: 6 blocks, widths 32)", recipe="cyclegan",
-                     ngf=32, ndf=32, n_blocks=6, train=dict(data="digits-styles", batch=8, kimg=50.0)),
+                     "digits-styles (thin gray <-> thick orange digits, 32 px: 6 blocks, widths 32), held-out "
+                     "digits-FID of B -> A", recipe="cyclegan",
+                     ngf=32, ndf=32, n_blocks=6, val_data="digits-styles:val",
+                     train=dict(data="digits-styles", batch=8, kimg=50.0)),
 }
 
 

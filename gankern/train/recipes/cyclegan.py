@@ -61,6 +61,8 @@ class CycleGANOptions:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     decay_from: float = 0.5      # fraction of the run with constant lr; then linear decay to 0
+    val_data: str = ""           # held-out unpaired digits (digits-styles:val): digits-FID of G_BA(B) in the log rows
+    val_n: int = 256             # held-out B images used
 
     def validate(self) -> None:
         if self.norm not in ("batch", "instance"):
@@ -92,6 +94,10 @@ class CycleGANRecipe(Recipe):
         self.decay = LinearDecay(self.nets, env.total_steps, o.decay_from)
         self.pools = {"A": ImagePool(o.pool), "B": ImagePool(o.pool)}
         self.fakes: list[tuple[torch.Tensor, torch.Tensor]] = []    # (fake A, fake B) per G round, for the D phase
+        self.val = None
+
+    def generate(self, G, z, c):
+        raise ValueError("a cyclegan run translates images: use gankern translate --run DIR --input DIR --out DIR")
 
     def translate(self, G, x: torch.Tensor, direction: str = "AB") -> torch.Tensor:
         """G_AB(x) or G_BA(x) for x (N, C, R, R); ``gankern translate``."""
@@ -127,6 +133,29 @@ class CycleGANRecipe(Recipe):
 
     def after_step(self, phase, step):
         self.decay.after(phase, step)
+
+    @torch.no_grad()
+    def log_stats(self):
+        """digits-FID (gankern's digits feature net, against all real digits) of G_BA (eval mode) applied to the
+        held-out B images of ``val_data``, channels averaged to gray: how digit-like the B -> A translations are."""
+        if not self.options.val_data:
+            return {}
+        from ..digits_features import fid_kid
+        if self.val is None:
+            from ...data import open_dataset
+            ds = open_dataset(self.options.val_data, self.env.resolution, self.c)
+            if ds.channels != self.env.channels:
+                raise ValueError(f"recipe.val_data {self.options.val_data}: {ds.channels} channels, the training "
+                                 f"images {self.env.channels}")
+            n = min(self.options.val_n, len(ds))
+            self.val = split_ab(torch.stack([ds[i][0] for i in range(n)]))[1].to(self.env.device)
+        G = self.nets["G"]
+        was = G.training
+        G.eval()
+        out = torch.cat([G(self.val[i:i + 64], "BA") for i in range(0, len(self.val), 64)]).float()
+        G.train(was)
+        fid = fid_kid(out.mean(1, keepdim=True).cpu(), self.env.resolution)["fid_digits"]
+        return {"val/fid_digits_BA": torch.tensor(fid, device=self.env.device)}
 
     def state_dict(self):
         return {f"pool_{k}": p.state() for k, p in self.pools.items()}

@@ -109,6 +109,9 @@ class Pix2PixRecipe(Recipe):
         self.decay = LinearDecay(self.nets, env.total_steps, o.decay_from)
         self.val = None
 
+    def generate(self, G, z, c):
+        raise ValueError("a pix2pix run translates images: use gankern translate --run DIR --input DIR --out DIR")
+
     def translate(self, G, x: torch.Tensor, direction: str = "AB") -> torch.Tensor:
         """G's B for inputs A x (N, C, R, R); ``gankern translate``."""
         if direction != "AB":
