@@ -178,6 +178,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       "(Kligvasser & Michaeli 2021)",
                       model=dict(arch="resnet", d_sn=True, d_san=True, d_norm="none", g_ch=64, d_ch=64),
                       loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
+    "acgan": _row("ACGAN: DCGAN with an auxiliary classifier head in D, class losses on reals and fakes "
+                  "(Odena et al. 2017)", recipe="acgan"),
 }
 
 

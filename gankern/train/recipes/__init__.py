@@ -2,10 +2,12 @@
 of a new family is one recipe file, one row here and its rows in gankern/train/config.py's CONFIGS. Recipes written
 outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
+from .acgan import ACGANRecipe
 from .classic import ClassicRecipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
+    "acgan": ACGANRecipe,
 }
 
 

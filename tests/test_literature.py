@@ -1,0 +1,56 @@
+"""The GANs of the literature beyond the classic table (issue 15): each trains a few steps on digits (or the 2-D ring)
+without NaN, a quantity of its paper moves the right way, and an interrupted run resumes bit-identically."""
+import pytest
+import torch
+from test_train import one_thread, rows, tiny  # noqa: F401  (one_thread: an autouse fixture)
+
+from gankern.train import Trainer
+
+
+def train(cfg, run_dir):
+    tr = Trainer(cfg, str(run_dir), progress=False)
+    tr.train()
+    for r in rows(run_dir):
+        assert all(v == v and abs(v) != float("inf") for v in r.values() if isinstance(v, float)), r
+    return tr
+
+
+def assert_resumes_exactly(cfg, tmp_path, crash_step):
+    """A run that crashes after checkpoint ``ckpt_steps`` and resumes ends equal to an uninterrupted one."""
+    full = train(cfg, tmp_path / "full")
+    crashing = Trainer(cfg, str(tmp_path / "part"), progress=False)
+    run_phase = crashing.run_phase
+
+    def crash(phase, step):
+        if step == crash_step:
+            raise RuntimeError("crash")
+        return run_phase(phase, step)
+    crashing.run_phase = crash
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.train()
+    part = Trainer(cfg, str(tmp_path / "part"), progress=False).resume()
+    assert 0 < part.step < crash_step + 1
+    part.train()
+    for name, net in full.nets.items():
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, part.nets[name].state_dict()[k]), (name, k)
+    for k, v in full.G_ema.state_dict().items():
+        assert torch.equal(v, part.G_ema.state_dict()[k]), k
+    drop = ("img_per_s",)                                                       # wall-clock
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "full")] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "part")]
+
+
+def mean(rs, key):
+    return sum(r[key] for r in rs) / len(rs)
+
+
+def test_acgan_classifier_learns_generated_classes(tmp_path):
+    cfg = tiny("acgan", steps=150, batch=32, log_steps=25, snap_steps=150, ckpt_steps=150)
+    rs = [r for r in rows(train(cfg, tmp_path).run_dir) if "G/acc" in r]
+    assert rs[0]["G/acc"] < 0.3 and rs[-1]["G/acc"] > 0.5, [r["G/acc"] for r in rs]   # chance: 0.1
+    assert rs[-1]["D/acc_real"] > rs[0]["D/acc_real"]
+
+
+def test_acgan_resumes_exactly(tmp_path):
+    assert_resumes_exactly(tiny("acgan", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10), tmp_path, 15)
