@@ -180,6 +180,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
     "acgan": _row("ACGAN: DCGAN with an auxiliary classifier head in D, class losses on reals and fakes "
                   "(Odena et al. 2017)", recipe="acgan"),
+    "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "
+                    "the mutual-information lower bound (lambda 1) in D/Q's and G's losses (Chen et al. 2016)",
+                    recipe="infogan", opt=dict(d_lr=2e-4, g_lr=1e-3)),
 }
 
 

@@ -4,10 +4,12 @@ outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .acgan import ACGANRecipe
 from .classic import ClassicRecipe
+from .infogan import InfoGANRecipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "acgan": ACGANRecipe,
+    "infogan": InfoGANRecipe,
 }
 
 
