@@ -77,3 +77,44 @@ def test_infogan_information_term_rises_and_sweep_varies_one_code(tmp_path):
 def test_infogan_resumes_exactly(tmp_path):
     assert_resumes_exactly(tiny("infogan", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10), tmp_path,
                            15)
+
+
+def test_ring_metrics_count_modes_and_quality():
+    from gankern.data.ring import ring, ring_centers, ring_metrics
+    pts = ring(4000).images
+    assert ring_metrics(pts) == {"hq": pytest.approx(1.0, abs=0.01), "modes": 8, "dist": pytest.approx(0.025, 0.1)}
+    collapsed = ring_centers()[:3].repeat(100, 1)
+    assert ring_metrics(torch.cat([collapsed, torch.zeros(300, 2)])) == {"hq": 0.5, "modes": 3, "dist": 1.0}
+
+
+@pytest.mark.parametrize("name", ["gan-ring", "unrolled-gan"])
+def test_ring_gans_train_and_log_ring_metrics(name, tmp_path):
+    # a few CPU seconds do not converge on the ring (it takes thousands of steps: bench/ring_compare.py); here the
+    # run is finite and logs the metrics of every log window
+    cfg = tiny(name, steps=60, batch=64, log_steps=20, snap_steps=60, ckpt_steps=60)
+    cfg.options.unroll = min(cfg.options.unroll, 3)
+    train(cfg, tmp_path)
+    rs = [r for r in rows(tmp_path) if "ring/hq" in r]
+    assert len(rs) == 3 and all(0 <= r["ring/modes"] <= 8 and 0 <= r["ring/hq"] <= 1 and r["ring/dist"] > 0
+                                for r in rs), rs
+
+
+def test_unrolled_gradient_differs_from_plain_and_resumes_exactly(tmp_path):
+    cfg = tiny("unrolled-gan", steps=20, batch=32, log_steps=5, snap_steps=10, ckpt_steps=10)
+    cfg.options.unroll = 3
+    tr = Trainer(cfg, str(tmp_path / "probe"), progress=False)
+    rec, G, D = tr.recipe, tr.nets["G"], tr.nets["D"]
+    D.requires_grad_(False)
+    real, z = torch.randn(32, 1, 1, 2), torch.randn(32, cfg.model.z_dim)
+    grads = []
+    for k in (0, 3):
+        rec.options.unroll = k
+        G.zero_grad()
+        lf = torch.func.functional_call(D, rec.unrolled_D(real, G(z)), (G(z),))
+        torch.nn.functional.softplus(-lf).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in G.parameters()]))
+    assert not torch.allclose(grads[0], grads[1])       # G's gradient sees D's answer
+    with pytest.raises(ValueError, match="2-D points"):
+        rec.accumulate_gradients("G", type("B", (), {"real": torch.zeros(2, 1, 8, 8)})(), 1.0)
+    rec.options.unroll = 3
+    assert_resumes_exactly(cfg, tmp_path, 15)

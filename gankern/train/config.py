@@ -136,6 +136,7 @@ def _row(description: str, recipe: str = "classic", train: dict | None = None, *
 
 
 _WGAN_OPT = dict(kind="rmsprop", g_lr=5e-5, d_lr=5e-5, n_critic=5)
+_RING = dict(data="ring", batch=512, kimg=2560.0, ema_kimg=0.0, snap_steps=500, ckpt_steps=500)   # 5000 steps
 _GP_OPT = dict(g_lr=1e-4, d_lr=1e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)
 
 #: name -> (description, overrides of the RunConfig defaults per section). Adding a GAN is one row.
@@ -183,6 +184,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "
                     "the mutual-information lower bound (lambda 1) in D/Q's and G's losses (Chen et al. 2016)",
                     recipe="infogan", opt=dict(d_lr=2e-4, g_lr=1e-3)),
+    "gan-ring": _row("plain GAN on the 2-D ring of 8 Gaussians (--data ring): the unrolled GAN's nets with 0 unrolled "
+                     "steps, its baseline (Metz et al. 2017)", recipe="unrolled", unroll=0, train=_RING),
+    "unrolled-gan": _row("unrolled GAN: G's loss through 10 unrolled Adam steps of D, on the 2-D ring of 8 Gaussians "
+                         "(Metz et al. 2017)", recipe="unrolled", unroll=10, train=_RING),
 }
 
 

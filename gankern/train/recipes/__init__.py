@@ -5,11 +5,13 @@ from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .acgan import ACGANRecipe
 from .classic import ClassicRecipe
 from .infogan import InfoGANRecipe
+from .unrolled import UnrolledRecipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
+    "unrolled": UnrolledRecipe,
 }
 
 
