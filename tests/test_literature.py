@@ -118,3 +118,19 @@ def test_unrolled_gradient_differs_from_plain_and_resumes_exactly(tmp_path):
         rec.accumulate_gradients("G", type("B", (), {"real": torch.zeros(2, 1, 8, 8)})(), 1.0)
     rec.options.unroll = 3
     assert_resumes_exactly(cfg, tmp_path, 15)
+
+
+def test_began_convergence_measure_falls_and_k_moves(tmp_path):
+    cfg = tiny("began", steps=100, batch=32, log_steps=20, snap_steps=100, ckpt_steps=100)
+    cfg.began.lr = 1e-3
+    tr = train(cfg, tmp_path)
+    rs = [r for r in rows(tmp_path) if "G/M_global" in r]
+    assert rs[-1]["G/M_global"] < 0.7 * rs[0]["G/M_global"], [r["G/M_global"] for r in rs]
+    assert 0 <= rs[-1]["began/k"] <= 1 and any(r["began/k"] > 0 for r in rs)
+    assert abs(float(tr.recipe.state_dict()["k"]) - rs[-1]["began/k"]) < 1e-5
+
+
+def test_began_resumes_exactly(tmp_path):
+    cfg = tiny("began", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10)
+    cfg.began.lr = 1e-3
+    assert_resumes_exactly(cfg, tmp_path, 15)

@@ -188,6 +188,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                      "steps, its baseline (Metz et al. 2017)", recipe="unrolled", unroll=0, train=_RING),
     "unrolled-gan": _row("unrolled GAN: G's loss through 10 unrolled Adam steps of D, on the 2-D ring of 8 Gaussians "
                          "(Metz et al. 2017)", recipe="unrolled", unroll=10, train=_RING),
+    "began": _row("BEGAN: autoencoder D with L1 reconstruction energy, equilibrium term k_t (gamma 0.5, lambda_k "
+                  "0.001), M_global logged, ELU nets, Adam(1e-4, 0.5) (Berthelot et al. 2017)", recipe="began"),
 }
 
 

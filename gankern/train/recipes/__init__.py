@@ -3,6 +3,7 @@ of a new family is one recipe file, one row here and its rows in gankern/train/c
 outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .acgan import ACGANRecipe
+from .began import BEGANRecipe
 from .classic import ClassicRecipe
 from .infogan import InfoGANRecipe
 from .unrolled import UnrolledRecipe
@@ -12,6 +13,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
+    "began": BEGANRecipe,
 }
 
 
