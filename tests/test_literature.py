@@ -134,3 +134,25 @@ def test_began_resumes_exactly(tmp_path):
     cfg = tiny("began", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10)
     cfg.began.lr = 1e-3
     assert_resumes_exactly(cfg, tmp_path, 15)
+
+
+def test_pulling_away_term():
+    from gankern.train.recipes.ebgan import pulling_away
+    assert pulling_away(torch.eye(4) * 3).item() == 0.0
+    assert pulling_away(torch.ones(5, 3)).item() == pytest.approx(1.0)
+    h = torch.randn(6, 4)
+    s = torch.nn.functional.cosine_similarity(h[:, None], h[None], dim=2) ** 2
+    assert pulling_away(h).item() == pytest.approx(((s.sum() - s.diagonal().sum()) / 30).item(), rel=1e-5)
+
+
+def test_ebgan_energies_separate(tmp_path):
+    cfg = tiny("ebgan", steps=100, batch=32, log_steps=20, snap_steps=100, ckpt_steps=100)
+    train(cfg, tmp_path)
+    rs = [r for r in rows(tmp_path) if "D/real" in r]
+    gap = [r["D/real"] - r["D/fake"] for r in rs]          # E(fake) - E(real): D learns to push fakes up
+    assert gap[-1] > 0 and rs[-1]["D/real"] > rs[0]["D/real"], (gap, [r["D/real"] for r in rs])
+    assert all(0 <= r["G/pt"] <= 1 for r in rows(tmp_path) if "G/pt" in r)
+
+
+def test_ebgan_resumes_exactly(tmp_path):
+    assert_resumes_exactly(tiny("ebgan", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10), tmp_path, 15)

@@ -190,6 +190,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                          "(Metz et al. 2017)", recipe="unrolled", unroll=10, train=_RING),
     "began": _row("BEGAN: autoencoder D with L1 reconstruction energy, equilibrium term k_t (gamma 0.5, lambda_k "
                   "0.001), M_global logged, ELU nets, Adam(1e-4, 0.5) (Berthelot et al. 2017)", recipe="began"),
+    "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
+                  "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
 }
 
 

@@ -5,6 +5,7 @@ from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .acgan import ACGANRecipe
 from .began import BEGANRecipe
 from .classic import ClassicRecipe
+from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
 from .unrolled import UnrolledRecipe
 
@@ -14,6 +15,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
     "began": BEGANRecipe,
+    "ebgan": EBGANRecipe,
 }
 
 
