@@ -156,3 +156,31 @@ def test_ebgan_energies_separate(tmp_path):
 
 def test_ebgan_resumes_exactly(tmp_path):
     assert_resumes_exactly(tiny("ebgan", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10), tmp_path, 15)
+
+
+def test_msgan_mode_seeking_term(tmp_path):
+    from gankern.train import named_config
+    bad = named_config("dcgan")
+    bad.loss.mode_seeking = 1.0
+    with pytest.raises(ValueError, match="conditional G"):
+        bad.validate()
+    ratios = {}
+    for w in (0.0, 1.0):
+        cfg = tiny("msgan", steps=60, batch=32, log_steps=20, snap_steps=60, ckpt_steps=60)
+        cfg.loss.mode_seeking = w
+        tr = train(cfg, tmp_path / str(w))
+        z = torch.randn(2, 200, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
+        c = torch.arange(200) % 10
+        G = tr.nets["G"].eval()
+        with torch.no_grad():
+            ratios[w] = ((G(z[0], c) - G(z[1], c)).abs().mean() / (z[0] - z[1]).abs().mean()).item()
+    rs = [r for r in rows(tmp_path / "1.0") if "G/ms_ratio" in r]
+    assert len(rs) == 3 and all(r["G/ms"] > 0 for r in rs)
+    assert ratios[1.0] > ratios[0.0], ratios          # the term makes G's images vary more with z
+
+
+def test_msgan_on_acgan_resumes_exactly(tmp_path):
+    cfg = tiny("acgan", steps=20, batch=8, log_steps=5, snap_steps=10, ckpt_steps=10)
+    cfg.loss.mode_seeking = 1.0
+    assert_resumes_exactly(cfg, tmp_path, 15)
+    assert all("G/ms_ratio" in r for r in rows(tmp_path / "full") if "G/loss" in r)

@@ -184,6 +184,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "
                     "the mutual-information lower bound (lambda 1) in D/Q's and G's losses (Chen et al. 2016)",
                     recipe="infogan", opt=dict(d_lr=2e-4, g_lr=1e-3)),
+    "msgan": _row("MSGAN: conditional DCGAN (labels concatenated in G and D) with the mode-seeking regularizer, "
+                  "lambda 1 (Mao et al. 2019; loss.mode_seeking works in every conditional config and acgan)",
+                  model=dict(cond="concat"), loss=dict(mode_seeking=1.0)),
     "gan-ring": _row("plain GAN on the 2-D ring of 8 Gaussians (--data ring): the unrolled GAN's nets with 0 unrolled "
                      "steps, its baseline (Metz et al. 2017)", recipe="unrolled", unroll=0, train=_RING),
     "unrolled-gan": _row("unrolled GAN: G's loss through 10 unrolled Adam steps of D, on the 2-D ring of 8 Gaussians "

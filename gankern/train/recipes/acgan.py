@@ -25,6 +25,9 @@ class AuxConfig:
 class ACGANOptions(ClassicOptions):
     aux: AuxConfig = field(default_factory=AuxConfig)
 
+    def conditional(self) -> bool:
+        return True                                  # G takes labels whatever model.cond says (D's is unconditional)
+
 
 class ACGANRecipe(ClassicRecipe):
     """The classic recipe's losses, optimizers, penalties and phases; G(z, y) conditional, D(x) -> (logits, classes)."""
@@ -59,8 +62,8 @@ class ACGANRecipe(ClassicRecipe):
             acc = (cf.argmax(1) == b.c_gen).float().mean()
             if phase == "G":
                 adv = losses.g_loss(lc.name, lf)
-                loss = adv + w * ce_fake
-                stats = {"G/loss": adv, "G/ce": ce_fake, "G/acc": acc}
+                stats = {"G/loss": adv, "G/ce": ce_fake, "G/acc": acc, **self.mode_seeking(b, fake)}
+                loss = adv + w * ce_fake + stats.get("G/ms", 0.0)
             else:
                 lr, cr = self._aux(b.real, b.seed)
                 ce_real = F.cross_entropy(cr.float(), b.c)

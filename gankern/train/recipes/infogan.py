@@ -34,6 +34,9 @@ class InfoConfig:
 class InfoGANOptions(ClassicOptions):
     info: InfoConfig = field(default_factory=InfoConfig)
 
+    def conditional(self) -> bool:
+        return False                                 # G takes codes, not labels
+
     def validate(self) -> None:
         super().validate()
         if self.info.n_cat < 0 or self.info.n_cont < 0 or self.info.n_cat + self.info.n_cont == 0:
