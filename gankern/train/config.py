@@ -179,6 +179,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       "(Kligvasser & Michaeli 2021)",
                       model=dict(arch="resnet", d_sn=True, d_san=True, d_norm="none", g_ch=64, d_ch=64),
                       loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
+    "stylegan2": _row("StyleGAN2-ADA (Karras et al. 2020): S2A's --cfg auto (recipe.cfg), lazy R1 and path length, "
+                      "style mixing, ADA; on a CPU: --set recipe.cfg=tiny", recipe="stylegan2",
+                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+    "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
+                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
+                     train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
     "acgan": _row("ACGAN: DCGAN with an auxiliary classifier head in D, class losses on reals and fakes "
                   "(Odena et al. 2017)", recipe="acgan"),
     "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "

@@ -7,10 +7,12 @@ from .began import BEGANRecipe
 from .classic import ClassicRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
+from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
+    "stylegan2": StyleGAN2Recipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
