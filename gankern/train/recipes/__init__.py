@@ -4,6 +4,7 @@ outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .acgan import ACGANRecipe
 from .began import BEGANRecipe
+from .biggan import BigGANRecipe
 from .classic import ClassicRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
@@ -13,6 +14,7 @@ from .unrolled import UnrolledRecipe
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "stylegan2": StyleGAN2Recipe,
+    "biggan": BigGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
