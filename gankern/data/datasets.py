@@ -293,8 +293,9 @@ def _load_arrays(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def open_dataset(spec: str, resolution: int, channels: int | None = None, labels_file: str | None = None,
                  subfolder_labels: bool = False):
-    """'digits', a folder, a .zip, or a .npz (keys x|images, optional y|labels) / .npy (images) file; image pairs
-    (aligned:DIR, paired:DIR, unpaired:DIR, digits-edges, digits-styles: gankern/data/paired.py) as 2C channels.
+    """'digits', 'ring' (2-D points: gankern.data.ring), a folder, a .zip, or a .npz (keys x|images, optional
+    y|labels) / .npy (images) file; image pairs (aligned:DIR, paired:DIR, unpaired:DIR, digits-edges, digits-styles:
+    gankern/data/paired.py) as 2C channels.
 
     Logs one line (``.summary``: what was read, and the pixel range it was read in) to the ``gankern.data`` logger.
     Raises FileNotFoundError or ValueError with a message (bad range, labels, shapes, unreadable first image)."""
@@ -303,6 +304,9 @@ def open_dataset(spec: str, resolution: int, channels: int | None = None, labels
         ds = open_pairs(spec, resolution, channels)
     elif spec == "digits":
         ds = digits(resolution)
+    elif spec == "ring":
+        from .ring import ring
+        ds = ring()
     elif spec.endswith((".npz", ".npy")):
         if labels_file is not None or subfolder_labels:
             raise ValueError(f"{spec}: a labels file and subfolder labels go with image folders and zips; put the "

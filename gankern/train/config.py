@@ -139,6 +139,7 @@ def _row(description: str, recipe: str = "classic", train: dict | None = None, *
 # labels cycle over the classes: one column per class on 10-class data
 _BIGGAN_TRAIN = dict(ema_kimg=0.0, grid=100)
 _WGAN_OPT = dict(kind="rmsprop", g_lr=5e-5, d_lr=5e-5, n_critic=5)
+_RING = dict(data="ring", batch=512, kimg=2560.0, ema_kimg=0.0, snap_steps=500, ckpt_steps=500)   # 5000 steps
 _GP_OPT = dict(g_lr=1e-4, d_lr=1e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)
 
 #: name -> (description, overrides of the RunConfig defaults per section). Adding a GAN is one row.
@@ -202,6 +203,22 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                      "digits-FID of B -> A", recipe="cyclegan",
                      ngf=32, ndf=32, n_blocks=6, val_data="digits-styles:val",
                      train=dict(data="digits-styles", batch=8, kimg=50.0)),
+    "acgan": _row("ACGAN: DCGAN with an auxiliary classifier head in D, class losses on reals and fakes "
+                  "(Odena et al. 2017)", recipe="acgan"),
+    "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "
+                    "the mutual-information lower bound (lambda 1) in D/Q's and G's losses (Chen et al. 2016)",
+                    recipe="infogan", opt=dict(d_lr=2e-4, g_lr=1e-3)),
+    "msgan": _row("MSGAN: conditional DCGAN (labels concatenated in G and D) with the mode-seeking regularizer, "
+                  "lambda 1 (Mao et al. 2019; loss.mode_seeking works in every conditional config and acgan)",
+                  model=dict(cond="concat"), loss=dict(mode_seeking=1.0)),
+    "gan-ring": _row("plain GAN on the 2-D ring of 8 Gaussians (--data ring): the unrolled GAN's nets with 0 unrolled "
+                     "steps, its baseline (Metz et al. 2017)", recipe="unrolled", unroll=0, train=_RING),
+    "unrolled-gan": _row("unrolled GAN: G's loss through 10 unrolled Adam steps of D, on the 2-D ring of 8 Gaussians "
+                         "(Metz et al. 2017)", recipe="unrolled", unroll=10, train=_RING),
+    "began": _row("BEGAN: autoencoder D with L1 reconstruction energy, equilibrium term k_t (gamma 0.5, lambda_k "
+                  "0.001), M_global logged, ELU nets, Adam(1e-4, 0.5) (Berthelot et al. 2017)", recipe="began"),
+    "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
+                  "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
 }
 
 

@@ -2,11 +2,16 @@
 of a new family is one recipe file, one row here and its rows in gankern/train/config.py's CONFIGS. Recipes written
 outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
+from .acgan import ACGANRecipe
+from .began import BEGANRecipe
 from .biggan import BigGANRecipe
 from .classic import ClassicRecipe
 from .cyclegan import CycleGANRecipe
+from .ebgan import EBGANRecipe
+from .infogan import InfoGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .stylegan2 import StyleGAN2Recipe
+from .unrolled import UnrolledRecipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
@@ -14,6 +19,11 @@ RECIPES: dict[str, type[Recipe]] = {
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
     "cyclegan": CycleGANRecipe,
+    "acgan": ACGANRecipe,
+    "infogan": InfoGANRecipe,
+    "unrolled": UnrolledRecipe,
+    "began": BEGANRecipe,
+    "ebgan": EBGANRecipe,
 }
 
 

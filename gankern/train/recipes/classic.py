@@ -22,6 +22,8 @@ class LossConfig:
     r1: float = 0.0              # R1 gamma; loss term gamma / 2 * r1_penalty (gankern.ops.r1_penalty)
     reg_interval: int = 1        # lazy regularization: penalties every N steps, scaled by N (1 = inside the D step)
     clip: float = 0.0            # WGAN weight clipping of D's parameters to [-clip, clip] (0 = off)
+    mode_seeking: float = 0.0    # MSGAN (Mao et al. 2019) weight of 1 / (d(G(z1, c), G(z2, c)) / d(z1, z2)) in G's
+                                 # loss (conditional models only; 0 = off)
 
 
 @dataclass
@@ -44,6 +46,12 @@ class ClassicOptions:
         if self.opt.kind not in ("adam", "rmsprop"):
             raise ValueError(f"opt.kind must be adam or rmsprop, not '{self.opt.kind}'")
         losses.get_loss(self.loss.name)
+        if self.loss.mode_seeking and not self.conditional():
+            raise ValueError("loss.mode_seeking (MSGAN) needs a conditional G: set model.cond=concat or proj")
+
+    def conditional(self) -> bool:
+        """Whether G takes labels (MSGAN's term compares two images of one condition)."""
+        return self.model.cond != "none"
 
 
 class ClassicRecipe(Recipe):
@@ -84,13 +92,24 @@ class ClassicRecipe(Recipe):
                                                    1.0, *args) * lc.gp
         return out
 
+    def mode_seeking(self, b: Batch, fake) -> dict:
+        """MSGAN's term (Mao et al. 2019): a second image of each condition from z2 (drawn from the batch seed);
+        {"G/ms": weight / (ratio + 1e-5), "G/ms_ratio": ratio = mean|G(z1, c) - G(z2, c)| / mean|z1 - z2|}, or {}."""
+        w = self.options.loss.mode_seeking
+        if not w:
+            return {}
+        z2 = torch.randn(b.z.shape, generator=torch.Generator().manual_seed(b.seed + 2)).to(b.z.device, b.z.dtype)
+        ratio = (self.run_G(z2, b.c_gen).float() - fake.float()).abs().mean() / (z2 - b.z).abs().float().mean()
+        return {"G/ms": w / (ratio + 1e-5), "G/ms_ratio": ratio}
+
     def accumulate_gradients(self, phase, b: Batch, gain):
         lc, env = self.options.loss, self.env
         with env.autocast():
             if phase == "G":
-                lf = self.run_D(self.run_G(b.z, b.c_gen), b.c_gen, b.seed)
-                loss = losses.g_loss(lc.name, lf)
-                stats = {"G/loss": loss}
+                fake = self.run_G(b.z, b.c_gen)
+                lf = self.run_D(fake, b.c_gen, b.seed)
+                stats = {"G/loss": losses.g_loss(lc.name, lf), **self.mode_seeking(b, fake)}
+                loss = stats["G/loss"] + stats.get("G/ms", 0.0)
             else:                   # G's weights do not require grad here: no graph (and its batched SN is used)
                 fake = self.run_G(b.z, b.c_gen)
                 if phase == "Dreg":
