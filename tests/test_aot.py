@@ -124,6 +124,10 @@ def test_registers_times_threads_and_register_growth_are_caught():
     problems = _aot.compare([row], {"kernels": [dict(row, regs=127 - _aot.REG_SLACK)]})
     assert any("128 registers (baseline" in p for p in problems), problems
     assert any("not in the baseline" in p for p in _aot.compare([row], {"kernels": []}))
+    other_spec = dict(row, spec="s2")      # a new specialization of a known kernel: held to the kernel's worst row
+    assert not _aot.compare([other_spec], {"kernels": [dict(row, regs=128 - _aot.REG_SLACK)]})
+    assert any("128 registers" in p for p in _aot.compare([other_spec], {"kernels": [dict(row, regs=100)]}))
+    assert any("spills" in p for p in _aot.compare([dict(other_spec, spills=8)], {"kernels": [row]}))
     known = {"kernel": "k", "spec": "s", "error": "RuntimeError: PassManager::run failed"}
     assert not _aot.compare([known], {"kernels": [known]})
     assert any("compiles now" in p for p in _aot.compare([row], {"kernels": [known]}))
