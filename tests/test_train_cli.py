@@ -76,3 +76,135 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "-q"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "missing"), "-q"]) == 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch", "0"], "argument --batch: must be >= 1, not 0"),
+    (["--accum", "0"], "argument --accum: must be >= 1, not 0"),
+    (["--snap", "0"], "argument --snap: must be >= 1, not 0"),
+    (["--kimg", "0"], "argument --kimg: must be a finite number > 0, not 0"),
+    (["--kimg", "-2"], "argument --kimg: must be a finite number > 0, not -2"),
+    (["--kimg", "inf"], "argument --kimg: must be a finite number > 0, not inf"),
+    (["--res", "-8"], "argument --res: must be >= 1, not -8"),
+    (["--res", "24"], "argument --res: must be a power of two (8, 16, 32, 64, ...), not 24"),
+    (["--res", "x"], "argument --res: expected a whole number, not 'x'"),
+    (["--workers", "-1"], "argument --workers: must be >= 0, not -1"),
+    (["--threads", "0"], "argument --threads: must be >= 1, not 0"),
+    (["--device", "gpu7"], "argument --device: 'gpu7' is not a device"),
+])
+def test_train_bad_numbers_are_one_line_usage_errors(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--outdir", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"gankern train: error: {message}" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_on_cuda_without_a_gpu_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        main(["train", "--device", "cuda:0", "--dry-run"])
+    assert "argument --device: cuda:0: no CUDA GPU is visible here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing-data", "bad-data", "res-from-set", "outdir-file", "outdir-dev-null",
+                                  "outdir-sys"])
+def test_train_data_and_outdir_problems_are_messages_and_leave_no_run_dir(case, tmp_path, capsys):
+    out = tmp_path / "runs"
+    (tmp_path / "file").write_text("x")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))                  # neither (N, H, W) nor (N, H, W, C)
+    argv, message = {
+        "missing-data": (["--data", str(tmp_path / "nope")], f"--data {tmp_path / 'nope'}: no such file or folder"),
+        "bad-data": (["--data", str(tmp_path / "bad.npy")], "bad.npy"),
+        "res-from-set": (["--set", "train.resolution=24"], "resolution must be a power of two >= 8, not 24"),
+        "outdir-file": (["--outdir", str(tmp_path / "file" / "runs")], f"--outdir {tmp_path / 'file' / 'runs'}: "
+                                                                        "cannot make a run directory there"),
+        "outdir-dev-null": (["--outdir", "/dev/null"], "--outdir /dev/null: not a directory"),
+        "outdir-sys": (["--outdir", "/sys/gankern-runs"], "--outdir /sys/gankern-runs: cannot make a run directory"),
+    }[case]
+    if case == "outdir-sys" and not os.path.isdir("/sys/kernel"):
+        pytest.skip("needs Linux's /sys, where no one can make a folder")
+    rc = main(["train", "--outdir", str(out), "--kimg", "0.016", "--batch", "16", "--res", "8", "-q", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("gankern train: error: ") == 1 and message in err and "Traceback" not in err
+    assert not out.exists() or os.listdir(out) == []                   # the failed run left no empty folder
+
+
+def test_train_data_error_from_the_command_line_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "gankern", "train", "--data", str(tmp_path / "nope"), "--outdir",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                                                          "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"gankern train: error: --data {tmp_path / 'nope'}")
+
+
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory):
+    """A 2-step conditional run on the digits (10 classes), 8x8."""
+    out = tmp_path_factory.mktemp("runs")
+    torch.set_num_threads(1)
+    assert main(["train", "--config", "cgan", "--res", "8", "--batch", "16", "--kimg", "0.032", "--metrics", "none",
+                 "-q", "--outdir", str(out)]) == 0
+    (run,) = out.iterdir()
+    return str(run)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n", "0"], "argument --n: must be >= 1, not 0"),
+    (["--class", "-1"], "argument --class: must be >= 0, not -1"),
+    (["--truncation", "0"], "argument --truncation: must be a finite number > 0, not 0"),
+    (["--truncation", "-0.5"], "argument --truncation: must be a finite number > 0, not -0.5"),
+    (["--threads", "-3"], "argument --threads: must be >= 1, not -3"),
+])
+def test_generate_bad_numbers_are_usage_errors(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--run", str(tmp_path), "--out", str(tmp_path / "g.png"), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"gankern generate: error: {message}" in err and "Traceback" not in err
+
+
+def test_generate_class_out_of_range_and_bad_out_are_messages(cgan_run, tmp_path, capsys):
+    def err_of(*argv):
+        assert main(["generate", "--run", cgan_run, "--out", str(tmp_path / "g.png"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gankern generate: error: ") and "Traceback" not in err
+        return err
+    assert "--class 99: the run has 10 classes, 0..9" in err_of("--class", "99")
+    assert "--class 10: the run has 10 classes" in err_of("--class", "10")
+    assert "'.txt' names no image format; use one of .png, .jpg" in err_of("--out", str(tmp_path / "g.txt"))
+    assert f"the folder {tmp_path / 'no'} does not exist" in err_of("--out", str(tmp_path / "no" / "g.png"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_writes_the_format_of_the_suffix_and_the_class_asked_for(cgan_run, tmp_path, capsys):
+    for name, fmt in (("g.jpg", "JPEG"), ("g.webp", "WEBP"), ("g.png", "PNG")):
+        assert main(["generate", "--run", cgan_run, "--n", "4", "--out", str(tmp_path / name), "--class", "3"]) == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt and im.size == (2 * 66 + 2, 2 * 66 + 2)
+    # --class 3 gives other images than the default labels (0, 1, 2, 3) for the same latents
+    assert main(["generate", "--run", cgan_run, "--n", "4", "--out", str(tmp_path / "d.png")]) == 0
+    a, b = np.asarray(Image.open(tmp_path / "g.png")), np.asarray(Image.open(tmp_path / "d.png"))
+    assert not np.array_equal(a[:68], b[:68]) and np.array_equal(a[68:, 68:], b[68:, 68:])
+
+
+def test_generate_truncation_keeps_latents_inside_and_tiles_differ(cgan_run, tmp_path):
+    from gankern.train.cli import load_generator
+    from gankern.train.loop import generate
+    G, cfg, k = load_generator(cgan_run)
+    x = generate(G, 8, cfg.model.z_dim, k, 0, 0.1)
+    assert x.shape == (8, 1, 8, 8) and (x[0] - x[1]).abs().max() > 1e-4   # small T: tiles still differ
+
+
+def test_threads_option_sets_torch_threads_and_default_is_one(cgan_run, tmp_path, monkeypatch):
+    out = str(tmp_path / "g.png")
+    assert main(["generate", "--run", cgan_run, "--n", "1", "--out", out, "--threads", "2"]) == 0
+    assert torch.get_num_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert main(["generate", "--run", cgan_run, "--n", "1", "--out", out]) == 0
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")                        # the user's setting is kept
+    assert main(["generate", "--run", cgan_run, "--n", "1", "--out", out]) == 0
+    assert torch.get_num_threads() == 2
