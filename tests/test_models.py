@@ -6,7 +6,6 @@ import torch
 
 from gankern.models import ModelConfig, build
 from gankern.models.layers import MinibatchDiscrimination, MinibatchStdDev, SelfAttention
-from gankern.train import fastops
 
 
 def _cfg(arch, cond="none", **kw):

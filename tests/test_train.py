@@ -39,7 +39,7 @@ def rows(run):
 def test_every_config_trains_without_nan_and_d_learns(name, tmp_path):
     cfg = tiny(name, steps=200)
     tr = Trainer(cfg, str(tmp_path), progress=False)
-    g0 = [p.detach().clone() for p in tr.G.parameters()]
+    g0 = [p.detach().clone() for p in tr.nets['G'].parameters()]
     last = tr.train()
     assert tr.step == 200 and last["step"] == 200
     for r in rows(tmp_path):
@@ -47,7 +47,7 @@ def test_every_config_trains_without_nan_and_d_learns(name, tmp_path):
     # over the run, D scores reals above fakes (the sign every loss in the table asks of D)
     loss_rows = [r for r in rows(tmp_path) if "D/real" in r]
     assert sum(r["D/real"] - r["D/fake"] for r in loss_rows) > 0, loss_rows
-    assert any((a - b).abs().max() > 1e-4 for a, b in zip(tr.G.parameters(), g0))
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(tr.nets['G'].parameters(), g0))
     assert os.path.exists(tmp_path / "fakes-latest.png") and os.path.exists(tmp_path / "plot.png")
 
 
@@ -65,7 +65,7 @@ def test_n_critic_and_lazy_regularization_count_optimizer_steps(tmp_path):
 def test_wgan_clipping_bounds_d_weights(tmp_path):
     tr = Trainer(tiny("wgan", steps=5, batch=8), str(tmp_path), progress=False)
     tr.train()
-    assert max(p.abs().max().item() for p in tr.D.parameters()) <= 0.01 + 1e-7
+    assert max(p.abs().max().item() for p in tr.nets['D'].parameters()) <= 0.01 + 1e-7
 
 
 def test_ema_rampup_formula(tmp_path):
@@ -73,7 +73,7 @@ def test_ema_rampup_formula(tmp_path):
     cfg.train.ema_kimg, cfg.train.ema_rampup = 10.0, 0.5
     tr = Trainer(cfg, str(tmp_path), progress=False)
     with torch.no_grad():
-        for p, q in zip(tr.G.parameters(), tr.G_ema.parameters()):
+        for p, q in zip(tr.nets['G'].parameters(), tr.G_ema.parameters()):
             p.fill_(1.0)
             q.fill_(0.0)
     tr.nimg = 32                     # half-life min(10000, 32 * 0.5) = 16 images -> beta = 0.5 ** (8 / 16)
@@ -90,7 +90,7 @@ def test_accumulation_matches_full_batch(tmp_path):
         cfg.model.g_norm = "none"                     # BatchNorm statistics depend on the round size
         tr = Trainer(cfg, str(tmp_path / str(accum)), progress=False)
         tr.train()
-        outs.append(torch.cat([p.flatten() for p in tr.G.parameters()]))
+        outs.append(torch.cat([p.flatten() for p in tr.nets['G'].parameters()]))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
 
@@ -106,7 +106,7 @@ def test_autocast_trains_with_penalties(tmp_path, amp, name):
 def test_nan_stops_with_step_and_tensor_name_and_saves_state(tmp_path):
     tr = Trainer(tiny("dcgan", steps=20, batch=8), str(tmp_path / "a"), progress=False)
     with torch.no_grad():
-        tr.D.head.out.weight[0, 0] = float("nan")
+        tr.nets['D'].head.out.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match=r"step 0: loss 'D/loss'"):
         tr.train()
     assert os.path.exists(tmp_path / "a" / "nonfinite-step00000000.pt")
@@ -125,8 +125,8 @@ def test_checkpoints_are_weights_only_with_retention(tmp_path):
     cks = checkpoint.list_checkpoints(str(tmp_path))
     assert [s for s, _ in cks] == [100, 200]
     s = torch.load(cks[-1][1], weights_only=True)
-    for k in ("G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D", "step", "nimg", "rng_cpu", "aug",
-              "penalty", "config", "loader_position"):
+    for k in ("G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D", "step", "nimg", "rng_cpu", "recipe",
+              "config", "loader_position"):
         assert k in s, k
     assert s["step"] == 200 and s["nimg"] == 1600
     assert json.loads(s["config"]) == json.loads(open(tmp_path / "config.json").read())
@@ -137,13 +137,13 @@ def test_resume_continues_exactly(tmp_path):
     full = Trainer(cfg, str(tmp_path / "full"), progress=False)
     full.train()
     crashing = Trainer(cfg, str(tmp_path / "part"), progress=False)
-    g_phase = crashing.g_phase
+    run_phase = crashing.run_phase
 
-    def crash_at_25(step):
-        if step == 25:
+    def crash_at_25(phase, step):
+        if step == 25 and phase.name == "G":
             raise RuntimeError("crash")
-        return g_phase(step)
-    crashing.phases[-1].run = crash_at_25
+        return run_phase(phase, step)
+    crashing.run_phase = crash_at_25
     with pytest.raises(RuntimeError, match="crash"):
         crashing.train()
     part = Trainer(cfg, str(tmp_path / "part"), progress=False).resume()
@@ -151,8 +151,8 @@ def test_resume_continues_exactly(tmp_path):
     part.train()
     for k, v in full.G_ema.state_dict().items():
         assert torch.equal(v, part.G_ema.state_dict()[k]), k
-    for k, v in full.D.state_dict().items():
-        assert torch.equal(v, part.D.state_dict()[k]), k
+    for k, v in full.nets["D"].state_dict().items():
+        assert torch.equal(v, part.nets["D"].state_dict()[k]), k
     a = [r["G/loss"] for r in rows(tmp_path / "full") if "G/loss" in r]
     b = [r["G/loss"] for r in rows(tmp_path / "part") if "G/loss" in r]
     assert a == b and len(a) == 4

@@ -192,8 +192,8 @@ def test_generate_writes_the_format_of_the_suffix_and_the_class_asked_for(cgan_r
 def test_generate_truncation_keeps_latents_inside_and_tiles_differ(cgan_run, tmp_path):
     from gankern.train.cli import load_generator
     from gankern.train.loop import generate
-    G, cfg, k = load_generator(cgan_run)
-    x = generate(G, 8, cfg.model.z_dim, k, 0, 0.1)
+    G, cfg, k, recipe = load_generator(cgan_run)
+    x = generate(G, 8, recipe.z_dim, k, 0, 0.1, fn=recipe.generate)
     assert x.shape == (8, 1, 8, 8) and (x[0] - x[1]).abs().max() > 1e-4   # small T: tiles still differ
 
 

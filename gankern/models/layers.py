@@ -6,12 +6,12 @@ import torch
 from torch import nn
 
 from ..nn import MinibatchDiscrimination, MinibatchStdDev  # noqa: F401  (the models' D options)
-from ..train import fastops
+from ..nn.utils import spectral_norm
 
 
 def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
-    """Wrap ``module``'s weight with spectral norm (gankern's when installed, see train/fastops.py) if enabled."""
-    return fastops.spectral_norm(module) if enabled else module
+    """Wrap ``module``'s weight with gankern's spectral norm (gankern.nn.utils.spectral_norm) if enabled."""
+    return spectral_norm(module) if enabled else module
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:

@@ -2,6 +2,7 @@
 retained, loaded with ``torch.load(weights_only=True)`` (plain tensors, numbers, strings: no code runs at load)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -10,16 +11,10 @@ import torch
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
-def path_for(run_dir: str, step: int) -> str:
-    return os.path.join(run_dir, f"ckpt-{step:08d}.pt")
-
-
 def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
     """[(step, path)] of the complete checkpoints in run_dir, oldest first (temp files are never listed)."""
-    if not os.path.isdir(run_dir):
-        return []
-    out = [(int(m.group(1)), os.path.join(run_dir, n)) for n in os.listdir(run_dir) if (m := _NAME.match(n))]
-    return sorted(out)
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    return sorted((int(m.group(1)), os.path.join(run_dir, n)) for n in names if (m := _NAME.match(n)))
 
 
 def save(state: dict, path: str) -> str:
@@ -31,18 +26,16 @@ def save(state: dict, path: str) -> str:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    try:
+    with contextlib.suppress(OSError):              # make the rename durable (not possible on every file system)
         fd = os.open(d, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
-    except OSError:
-        pass
     return path
 
 
 def save_step(state: dict, run_dir: str, step: int, keep: int) -> str:
     """Save the checkpoint of ``step`` and delete all but the newest ``keep`` checkpoints."""
-    p = save(state, path_for(run_dir, step))
+    p = save(state, os.path.join(run_dir, f"ckpt-{step:08d}.pt"))
     for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         os.remove(old)
     return p
@@ -55,9 +48,8 @@ def load(path: str, device: str | torch.device = "cpu") -> dict:
 
 def latest(run_dir: str) -> str | None:
     """Path of the newest complete checkpoint in run_dir, or None (temp files of a killed save are removed)."""
-    if os.path.isdir(run_dir):
-        for n in os.listdir(run_dir):
-            if n.startswith(".ckpt-") and ".pt.tmp" in n:
-                os.remove(os.path.join(run_dir, n))
+    for n in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+        if n.startswith(".ckpt-") and ".pt.tmp" in n:
+            os.remove(os.path.join(run_dir, n))
     cks = list_checkpoints(run_dir)
     return cks[-1][1] if cks else None

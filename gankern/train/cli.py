@@ -193,18 +193,24 @@ def train_main(args) -> int:
 
 
 def load_generator(run: str, device: str = "cpu", ema: bool = True):
-    """(G, RunConfig, num_classes) from a run directory's newest checkpoint (or a checkpoint file)."""
-    from ..models import build
+    """(G, RunConfig, num_classes, recipe) from a run directory's newest checkpoint (or a checkpoint file); sample
+    with ``generate(G, n, recipe.z_dim, num_classes, seed, fn=recipe.generate)``."""
+    import torch
+
     from . import checkpoint
     from .config import RunConfig
+    from .recipes import RECIPES, Env
     path = run if os.path.isfile(run) else checkpoint.latest(run)
     if path is None:
         raise FileNotFoundError(f"{run}: no checkpoint (ckpt-*.pt)")
     s = checkpoint.load(path, device)
     cfg = RunConfig.from_json(s["config"])
-    G, _ = build(cfg.model, cfg.train.resolution, int(s["channels"]), int(s["num_classes"]))
-    G.load_state_dict(s["G_ema" if ema else "G"])
-    return G.to(device).eval(), cfg, int(s["num_classes"])
+    k = int(s["num_classes"])
+    recipe = RECIPES[cfg.recipe](cfg.options, Env(torch.device(device), 0, 1, k, int(s["channels"]),
+                                                  cfg.train.resolution, 1, cfg.train.seed))
+    G = recipe.nets[recipe.ema or "G"]
+    G.load_state_dict(s["G_ema" if ema and recipe.ema else recipe.ema or "G"])
+    return G.to(device).eval(), cfg, k, recipe
 
 
 def generate_main(args) -> int:
@@ -217,13 +223,14 @@ def generate_main(args) -> int:
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
             raise FileNotFoundError(f"--out {args.out}: the folder {out_dir} does not exist")
-        G, cfg, k = load_generator(args.run, args.device, not args.no_ema)
+        G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
         if args.cls is not None and not k:
             raise ValueError(f"--class {args.cls}: the run's model is unconditional (config {cfg.config})")
         if args.cls is not None and args.cls >= k:
             raise ValueError(f"--class {args.cls}: the run has {k} classes, 0..{k - 1}")
         labels = torch.full((args.n,), args.cls, dtype=torch.long) if args.cls is not None else None
-        images = generate(G, args.n, cfg.model.z_dim, k, args.seed, args.truncation, args.device, labels)
+        images = generate(G, args.n, recipe.z_dim, k, args.seed, args.truncation, args.device, labels,
+                          recipe.generate)
         save_grid(images, args.out)
     except (ValueError, OSError) as e:
         return _error("generate", e)

@@ -1,34 +1,15 @@
 """Typed run configuration: dataclasses that serialize to ``config.json`` in the run directory and read back on
-resume, and the table of named configs (one row per GAN of the literature)."""
+resume, and the table of named configs (one row per GAN of the literature: a recipe and overrides of its options)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..models import ModelConfig
-
-
-@dataclass
-class LossConfig:
-    name: str = "nonsaturating"  # saturating | nonsaturating | hinge | wasserstein | lsgan (gankern.losses)
-    real_target: float = 1.0     # one-sided label smoothing: D's target for reals (e.g. 0.9)
-    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed linearly to 0 over the run
-    gp: float = 0.0              # WGAN-GP weight (gankern.ops.gradient_penalty)
-    r1: float = 0.0              # R1 gamma; loss term gamma / 2 * r1_penalty (gankern.ops.r1_penalty)
-    reg_interval: int = 1        # lazy regularization: penalties every N steps, scaled by N (1 = inside the D step)
-    clip: float = 0.0            # WGAN weight clipping of D's parameters to [-clip, clip] (0 = off)
-
-
-@dataclass
-class OptConfig:
-    kind: str = "adam"           # adam | rmsprop
-    g_lr: float = 2e-4           # TTUR: G and D have their own learning rates and betas
-    d_lr: float = 2e-4
-    g_betas: tuple[float, float] = (0.5, 0.999)
-    d_betas: tuple[float, float] = (0.5, 0.999)
-    n_critic: int = 1            # D steps (each on a fresh batch) per G step
+from .recipes import RECIPES
+from .recipes.classic import ClassicOptions, LossConfig, OptConfig  # noqa: F401  (the classic recipe's sections)
 
 
 @dataclass
@@ -58,18 +39,32 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    """A run: the CONFIGS row it started from, the recipe (a key of RECIPES) with its typed options, and the trainer's
+    settings. ``cfg.model`` reads ``cfg.options.model``: the sections of a recipe's options read as before."""
     config: str = "dcgan"        # the row of CONFIGS this run started from
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    opt: OptConfig = field(default_factory=OptConfig)
+    recipe: str = "classic"      # gankern.train.recipes.RECIPES key
+    options: Any = field(default_factory=ClassicOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __getattr__(self, name: str):
+        opts = self.__dict__.get("options")
+        if opts is None or name.startswith("__") or not hasattr(opts, name):
+            raise AttributeError(f"RunConfig has no field or recipe option '{name}'")
+        return getattr(opts, name)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @staticmethod
     def from_json(text: str) -> "RunConfig":
-        return _from_dict(RunConfig, json.loads(text))
+        d = json.loads(text)
+        if "options" not in d and "model" in d:          # config.json of a run from before the recipes
+            d = {"config": d.get("config", "dcgan"), "recipe": "classic", "train": d.get("train", {}),
+                 "options": {k: d[k] for k in ("model", "loss", "opt") if k in d}}
+        recipe = d.get("recipe", "classic")
+        options = _from_dict(_recipe(recipe).Options, d.pop("options", {}))
+        return RunConfig(options=options, **{f.name: _from_dict(TrainConfig, d[f.name]) if f.name == "train"
+                                             else d[f.name] for f in dataclasses.fields(RunConfig) if f.name in d})
 
     def validate(self) -> "RunConfig":
         t = self.train
@@ -80,11 +75,20 @@ class RunConfig:
             raise ValueError(f"train.batch={t.batch} must divide by train.accum={t.accum}")
         if t.amp not in ("off", "bf16", "fp16"):
             raise ValueError(f"train.amp must be off, bf16 or fp16, not '{t.amp}'")
-        if self.opt.kind not in ("adam", "rmsprop"):
-            raise ValueError(f"opt.kind must be adam or rmsprop, not '{self.opt.kind}'")
-        from ..losses import get_loss
-        get_loss(self.loss.name)
+        cls = _recipe(self.recipe)
+        if not isinstance(self.options, cls.Options):
+            raise ValueError(f"recipe '{self.recipe}' takes options of type {cls.Options.__name__}, not "
+                             f"{type(self.options).__name__}")
+        if hasattr(self.options, "validate"):
+            self.options.validate()
         return self
+
+
+def _recipe(name: str):
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)} (gankern.train.register_recipe adds "
+                         f"one)")
+    return RECIPES[name]
 
 
 def _from_dict(cls, d: dict):
@@ -102,27 +106,33 @@ def _from_dict(cls, d: dict):
 
 
 def set_field(cfg: RunConfig, assignment: str) -> None:
-    """Apply ``section.field=value`` (e.g. ``loss.r1=10``, ``opt.g_betas=0,0.9``) to cfg, parsing by field type."""
+    """Apply ``PATH=VALUE`` to cfg, parsing by field type: ``train.batch=32``, ``recipe.X=V`` (a field of the recipe's
+    options) or, for options with sections, the section first (``loss.r1=10``, ``opt.g_betas=0,0.9``)."""
     key, sep, text = assignment.partition("=")
-    section, _, name = key.partition(".")
-    obj = getattr(cfg, section, None)
-    if not sep or obj is None or not dataclasses.is_dataclass(obj) or name not in {f.name for f in
-                                                                                   dataclasses.fields(obj)}:
-        raise ValueError(f"--set {assignment}: expected SECTION.FIELD=VALUE with SECTION in model, loss, opt, "
-                         f"train and a field of it")
-    t = typing.get_type_hints(type(obj))[name]
+    path = key.split(".")
+    obj = cfg.train if path[0] == "train" else cfg.options
+    path = path[1:] if path[0] in ("train", "recipe") else path
+    for name in path[:-1]:
+        obj = getattr(obj, name, None) if dataclasses.is_dataclass(obj) else None
+    if not sep or not path or not dataclasses.is_dataclass(obj) or path[-1] not in {f.name for f in
+                                                                                    dataclasses.fields(obj)}:
+        sections = [f.name for f in dataclasses.fields(cfg.options) if dataclasses.is_dataclass(getattr(
+            cfg.options, f.name))]
+        raise ValueError(f"--set {assignment}: expected SECTION.FIELD=VALUE with SECTION train, recipe (the options "
+                         f"of recipe '{cfg.recipe}') or one of its sections ({', '.join(sections) or 'none'})")
+    t = typing.get_type_hints(type(obj))[path[-1]]
     if t is bool:
         v = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[text.lower()]
-    elif typing.get_origin(t) is tuple:
+    elif typing.get_origin(t) is tuple or t is tuple:
         v = tuple(float(s) for s in text.split(","))
     else:
         v = t(text)
-    setattr(obj, name, v)
+    setattr(obj, path[-1], v)
 
 
-def _row(description: str, model: dict | None = None, loss: dict | None = None, opt: dict | None = None,
-         train: dict | None = None):
-    return description, {"model": model or {}, "loss": loss or {}, "opt": opt or {}, "train": train or {}}
+def _row(description: str, recipe: str = "classic", train: dict | None = None, **options):
+    """A CONFIGS row: its recipe, overrides of the recipe's options (a dict per section) and of TrainConfig."""
+    return description, {"recipe": recipe, "train": train or {}, **options}
 
 
 _WGAN_OPT = dict(kind="rmsprop", g_lr=5e-5, d_lr=5e-5, n_critic=5)
@@ -168,8 +178,19 @@ def named_config(name: str) -> RunConfig:
     """The RunConfig of the CONFIGS row ``name``."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config '{name}'; known: {', '.join(CONFIGS)} (gankern train --list-configs)")
-    cfg = RunConfig(config=name)
-    for section, over in CONFIGS[name][1].items():
-        for k, v in over.items():
-            setattr(getattr(cfg, section), k, v)
+    over = dict(CONFIGS[name][1])
+    recipe = over.pop("recipe")
+    cfg = RunConfig(config=name, recipe=recipe, options=_recipe(recipe).Options())
+    _apply(cfg.train, over.pop("train"))
+    _apply(cfg.options, over)
     return cfg
+
+
+def _apply(obj, over: dict) -> None:
+    for k, v in over.items():
+        if not hasattr(obj, k):
+            raise ValueError(f"{type(obj).__name__} has no field '{k}'")
+        if dataclasses.is_dataclass(getattr(obj, k)) and isinstance(v, dict):
+            _apply(getattr(obj, k), v)
+        else:
+            setattr(obj, k, v)

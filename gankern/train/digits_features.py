@@ -1,6 +1,7 @@
 """The "digits-FID" feature extractor: a small CNN classifier trained in a few seconds, deterministically, on
-scikit-learn's digits (offline; nothing is downloaded), whose 128-d penultimate activations (post-ReLU, scaled to unit mean square on real digits) stand in for Inception
-features when measuring FID/KID of models trained on the embedded digits data set.
+scikit-learn's digits (offline; nothing is downloaded), whose 128-d penultimate activations (post-ReLU, scaled to
+unit mean square on real digits) stand in for Inception features when measuring FID/KID of models trained on the
+embedded digits data set.
 
 Images are resized to 16x16 before the CNN, so the features do not depend on the model's resolution. The trained
 weights are cached in memory and under ``$GANKERN_CACHE`` (default ``~/.cache/gankern``) as safetensors.
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fastops
+from ..metrics import FeatureStats, frechet_distance, kid
 
 FEATURE_DIM = 128
 _CACHE: dict[str, "DigitsFeatures"] = {}
@@ -120,5 +121,12 @@ def real_features(resolution: int) -> np.ndarray:
 def fid_kid(fake_images: torch.Tensor, resolution: int) -> dict[str, float]:
     """digits-FID and digits-KID (x1000; 10 subsets of 500) of fake_images (N, 1, R, R) against the real digits."""
     real, fake = real_features(resolution), features(fake_images)
-    return {"fid_digits": fastops.fid_from_features(real, fake),
-            "kid_digits_x1000": 1000.0 * fastops.kid(real, fake, num_subsets=10, max_subset_size=500)}
+    return {"fid_digits": float(frechet_distance(*_mean_cov(real), *_mean_cov(fake))),
+            "kid_digits_x1000": 1000.0 * kid(real, fake, num_subsets=10, max_subset_size=500)}
+
+
+def _mean_cov(feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """feats (n, d) -> (mean (d,), covariance (d, d)) in float64 (streaming, gankern.metrics.FeatureStats)."""
+    stats = FeatureStats()
+    stats.update(torch.as_tensor(feats, dtype=torch.float64))
+    return stats.mean_cov()

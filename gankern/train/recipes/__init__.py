@@ -1,0 +1,18 @@
+"""Recipes: one per GAN family (see base.py and RECIPE_API.md). ``RECIPES`` maps a name to its Recipe class; a config
+of a new family is one recipe file, one row here and its rows in gankern/train/config.py's CONFIGS. Recipes written
+outside the package join with :func:`register_recipe`."""
+from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
+from .classic import ClassicRecipe
+
+RECIPES: dict[str, type[Recipe]] = {
+    "classic": ClassicRecipe,
+}
+
+
+def register_recipe(name: str, cls: type[Recipe]) -> type[Recipe]:
+    """Make ``cls`` (a Recipe subclass, e.g. from your own module) trainable as ``RunConfig(recipe=name, ...)``;
+    returns cls. Runs of it resume (and ``gankern.train.cli.load_generator`` loads them) where it is registered."""
+    if not (isinstance(cls, type) and issubclass(cls, Recipe)):
+        raise TypeError(f"register_recipe({name!r}, ...): expected a subclass of gankern.train.Recipe, got {cls!r}")
+    RECIPES[name] = cls
+    return cls

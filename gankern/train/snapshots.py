@@ -1,0 +1,81 @@
+"""What a run writes besides checkpoints and the log: config.json and run.json, image grids of G_ema on fixed
+latents, digits-FID/KID rows and the loss plot; and ``generate``, the sampler of snapshots and ``gankern generate``."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from .dist import derive_seed
+from .outputs import plot_run, save_grid
+
+
+def write_run_files(tr) -> None:
+    """config.json (read back by --resume) and run.json (recipe, world, device, torch version) of Trainer ``tr``."""
+    os.makedirs(tr.run_dir, exist_ok=True)
+    _write_atomic(os.path.join(tr.run_dir, "config.json"), tr.cfg.to_json())
+    _write_atomic(os.path.join(tr.run_dir, "run.json"), json.dumps(
+        {"recipe": tr.cfg.recipe, "world": tr.dist.world, "device": str(tr.dist.device),
+         "torch": torch.__version__, "total_steps": tr.total_steps}, indent=2))
+
+
+def sample(tr, n: int, seed: int, truncation: float | None = None, net: torch.nn.Module | None = None):
+    """n images (n, C, R, R) from Trainer ``tr``'s G_ema (or ``net``), latents fixed by seed, labels cycling 0..K-1."""
+    return generate(net or tr.G_ema, n, tr.recipe.z_dim, tr.num_classes, seed, truncation, tr.dist.device,
+                    fn=tr.recipe.generate)
+
+
+def snapshot(tr, bar=None) -> dict:
+    """Grid of G_ema on fixed latents, FID/KID (digits-fid), and the loss plot of Trainer ``tr``; returns the
+    metric row (empty without metrics), printed under the progress ``bar`` when it shows."""
+    t, row = tr.cfg.train, {}
+    if tr.G_ema is not None:
+        images = sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31)
+        save_grid(images, os.path.join(tr.run_dir, f"fakes{tr.step:08d}.png"))
+        save_grid(images, os.path.join(tr.run_dir, "fakes-latest.png"))
+        if tr.metrics == "digits-fid":
+            from .digits_features import fid_kid
+            row = fid_kid(sample(tr, t.metric_samples, derive_seed(t.seed, "metric") % 2 ** 31), t.resolution)
+            row = {"step": tr.step, "kimg": tr.nimg / 1000, **{k: round(v, 5) for k, v in row.items()}}
+            tr.log.append(row)
+            if bar is not None and tr.progress:
+                bar.update(tr.step, force=True)
+                print(f"\nstep {tr.step}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                       if k not in ("step", "kimg")))
+    plot_run(tr.log.rows(), os.path.join(tr.run_dir, "plot.png"))
+    return row
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, n: int, z_dim: int, num_classes: int, seed: int, truncation: float | None = None,
+             device: torch.device | str = "cpu", labels: torch.Tensor | None = None, fn=None) -> torch.Tensor:
+    """n images from G (eval mode; ``fn(G, z, c)``, default ``G(z, c)``) with z ~ N(0, I) fixed by seed; with
+    ``truncation`` t, entries of z with |z| > t are redrawn (BigGAN's truncation trick). Labels cycle 0..K-1 unless
+    given. Returns (n, C, R, R) in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, z_dim, generator=g)
+    if truncation is not None:
+        for _ in range(100):
+            bad = z.abs() > truncation
+            if not bad.any():
+                break
+            z[bad] = torch.randn(int(bad.sum()), generator=g)
+        z = z.clamp(-truncation, truncation)
+    y = None
+    if num_classes:
+        y = (labels if labels is not None else torch.arange(n) % num_classes).to(device)
+    fn = fn or (lambda G, z, c: G(z, c))
+    was = G.training
+    G.eval()
+    out = torch.cat([fn(G, z[i:i + 256].to(device), None if y is None else y[i:i + 256]).float()
+                     for i in range(0, n, 256)])
+    G.train(was)
+    return out
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
