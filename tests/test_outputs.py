@@ -141,18 +141,18 @@ def test_save_grid_writes_the_format_the_suffix_names(tmp_path, suffix, fmt):
 
 
 def test_training_progress_is_tqdm_over_images(capsys):
-    bar = outputs.Progress(10, batch=64, start_step=2)
+    bar = outputs.Progress(640, start=128)
     assert isinstance(bar.bar, tqdm) and bar.bar.unit == "img"
     assert (bar.bar.total, bar.bar.n) == (640, 128)
-    bar.update(5, "D/loss=0.100", force=True)
+    bar.update(320, "D/loss=0.100")
     bar.write("step 5: fid=1")
-    bar.update(10)
+    bar.update(640)
     bar.close()
     err = capsys.readouterr().err
     assert "step 5: fid=1" in err and "640/640" in err and "D/loss=0.100" in err and "img/s" in err
     assert bar.bar.mininterval == 30.0                                    # stderr is no terminal here: a log file
-    quiet = outputs.Progress(10, 64, enabled=False)
-    quiet.update(10, "x", force=True)
+    quiet = outputs.Progress(640, enabled=False)
+    quiet.update(640, "x")
     quiet.write("hidden")
     quiet.close()
     assert capsys.readouterr().err == ""

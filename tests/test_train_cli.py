@@ -208,3 +208,83 @@ def test_threads_option_sets_torch_threads_and_default_is_one(cgan_run, tmp_path
     monkeypatch.setenv("OMP_NUM_THREADS", "2")                        # the user's setting is kept
     assert main(["generate", "--run", cgan_run, "--n", "1", "--out", out]) == 0
     assert torch.get_num_threads() == 2
+
+
+def _train(out, *extra):
+    """A tiny DCGAN run on the digits (8x8, small nets); returns main's exit code."""
+    return main(["train", "--config", "dcgan", "--res", "8", "--outdir", str(out), "-q", "--metrics", "none",
+                 "--set", "recipe.model.g_ch=8", "--set", "recipe.model.d_ch=8", *extra])
+
+
+def _steps(run):
+    return [json.loads(line)["step"] for line in open(os.path.join(run, "metrics.jsonl"))]
+
+
+def test_resume_skips_a_truncated_newest_checkpoint_naming_it(tmp_path, capsys):
+    assert _train(tmp_path, "--batch", "16", "--kimg", "0.064", "--snap", "2") == 0      # ckpts at 0, 2, 4
+    (run,) = [str(p) for p in tmp_path.iterdir()]
+    newest = os.path.join(run, "ckpt-00000004.pt")
+    data = open(newest, "rb").read()
+    open(newest, "wb").write(data[:len(data) // 2])                # a copy cut short, e.g. a full disk
+    capsys.readouterr()
+    assert main(["train", "--resume", run, "--kimg", "0.128", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: checkpoint {newest} is unreadable (RuntimeError: PytorchStreamReader" in err
+    assert "using the previous one" in err and f"from {os.path.join(run, 'ckpt-00000002.pt')}" in out
+    assert _steps(run) == [2, 4, 6, 8]                                # log rows every 2 steps, none twice
+    # gankern generate takes the newest good one too; a run with none that loads is a message
+    assert main(["generate", "--run", run, "--n", "4", "--out", str(tmp_path / "g.png")]) == 0
+    for _, path in __import__("gankern.train.checkpoint", fromlist=["x"]).list_checkpoints(run):
+        open(path, "wb").write(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["train", "--resume", run, "--kimg", "0.2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "gankern train: error: " in err and "no checkpoint loads" in err and "Traceback" not in err
+    assert main(["generate", "--run", os.path.join(run, "ckpt-00000008.pt"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_resume_from_the_step0_checkpoint_writes_no_second_step0_row(tmp_path):
+    assert _train(tmp_path, "--batch", "16", "--kimg", "0.032", "--snap", "1", "--metrics", "digits-fid",
+                  "--set", "train.metric_samples=64") == 0
+    (run,) = [str(p) for p in tmp_path.iterdir()]
+    for _ in range(3):                                                # killed right after the step-0 checkpoint
+        for name in os.listdir(run):
+            if name.startswith("ckpt-") and name != "ckpt-00000000.pt":
+                os.remove(os.path.join(run, name))
+        assert main(["train", "--resume", run, "-q"]) == 0
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert [(r["step"], "fid_digits" in r) for r in rows] == [(0, True), (1, False), (1, True), (2, False),
+                                                               (2, True)]
+
+
+def test_resume_with_another_batch_size_stops_at_kimg(tmp_path, capsys):
+    assert _train(tmp_path, "--batch", "64", "--kimg", "0.256", "--snap", "2") == 0       # steps of 64 to 256 img
+    (run,) = [str(p) for p in tmp_path.iterdir()]
+    os.remove(os.path.join(run, "ckpt-00000004.pt"))                  # as if killed after step 2 (128 images)
+    capsys.readouterr()
+    assert main(["train", "--resume", run, "--batch", "16", "-q"]) == 0
+    last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
+    assert (last["step"], last["kimg"]) == (10, 0.256)                # 2 steps of 64 + 8 of 16, not 16 of 16
+
+
+def test_tensorboard_events_follow_the_flag(tmp_path, capsys):
+    pytest.importorskip("tensorboard", reason="TensorBoard events need the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert _train(tmp_path / "on", "--batch", "16", "--kimg", "0.032", "--snap", "1") == 0
+    (run,) = [str(p) for p in (tmp_path / "on").iterdir()]
+    ea = EventAccumulator(run, size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert [(e.step, round(e.value, 6)) for e in ea.Scalars("G/loss")] == \
+        [(round(r["kimg"] * 1000), r["G/loss"]) for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))]
+    assert [e.step for e in ea.Images("fakes")] == [0, 16, 32]
+    assert os.path.exists(os.path.join(run, "plot.png"))
+    assert _train(tmp_path / "off", "--batch", "16", "--kimg", "0.032", "--no-tensorboard") == 0
+    (run,) = [str(p) for p in (tmp_path / "off").iterdir()]
+    assert not [n for n in os.listdir(run) if n.startswith("events.out.tfevents")]
+
+
+def test_tensorboard_asked_for_but_missing_is_a_message(tmp_path, monkeypatch, capsys):
+    from gankern.train import outputs
+    monkeypatch.setattr(outputs, "tensorboard_available", lambda: False)
+    assert _train(tmp_path, "--tensorboard", "--kimg", "0.016") == 2
+    assert "pip install 'gankern[tensorboard]'" in capsys.readouterr().err and not os.listdir(tmp_path)

@@ -65,6 +65,9 @@ def add_parsers(sub) -> None:
                    "(auto: digits-fid on digits)")
     t.add_argument("--set", action="append", default=[], metavar="SEC.FIELD=VAL",
                    help="set any config field, e.g. loss.r1=10, opt.d_lr=4e-4 (repeatable)")
+    t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard events (scalars, image grids) into the run directory; "
+                        "metrics.jsonl stays the record (default: on when tensorboard is installed)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=train_main)
 
@@ -136,7 +139,7 @@ def _run_dir(outdir: str, cfg) -> str:
     return run_dir
 
 
-def _error(cmd: str, e: BaseException) -> int:
+def _error(cmd: str, e: BaseException | str) -> int:
     print(f"gankern {cmd}: error: {e}", file=sys.stderr)
     return 2
 
@@ -155,6 +158,10 @@ def train_main(args) -> int:
     if args.dry_run:
         print(cfg.to_json())
         return 0
+    from .outputs import tensorboard_available
+    if args.tensorboard and not tensorboard_available():
+        return _error("train", "--tensorboard: the tensorboard package is not installed "
+                               "(pip install 'gankern[tensorboard]'), or pass --no-tensorboard")
     import torch.distributed as tdist
 
     from .loop import Dist, NonFiniteError, Trainer
@@ -169,7 +176,7 @@ def train_main(args) -> int:
             box = [run_dir]
             tdist.broadcast_object_list(box, src=0)
             run_dir = box[0]
-        trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet)
+        trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet, tensorboard=args.tensorboard)
         if dist.rank == 0:
             print(f"run directory: {run_dir}\nconfig: {cfg.config} ({CONFIGS.get(cfg.config, ('',))[0]})\n"
                   f"{trainer.total_steps} steps of {cfg.train.batch} images on {dist.world} x {dist.device}")
@@ -200,10 +207,15 @@ def load_generator(run: str, device: str = "cpu", ema: bool = True):
     from . import checkpoint
     from .config import RunConfig
     from .recipes import RECIPES, Env
-    path = run if os.path.isfile(run) else checkpoint.latest(run)
-    if path is None:
-        raise FileNotFoundError(f"{run}: no checkpoint (ckpt-*.pt)")
-    s = checkpoint.load(path, device)
+    if os.path.isfile(run):
+        try:
+            s = checkpoint.load(run, device)
+        except Exception as e:                         # truncated, corrupt or not a checkpoint at all
+            raise ValueError(f"{run}: not a readable checkpoint ({type(e).__name__})") from None
+    else:
+        _, s, skipped = checkpoint.load_newest(run, device)
+        for msg in skipped:
+            print(f"warning: checkpoint {msg}; using the previous one", file=sys.stderr)
     cfg = RunConfig.from_json(s["config"])
     k = int(s["num_classes"])
     recipe = RECIPES[cfg.recipe](cfg.options, Env(torch.device(device), 0, 1, k, int(s["channels"]),

@@ -209,23 +209,18 @@ class TensorBoard:
 class Progress:
     """tqdm's bar on stderr over the images of a run (a bar in terminals and notebooks; where stderr is not a
     terminal, e.g. a log file, one line every 30 s): images/s, ETA and the latest losses.
+    ``update(nimg, info)`` moves the bar to nimg images; ``write(line)`` prints above it."""
 
-    ``Progress(total_steps, batch, start_step)`` counts in steps of ``batch`` images; ``update(step, info)`` moves
-    the bar to ``step``; ``write(line)`` prints above the bar."""
-
-    def __init__(self, total_steps: int, batch: int = 1, start_step: int = 0, enabled: bool = True):
+    def __init__(self, total_images: int, start: int = 0, enabled: bool = True):
         from tqdm.auto import tqdm
-        self.batch = batch
         tty = getattr(sys.stderr, "isatty", lambda: False)()
-        self.bar = tqdm(total=total_steps * batch, initial=start_step * batch, unit="img", unit_scale=True,
-                        disable=not enabled, dynamic_ncols=True, mininterval=0.5 if tty else 30.0, file=sys.stderr)
+        self.bar = tqdm(total=total_images, initial=start, unit="img", unit_scale=True, disable=not enabled,
+                        dynamic_ncols=True, mininterval=0.5 if tty else 30.0, file=sys.stderr)
 
-    def update(self, step: int, info: str = "", force: bool = False) -> None:
-        self.bar.update(step * self.batch - self.bar.n)
+    def update(self, nimg: int, info: str = "") -> None:
+        self.bar.update(nimg - self.bar.n)
         if info:
-            self.bar.set_postfix_str(info, refresh=force)
-        elif force:
-            self.bar.refresh()
+            self.bar.set_postfix_str(info, refresh=False)
 
     def write(self, line: str) -> None:
         if not self.bar.disable:
