@@ -1,4 +1,6 @@
-"""The `train`/`generate` CLI, the digits-FID extractor, and a short DCGAN run on the digits whose FID falls."""
+"""The `train`/`generate` CLI: configs, a short DCGAN run on the digits whose FID falls, bad input as one-line
+messages (numbers, data, --outdir, generate's --class/--out), --threads, resume (corrupt newest checkpoint, the step-0
+checkpoint, another batch size), TensorBoard events, the CPU presets of the slow configs."""
 import json
 import os
 
@@ -288,3 +290,21 @@ def test_tensorboard_asked_for_but_missing_is_a_message(tmp_path, monkeypatch, c
     monkeypatch.setattr(outputs, "tensorboard_available", lambda: False)
     assert _train(tmp_path, "--tensorboard", "--kimg", "0.016") == 2
     assert "pip install 'gankern[tensorboard]'" in capsys.readouterr().err and not os.listdir(tmp_path)
+
+
+def test_slow_configs_have_a_cpu_preset_and_say_so_on_a_cpu(capsys, monkeypatch):
+    from gankern.train.config import CONFIGS
+    for name in ("wgan-gp", "sngan", "sagan"):
+        full, cpu = named_config(name), named_config(f"{name}-cpu")
+        assert (cpu.train.resolution, cpu.train.kimg, cpu.options.model.g_ch, cpu.options.model.d_ch) == \
+            (16, 20.0, 32, 32)
+        assert (cpu.options.loss, cpu.options.opt, cpu.recipe) == (full.options.loss, full.options.opt, full.recipe)
+        assert main(["train", "--config", name, "--device", "cpu", "--dry-run"]) == 0
+        assert f"note: {name} is slow on a CPU (README: seconds per kimg); --config {name}-cpu" in \
+            capsys.readouterr().err
+    assert main(["train", "--config", "dcgan", "--device", "cpu", "--dry-run"]) == 0
+    assert main(["train", "--config", "sngan-cpu", "--device", "cpu", "--dry-run"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    for name in CONFIGS:                                              # the README's table has every config's speed
+        assert f"| {name} |" in readme, name

@@ -139,6 +139,11 @@ def _run_dir(outdir: str, cfg) -> str:
     return run_dir
 
 
+def _on_cpu(device: str | None) -> bool:
+    import torch
+    return (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+
+
 def _error(cmd: str, e: BaseException | str) -> int:
     print(f"gankern {cmd}: error: {e}", file=sys.stderr)
     return 2
@@ -155,6 +160,9 @@ def train_main(args) -> int:
         cfg = _resolve(args)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _error("train", e)
+    if f"{cfg.config}-cpu" in CONFIGS and not args.resume and _on_cpu(args.device):
+        print(f"note: {cfg.config} is slow on a CPU (README: seconds per kimg); --config {cfg.config}-cpu is its "
+              f"CPU preset", file=sys.stderr)
     if args.dry_run:
         print(cfg.to_json())
         return 0
