@@ -186,7 +186,11 @@ class TensorBoard:
     of truth; ``purge_nimg`` (on resume) drops the events a killed run wrote after its checkpoint."""
 
     def __init__(self, run_dir: str, purge_nimg: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError("TensorBoard events need the tensorboard package: pip install 'gankern[tensorboard]'"
+                              ) from e
         self.writer = SummaryWriter(run_dir, purge_step=purge_nimg)
 
     def scalars(self, row: dict) -> None:
