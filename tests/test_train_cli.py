@@ -102,6 +102,17 @@ def test_train_bad_numbers_are_one_line_usage_errors(argv, message, capsys, tmp_
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("assignment,message", [
+    ("train.batch=0", "train.batch=0 must be >= 1"), ("train.log_steps=0", "train.log_steps=0 must be >= 1"),
+    ("train.kimg=-1", "train.kimg=-1.0 must be a finite number > 0"), ("train.keep=-1", "train.keep=-1 must be >= 0"),
+    ("train.resolution=12", "train.resolution=12 must be a power of two"),
+])
+def test_train_bad_values_through_set_are_messages(assignment, message, tmp_path, capsys):
+    assert main(["train", "--outdir", str(tmp_path), "--set", assignment, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gankern train: error: {message}\n" and os.listdir(tmp_path) == []
+
+
 def test_train_on_cuda_without_a_gpu_is_a_usage_error(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):

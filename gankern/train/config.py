@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,16 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         t = self.train
+        for n in ("batch", "accum", "log_steps", "snap_steps", "ckpt_steps", "grid", "metric_samples"):
+            if getattr(t, n) < 1:
+                raise ValueError(f"train.{n}={getattr(t, n)} must be >= 1")
+        if not (math.isfinite(t.kimg) and t.kimg > 0):
+            raise ValueError(f"train.kimg={t.kimg} must be a finite number > 0")
+        if t.resolution < 1 or t.resolution & (t.resolution - 1):
+            raise ValueError(f"train.resolution={t.resolution} must be a power of two")
+        for n in ("workers", "keep"):
+            if getattr(t, n) < 0:
+                raise ValueError(f"train.{n}={getattr(t, n)} must be >= 0")
         for n in ("snap_steps", "ckpt_steps"):
             if getattr(t, n) % t.log_steps:
                 raise ValueError(f"train.{n}={getattr(t, n)} must be a multiple of train.log_steps={t.log_steps}")
