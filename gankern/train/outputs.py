@@ -120,7 +120,7 @@ def _widen(lo: float, hi: float, log: bool) -> tuple[float, float]:
 
 def plot_figure(rows: list[dict], max_legend: int = 10):
     """A matplotlib Figure of metric rows (from metrics.jsonl): one panel per :func:`plot_group`, kimg on x, a log
-    y axis where a panel's positive values span two decades or more; NaN/Inf values are counted in the title."""
+    y axis where a panel's positive values span a decade or more; NaN/Inf values are counted in the title."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     groups: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
@@ -153,7 +153,7 @@ def plot_figure(rows: list[dict], max_legend: int = 10):
         if not ys:
             ax.text(0.5, 0.5, "only NaN/Inf values", ha="center", va="center", transform=ax.transAxes)
             continue
-        log = min(ys) > 0 and max(ys) / min(ys) >= 100
+        log = min(ys) > 0 and max(ys) / min(ys) >= 10
         for i, (key, (x, y)) in enumerate(series.items()):
             ax.plot(x, y, marker="o" if len(x) <= 20 else None, markersize=3, linewidth=1.2,
                     label=key if i < max_legend else None)
