@@ -129,7 +129,7 @@ def test_train_data_and_outdir_problems_are_messages_and_leave_no_run_dir(case, 
     argv, message = {
         "missing-data": (["--data", str(tmp_path / "nope")], f"--data {tmp_path / 'nope'}: no such file or folder"),
         "bad-data": (["--data", str(tmp_path / "bad.npy")], "bad.npy"),
-        "res-from-set": (["--set", "train.resolution=24"], "resolution must be a power of two >= 8, not 24"),
+        "res-from-set": (["--set", "train.resolution=4"], "resolution must be a power of two >= 8, not 4"),
         "outdir-file": (["--outdir", str(tmp_path / "file" / "runs")], f"--outdir {tmp_path / 'file' / 'runs'}: "
                                                                         "cannot make a run directory there"),
         "outdir-dev-null": (["--outdir", "/dev/null"], "--outdir /dev/null: not a directory"),
