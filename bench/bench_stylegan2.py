@@ -1,5 +1,5 @@
-"""StyleGAN2 training step (issue 18's speed target): S2A's paper256 config (256 px, G and D of channel_base
-16384, 8 mapping layers, fp16 in the 4 highest resolutions with conv_clamp 256, D's minibatch stddev group 8),
+"""StyleGAN2 training step (issue 18's speed target) through the stylegan2 recipe (the code that gankern train
+runs): S2A's paper256 config (256 px, G and D of channel_base 16384, 8 mapping layers, fp16 in the 4 highest resolutions with conv_clamp 256, D's minibatch stddev group 8),
 batch 64, ADA's bgc pipeline at p = 0.2 on everything D sees, style mixing 0.9, non-saturating loss, Adam
 (betas (0, 0.99), eps 1e-8, corrected for lazy regularization), G_ema update. Data loading is not timed.
 
@@ -15,7 +15,7 @@ forward of G and of D (torch's FlopCounterMode) times the forward passes a workl
 gradient w.r.t. the input alone ~ 1, a double backward ~ 2), at the bf16 ceiling: a loose lower bound. The target
 (>= 1.5x S2A's own loop, peak memory no higher) needs S2A's code next to this run and a GPU: not measured on a GPU.
 
-    python bench/bench_stylegan2.py [--quick]      (--quick: 16 px, batch 4, <= 16 channels: a CPU smoke run)
+    python bench/bench_stylegan2.py [--quick]      (--quick: 16 px, batch 4, <= 32 channels: a CPU smoke run)
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,88 +31,46 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gankern  # noqa: E402
 from bench_penalty import _with_peak  # noqa: E402  (peak memory of a row's fn, on a GPU)
 from gankern import _bench  # noqa: E402
-from gankern.augment import augment_pipe  # noqa: E402
-from gankern.models.stylegan2 import Discriminator, Generator, config_spec, network_kwargs  # noqa: E402
-from gankern.ops import path_length_penalty, r1_penalty  # noqa: E402
+from gankern.train.recipes.base import Batch, Env  # noqa: E402
+from gankern.train.recipes.stylegan2 import StyleGAN2Options, StyleGAN2Recipe  # noqa: E402
 
 FAMILY = "stylegan2"
-G_REG, D_REG = 4, 16          # lazy regularization intervals
-PL_WEIGHT, PL_SHRINK, MIX, AUG_P = 2.0, 2, 0.9, 0.2
 
 
 class Trainer:
-    """The networks, optimizers and phases of one S2A training step (no data loading)."""
+    """One S2A training step through the stylegan2 recipe (the code ``gankern train --config stylegan2`` runs):
+    its phases, optimizers (OptSpec.build: lazy-regularization corrected) and a G_ema update; no data loading."""
 
     def __init__(self, device, quick):
+        res, batch = (16, 4) if quick else (256, 64)
+        o = StyleGAN2Options(cfg="tiny" if quick else "paper256", aug="fixed", p=0.2)
         if quick:
-            res, batch, spec = 16, 4, dict(gamma=1.0, lrate=0.0025, ema=20)
-            G_kw = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=res, img_channels=3,
-                        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-            D_kw = dict(c_dim=0, img_resolution=res, img_channels=3, channel_base=128, channel_max=16,
-                        epilogue_kwargs=dict(mbstd_group_size=4))
-        else:
-            res, spec = 256, config_spec("paper256", 256)
-            batch = spec["mb"]
-            G_kw, D_kw = network_kwargs("paper256", res)
-        self.res, self.batch, self.gamma = res, batch, spec["gamma"]
-        self.dtype = "fp32" if quick else "fp16 in the 4 highest resolutions, else fp32"
-        sk = G_kw["synthesis_kwargs"]
-        self.shape = (f"{'quick' if quick else 'paper256'} {res}px, batch {batch}, channel_base "
-                      f"{sk['channel_base']}, fp16 res {sk.get('num_fp16_res', 0)}")
+            o.fmaps = 1 / 256                                           # channel_base 128: 8 to 32 channels
         torch.manual_seed(0)
-        self.G = Generator(**G_kw).to(device).train()
-        self.D = Discriminator(**D_kw).to(device).train()
+        self.recipe = r = StyleGAN2Recipe(o, Env(device, 0, 1, 0, 3, res, 1, 0))
+        self.G, self.D = (r.nets[k].to(device).train() for k in ("G", "D"))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.aug = augment_pipe("bgc").to(device)
-        self.aug.p.fill_(AUG_P)
-        self.pl_mean = torch.zeros([], device=device)
-        self.ema_beta = 0.5 ** (batch / (spec["ema"] * 1000))
-
-        def adam(net, interval):  # S2A's lazy-regularization correction of lr and betas
-            c = interval / (interval + 1)
-            return torch.optim.Adam(net.parameters(), lr=spec["lrate"] * c, betas=(0.0, 0.99 ** c), eps=1e-8)
-        self.G_opt, self.D_opt = adam(self.G, G_REG), adam(self.D, D_REG)
-        self.device = device
+        self.opt = {k: spec.build(r.nets[k].parameters()) for k, spec in r.optimizers.items()}
+        self.phase = {p.name: p for p in r.phases}
+        self.res, self.batch, self.device = res, batch, device
+        self.ema_beta = 0.5 ** (batch / (r.spec["ema"] * 1000))
+        sk = self.G.init_kwargs["synthesis_kwargs"]
+        self.shape = (f"{'quick' if quick else 'paper256'} {res}px, batch {batch}, channel_base "
+                      f"{sk['channel_base']}, fp16 res {sk['num_fp16_res'] if device.type == 'cuda' else 0}")
+        self.dtype = "fp16 in the 4 highest resolutions, else fp32" if device.type == "cuda" and not quick else "fp32"
         self.reals = [torch.randn(batch, 3, res, res, device=device).clamp(-1, 1) for _ in range(3)]
+        self.calls = 0
 
-    def run_G(self, n):
-        """Images and ws of n fresh latents, with style mixing (probability MIX, a random cut, no host sync)."""
-        z = torch.randn(n, self.G.z_dim, device=self.device)
-        ws = self.G.mapping(z, None)
-        ws2 = self.G.mapping(torch.randn_like(z), None, skip_w_avg_update=True)
-        num_ws = ws.shape[1]
-        cut = torch.randint(1, num_ws, [], device=self.device)
-        cut = torch.where(torch.rand([], device=self.device) < MIX, cut, torch.full_like(cut, num_ws))
-        mixed = torch.arange(num_ws, device=self.device)[None, :, None] >= cut
-        ws = torch.where(mixed, ws2, ws)
-        return self.G.synthesis(ws), ws
-
-    def _update(self, net, opt, loss):
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def g_main(self):
-        img, _ = self.run_G(self.batch)
-        self.D.requires_grad_(False)
-        self._update(self.G, self.G_opt, F.softplus(-self.D(self.aug(img), None)).mean())
-        self.D.requires_grad_(True)
-
-    def g_reg(self):
-        img, ws = self.run_G(self.batch // PL_SHRINK)
-        pen, _ = path_length_penalty(img, ws, self.pl_mean)
-        self._update(self.G, self.G_opt, pen * PL_WEIGHT * G_REG)
-
-    def d_main(self, i):
-        with torch.no_grad():
-            fake, _ = self.run_G(self.batch)
-        loss = F.softplus(self.D(self.aug(fake), None)).mean() + \
-            F.softplus(-self.D(self.aug(self.reals[i]), None)).mean()
-        self._update(self.D, self.D_opt, loss)
-
-    def d_reg(self, i):
-        x = self.reals[i].detach().requires_grad_(True)
-        self._update(self.D, self.D_opt, r1_penalty(self.D(self.aug(x), None), x) * (self.gamma / 2) * D_REG)
+    def run_phase(self, name, i):
+        """One optimizer step of phase ``name`` on real batch i, as the trainer runs it (one accumulation round)."""
+        ph, r = self.phase[name], self.recipe
+        for k, m in r.nets.items():
+            m.requires_grad_(k == ph.net)
+        self.calls += 1
+        batch = Batch(self.reals[i], None, torch.randn(self.batch, r.z_dim, device=self.device), None, self.calls)
+        self.opt[ph.net].zero_grad(set_to_none=True)
+        r.accumulate_gradients(name, batch, ph.interval)
+        self.opt[ph.net].step()
 
     def ema(self):
         with torch.no_grad():
@@ -122,19 +79,16 @@ class Trainer:
 
     def forward_flops(self) -> tuple[int, int]:
         """FLOPs of one forward of G and of D over the batch (matmuls and convolutions, torch's count)."""
+        z = torch.randn(self.batch, self.recipe.z_dim, device=self.device)
         with torch.no_grad(), FlopCounterMode(display=False) as g:
-            img, _ = self.run_G(self.batch)
+            img = self.recipe.run_G(z, None)
         with torch.no_grad(), FlopCounterMode(display=False) as d:
-            self.D(img, None)
+            self.recipe.run_D(img, None)
         return g.get_total_flops(), d.get_total_flops()
 
     def step(self, i, reg=False):
-        self.g_main()
-        if reg:
-            self.g_reg()
-        self.d_main(i)
-        if reg:
-            self.d_reg(i)
+        for name in ("G", "Greg", "D", "Dreg") if reg else ("G", "D"):
+            self.run_phase(name, i)
         self.ema()
 
 
@@ -153,8 +107,8 @@ def run(quick: bool = False) -> list[dict]:
     # (fn, floor FLOPs in forward passes of G and D over the batch: a backward ~ 2 forwards, a gradient w.r.t. the
     # input alone ~ 1, a double backward ~ 2)
     workloads = {"step": (lambda i: tr.step(i), 4 * G_f + 8 * D_f),
-                 "PL phase": (lambda i: tr.g_reg(), 2 * G_f),
-                 "R1 phase": (tr.d_reg, 4 * D_f),
+                 "PL phase": (lambda i: tr.run_phase("Greg", i), 2 * G_f),
+                 "R1 phase": (lambda i: tr.run_phase("Dreg", i), 4 * D_f),
                  "step + R1 + PL": (lambda i: tr.step(i, reg=True), 6 * G_f + 12 * D_f)}
     rows, ms = [], {}
     for name, (fn, flops) in workloads.items():
@@ -167,7 +121,8 @@ def run(quick: bool = False) -> list[dict]:
         rows += got
     for backend in ("eager", "gankern"):  # S2A's average step: PL every 4th, R1 every 16th
         parts = [ms[("step", backend)], ms[("PL phase", backend)], ms[("R1 phase", backend)]]
-        t = parts[0] + parts[1] / G_REG + parts[2] / D_REG if None not in parts else None
+        t = parts[0] + parts[1] / tr.phase["Greg"].interval + parts[2] / tr.phase["Dreg"].interval \
+            if None not in parts else None
         env = {k: v for k, v in rows[0].items() if k != "error"}
         rows.append({**env, "workload": "step, amortized (PL / 4, R1 / 16)", "backend": backend, "ms": t,
                      "floor_ms": None, "vs_eager": None, "vs_compile": None, "vs_floor": None, "peak_mem_mb": None,

@@ -3,6 +3,14 @@ __version__ = "0.1.0"
 
 from ._backend import BACKENDS, BackendUnavailable, use_backend  # noqa: E402
 from ._info import info  # noqa: E402
-from . import ops, nn, metrics  # noqa: E402,F401
+from . import ops, nn, metrics, steer  # noqa: E402,F401
 
-__all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn", "metrics", "__version__"]
+__all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn", "metrics", "steer", "__version__"]
+
+
+def __getattr__(name: str):
+    """``gankern.train`` (trainers, recipes, CLI) is imported on first use, so ``import gankern`` stays light."""
+    if name == "train":
+        import importlib
+        return importlib.import_module(".train", __name__)
+    raise AttributeError(f"module 'gankern' has no attribute '{name}'")

@@ -1,4 +1,4 @@
-"""The ``gankern`` command: ``gankern info | train | generate | fid | bench`` (``--help`` on each).
+"""The ``gankern`` command: ``gankern info | train | generate | project | fid | bench | steer`` (``--help`` on each).
 
 Each row of MODULES is a module that defines ``add_parsers(subparsers)``: it adds its subcommand(s), each with
 ``set_defaults(func=...)`` taking the parsed args and returning an exit code. gankern's log lines (logger
@@ -20,6 +20,8 @@ MODULES = [
     "gankern._bench_cli",     # bench
     "gankern.metrics.cli",    # fid
     "gankern.train.cli",      # train, generate
+    "gankern._steer_cli",     # steer
+    "gankern.train.recipes.stylegan2",  # project, and S2A's options of generate (so after gankern.train.cli)
 ]
 
 

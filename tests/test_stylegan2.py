@@ -726,3 +726,17 @@ def test_bench_quick_runs_on_the_cpu():
     assert all(r["ms"] and r["ms"] > 0 and "error" not in r for r in rows)
     assert all(r["img_per_s"] > 0 for r in rows if r["workload"].startswith("step"))
     assert all(r["floor_ms"] > 0 for r in rows if not r.get("derived"))
+
+
+def test_cli_generates_and_projects_from_an_s2a_pickle(s2a_modules, tmp_path):
+    from gankern.cli import main
+    from gankern.models.stylegan2_tools import generate_images
+    path, marker = tmp_path / "network-snapshot-000000.pkl", tmp_path / "code-ran"
+    _, _, G_ema = write_s2a_pickle(s2a_modules, path, "skip", 4, marker)
+    png = str(tmp_path / "seeds.png")
+    assert main(["generate", "--network", str(path), "--seeds", "0-3", "--trunc", "0.7", "--out", png]) == 0
+    torch.testing.assert_close(generate_images(load_stylegan2_ada(path)["G_ema"], [0, 1, 2, 3], 0.7),
+                               generate_images(G_ema, [0, 1, 2, 3], 0.7), **TOL)
+    assert main(["project", "--network", str(path), "--target", png, "--num-steps", "2",
+                 "--outdir", str(tmp_path / "proj")]) == 0
+    assert not marker.exists() and os.path.exists(tmp_path / "proj" / "projected_w.npz")

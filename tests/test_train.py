@@ -35,7 +35,7 @@ def rows(run):
     return [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [n for n, (_, row) in CONFIGS.items() if row["recipe"] == "classic"])
 def test_every_config_trains_without_nan_and_d_learns(name, tmp_path):
     cfg = tiny(name, steps=200)
     tr = Trainer(cfg, str(tmp_path), progress=False)

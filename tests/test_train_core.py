@@ -62,9 +62,25 @@ def test_sngan_d_step_is_one_batched_spectral_norm_update_per_optimizer_step(tmp
         return run_phase(ph, step)
     tr.run_phase = tagged
     tr.train()
-    d_calls = [n for p, n in calls if p == "D"]
-    assert d_calls == [d_layers] * (2 * 5)                   # 2 steps x n_critic 5: one batched call per D step
+    # per step: n_critic 5 D steps, then the G step (D runs in it too): one batched call each, no per-layer call
+    assert calls == ([("D", d_layers)] * 5 + [("G", d_layers)]) * 2
     assert int(next(iter(tr.opt["D"].state.values()))["step"]) == 10
+
+
+@pytest.mark.parametrize("name", ["sngan", "sagan"])
+def test_gradient_accumulation_leaves_spectral_norm_training_unchanged(tmp_path, name):
+    """One batched SN update per optimizer step of every SN net, whatever the number of rounds (per-layer SN would
+    run a power iteration per call, so per round)."""
+    outs = []
+    for accum in (1, 2):
+        cfg = tiny(named_config(name), steps=3, accum=accum, ema_kimg=0.0)
+        cfg.model.g_norm = "none"                            # BatchNorm statistics depend on the round size
+        tr = Trainer(cfg, str(tmp_path / str(accum)), progress=False)
+        tr.train()
+        outs.append([torch.cat([t.flatten() for t in list(net.parameters()) + list(net.buffers())])
+                     for net in tr.nets.values()])
+    for a, b in zip(*outs):                                   # fp32 sums over rounds in another order
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_logged_sigmas_are_the_layers_sigmas(tmp_path, monkeypatch):

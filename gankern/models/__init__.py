@@ -23,6 +23,7 @@ class ModelConfig:
     d_norm: str = "bn"           # bn | ln | none
     g_sn: bool = False           # spectral norm in G (SAGAN)
     d_sn: bool = False           # spectral norm in D (SNGAN, SAGAN)
+    d_san: bool = False          # D's spectral norm replaced by sparsity-aware norm (Kligvasser & Michaeli 2021)
     attn: bool = False           # SAGAN self-attention block at half the resolution, in G and D
     mbstd: int = 0               # minibatch stddev group size in D (0 = off)
     mbdisc: int = 0              # minibatch discrimination kernels in D's head (0 = off)
@@ -46,6 +47,12 @@ def build(cfg: ModelConfig, resolution: int, channels: int, num_classes: int = 0
         raise ValueError(f"cond='{cfg.cond}' needs a labelled data set (num_classes > 0)")
     if resolution & (resolution - 1) or resolution < 8:
         raise ValueError(f"resolution must be a power of two >= 8, not {resolution}")
+    if cfg.d_san and not cfg.d_sn:
+        raise ValueError("d_san replaces D's spectral norm: it needs d_sn=True")
     nc = num_classes if cfg.cond != "none" else 0
     G, D = archs[cfg.arch]
-    return G(cfg, resolution, channels, nc), D(cfg, resolution, channels, nc)
+    G, D = G(cfg, resolution, channels, nc), D(cfg, resolution, channels, nc)
+    if cfg.d_san:
+        from ..nn import convert
+        D = convert(D, to="san")
+    return G, D

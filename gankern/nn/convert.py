@@ -45,9 +45,16 @@ def _convert_tree(model: nn.Module, path: str, notes: dict[str, list[str]]) -> n
     return new
 
 
-def convert(model: nn.Module) -> nn.Module:
+TARGETS = ("gankern", "san")
+
+
+def convert(model: nn.Module, to: str = "gankern", **san_kwargs) -> nn.Module:
     """Convert ``model`` in place (and return it; a converted root module is returned instead of ``model``).
     Convert before creating optimizers: modules that gankern replaces are new objects (their Parameters are kept).
+
+    ``to="san"``: after the conversion below, every spectral-normalized Conv2d weight (and Linear weight with
+    ``linear=True``) gets sparsity-aware normalization instead (:func:`gankern.nn.utils.sparsity_aware_norm`,
+    keyword arguments ``san_kwargs``; the original weights are kept, the spectral-norm vectors dropped).
 
     Swaps for :func:`gankern.nn.utils.spectral_norm`'s parametrization:
 
@@ -64,8 +71,15 @@ def convert(model: nn.Module) -> nn.Module:
       derived. With num_svs > 1 the first singular pair (the only one in W / sigma) is kept and u1.., sv1.. are
       dropped, with a :class:`ConvertWarning` naming the layers.
     """
+    if to not in TARGETS:
+        raise ValueError(f"to must be one of {TARGETS}, got {to!r}")
+    if san_kwargs and to != "san":
+        raise TypeError(f"keyword arguments {sorted(san_kwargs)} are for to='san' only")
     notes: dict[str, list[str]] = {}
     new = _convert_tree(model, "", notes)
     for message, layers in notes.items():
         warnings.warn(f"gankern.nn.convert: {message}: {', '.join(layers)}", ConvertWarning, stacklevel=2)
+    if to == "san":
+        from .san import spectral_to_san
+        new = spectral_to_san(new, **san_kwargs)
     return new

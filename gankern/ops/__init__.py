@@ -5,3 +5,4 @@ from .minibatch import minibatch_discrimination, minibatch_discrimination_pairs,
 from .modulation import adain, bias_act, modulated_conv2d, noise_bias_act  # noqa: F401
 from .penalty import grad_norm_penalty, gradient_penalty, path_length_penalty, r1_penalty  # noqa: F401
 from .resample import downsample2d, filter2d, upfirdn2d, upsample2d  # noqa: F401
+from . import san  # noqa: F401

@@ -125,8 +125,8 @@ def set_field(cfg: RunConfig, assignment: str) -> None:
     path = path[1:] if path[0] in ("train", "recipe") else path
     for name in path[:-1]:
         obj = getattr(obj, name, None) if dataclasses.is_dataclass(obj) else None
-    if not sep or not path or not dataclasses.is_dataclass(obj) or path[-1] not in {f.name for f in
-                                                                                    dataclasses.fields(obj)}:
+    if not sep or not path or not dataclasses.is_dataclass(obj) or path[-1] not in {
+            f.name for f in dataclasses.fields(obj)} or dataclasses.is_dataclass(getattr(obj, path[-1])):
         sections = [f.name for f in dataclasses.fields(cfg.options) if dataclasses.is_dataclass(getattr(
             cfg.options, f.name))]
         raise ValueError(f"--set {assignment}: expected SECTION.FIELD=VALUE with SECTION train, recipe (the options "
@@ -182,6 +182,19 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   model=dict(arch="resnet", attn=True, g_sn=True, d_sn=True, d_norm="none", g_ch=64, d_ch=64),
                   loss=dict(name="hinge"),
                   opt=dict(g_lr=1e-4, d_lr=4e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9))),
+    "dcgan-san": _row("DCGAN with sparsity-aware normalization of D's convolutions (circular padding; the head keeps "
+                      "spectral norm) instead of BatchNorm (Kligvasser & Michaeli 2021)",
+                      model=dict(d_sn=True, d_san=True, d_norm="none")),
+    "sngan-san": _row("SNGAN with sparsity-aware normalization instead of spectral norm in D's convolutions "
+                      "(Kligvasser & Michaeli 2021)",
+                      model=dict(arch="resnet", d_sn=True, d_san=True, d_norm="none", g_ch=64, d_ch=64),
+                      loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
+    "stylegan2": _row("StyleGAN2-ADA (Karras et al. 2020): S2A's --cfg auto (recipe.cfg), lazy R1 and path length, "
+                      "style mixing, ADA; on a CPU: --set recipe.cfg=tiny", recipe="stylegan2",
+                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+    "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
+                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
+                     train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
 }
 
 

@@ -1,4 +1,5 @@
-"""This process's place in a (torchrun) job, and the seeds derived from (run seed, step, tag, ...)."""
+"""This process's place in a (torchrun) job, the gradient all-reduce, and the seeds derived from (run seed, step,
+tag, ...)."""
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,16 @@ class Dist:
         if world > 1 and not tdist.is_initialized():
             tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return Dist(rank, world, dev)
+
+    def average_grads(self, net: torch.nn.Module) -> None:
+        """Average the gradients of ``net``'s trained parameters over the ranks: one all-reduce (as StyleGAN2-ADA
+        does; works with double backward and with requires_grad toggled between phases, unlike DDP's hooks)."""
+        if self.world > 1:
+            params = [p for p in net.parameters() if p.requires_grad]
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+            tdist.all_reduce(flat)
+            for p, g in zip(params, (flat / self.world).split([p.numel() for p in params])):
+                p.grad = g.view_as(p)
 
 
 def derive_seed(*parts) -> int:

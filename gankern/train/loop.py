@@ -17,7 +17,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as tdist
 
 from ..data import open_dataset
 from ..nn.spectral_norm import SpectralNorm, SpectralNormGroup
@@ -84,7 +83,8 @@ class Trainer:
 
     def run_phase(self, ph: Phase, step: int) -> Stats:
         """``ph.repeats`` optimizer steps of ``ph.net``, each over ``train.accum`` rounds of the recipe's loss, inside
-        one batched spectral-norm update of that net; returns stats averaged over rounds and repeats."""
+        one batched spectral-norm update of every net (the others' weights do not require grad: no graph); returns
+        stats averaged over rounds and repeats."""
         net, a, t = self.nets[ph.net], self.cfg.train.accum, self.cfg.train
         for m in self.nets.values():
             m.requires_grad_(m is net)
@@ -94,13 +94,15 @@ class Trainer:
             real, c = self.feed.real(i)
             z, c_gen = self.feed.latents(step, f"{ph.name}{i}")
             opt.zero_grad(set_to_none=True)
-            with self.sn[ph.net].cached() if ph.net in self.sn else contextlib.nullcontext():
+            with contextlib.ExitStack() as groups:          # every SN net: one batched update per optimizer step
+                for g in self.sn.values():
+                    groups.enter_context(g.cached())
                 for j in range(a):
                     rr, cc, zz, cg = (None if v is None else v.chunk(a)[j] for v in (real, c, z, c_gen))
-                    b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank) % 2 ** 63)
+                    b = Batch(rr, cc, zz, cg, derive_seed(t.seed, step, ph.name, i, j, self.dist.rank))
                     for k, v in self.recipe.accumulate_gradients(ph.name, b, ph.interval / a).items():
                         total[k] = total.get(k, 0) + v.detach().float() / (a * ph.repeats)
-            self._allreduce_grads(net)
+            self.dist.average_grads(net)
             self._scaler.unscale_(opt)
             grads = [torch.linalg.vector_norm(p.grad) for p in net.parameters() if p.grad is not None]
             if grads:
@@ -110,14 +112,6 @@ class Trainer:
             self._scaler.update()
             self.recipe.after_step(ph.name, step)
         return total
-
-    def _allreduce_grads(self, net: torch.nn.Module) -> None:
-        if self.dist.world > 1:
-            params = [p for p in net.parameters() if p.requires_grad]
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-            tdist.all_reduce(flat)
-            for p, g in zip(params, (flat / self.dist.world).split([p.numel() for p in params])):
-                p.grad = g.view_as(p)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -209,7 +203,7 @@ class Trainer:
         bar = Progress(self.nimg + (self.total_steps - self.step) * t.batch, self.nimg, self.progress)
         t_tick, s_tick, last, info = time.time(), self.step, {}, ""
         while self.step < self.total_steps:
-            torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step) % 2 ** 63)
+            torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step))
             self.feed.next_step()
             stats = {}
             for ph in self.recipe.phases:

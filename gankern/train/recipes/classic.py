@@ -91,9 +91,8 @@ class ClassicRecipe(Recipe):
                 lf = self.run_D(self.run_G(b.z, b.c_gen), b.c_gen, b.seed)
                 loss = losses.g_loss(lc.name, lf)
                 stats = {"G/loss": loss}
-            else:
-                with torch.no_grad():
-                    fake = self.run_G(b.z, b.c_gen)
+            else:                   # G's weights do not require grad here: no graph (and its batched SN is used)
+                fake = self.run_G(b.z, b.c_gen)
                 if phase == "Dreg":
                     stats = self._penalties(b, fake, "Dreg")
                     loss = sum(stats.values())

@@ -1,0 +1,196 @@
+"""What people do with a trained StyleGAN2 / StyleGAN, as StyleGAN2-ADA's (S2A's) scripts do it: images from seeds
+(``generate.py``: z = numpy RandomState(seed).randn(z_dim), so a seed gives S2A's image for the same network),
+style-mixing grids (``style_mixing.py``) and projection of an image into W (``projector.py``).
+
+Projection differs from S2A's in its distance: S2A measures LPIPS with a VGG16 that it downloads; nothing downloads
+here, so the distance is a multi-scale pixel distance (mean squared error of the images and of their 2x, 4x, ...
+average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of D's block
+features (each block's features divided by their RMS on the target). The rest follows S2A: W initialized at the
+mean of 10000 mapped latents, Adam on w, noise on w ramped down, learning rate ramped up and down. Unlike S2A, the
+per-layer noise images are not optimized (they stay the network's ``noise_const``): gankern's fused modulated
+convolution takes noise as a constant input (no gradient), so S2A's noise optimization and its noise
+regularization are left out.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .stylegan2 import Discriminator, Generator
+
+__all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid",
+           "discriminator_features", "project"]
+
+
+def parse_range(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (S2A's num_range)."""
+    out = []
+    for part in str(text).split(","):
+        a, sep, b = part.strip().partition("-")
+        try:
+            out += list(range(int(a), int(b) + 1)) if sep else [int(a)]
+        except ValueError:
+            raise ValueError(f"expected a list of integers and ranges such as '0-3,7', got {text!r}") from None
+    if not out:
+        raise ValueError(f"empty range {text!r}")
+    return out
+
+
+def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """(len(seeds), z_dim) float32: row i is numpy RandomState(seeds[i]).randn(z_dim), S2A's latent of a seed."""
+    for s in seeds:
+        if not 0 <= s < 2 ** 32:
+            raise ValueError(f"seeds must be in [0, 2**32), got {s}")
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])).float()
+
+
+def class_labels(G: Generator, class_idx: int | None, n: int) -> torch.Tensor | None:
+    """S2A's conditioning c (n, c_dim): one-hot of ``class_idx`` for a conditional G, None for an unconditional one."""
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise ValueError("this network is unconditional: no class can be given")
+        return None
+    if class_idx is None or not 0 <= class_idx < G.c_dim:
+        raise ValueError(f"this network is conditional: give a class in [0, {G.c_dim})"
+                         + ("" if class_idx is None else f", got {class_idx}"))
+    return F.one_hot(torch.full([n], class_idx), G.c_dim).float()
+
+
+def _synthesis_kwargs(noise_mode: str, device) -> dict:
+    return dict(noise_mode=noise_mode, force_fp32=torch.device(device).type == "cpu")
+
+
+@torch.no_grad()
+def generate_images(G: Generator, seeds: list[int], truncation_psi: float = 1.0, noise_mode: str = "const",
+                    class_idx: int | None = None, batch: int = 16) -> torch.Tensor:
+    """Images (len(seeds), C, R, R) in about [-1, 1], float32 on G's device, as S2A's generate.py."""
+    dev = next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(dev)
+    c = class_labels(G, class_idx, len(seeds))
+    out = []
+    for i in range(0, len(seeds), batch):
+        ci = None if c is None else c[i:i + batch].to(dev)
+        out.append(G(z[i:i + batch], ci, truncation_psi=truncation_psi, **_synthesis_kwargs(noise_mode, dev)))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def style_mixing_grid(G: Generator, row_seeds: list[int], col_seeds: list[int], col_styles: list[int],
+                      truncation_psi: float = 1.0, noise_mode: str = "const",
+                      class_idx: int | None = None) -> torch.Tensor:
+    """S2A's style-mixing figure as (len(row_seeds) + 1) * (len(col_seeds) + 1) images, row-major: the first row is
+    a blank then the column seeds' images, each further row starts with a row seed's image followed by that image
+    with the ws of ``col_styles`` (layer indices) taken from each column seed."""
+    bad = [i for i in col_styles if not 0 <= i < G.num_ws]
+    if bad:
+        raise ValueError(f"col_styles must be layer indices in [0, {G.num_ws}), got {bad}")
+    dev = next(G.parameters()).device
+    seeds = list(dict.fromkeys(row_seeds + col_seeds))
+    c = class_labels(G, class_idx, len(seeds))
+    ws = G.mapping(seed_latents(seeds, G.z_dim).to(dev), None if c is None else c.to(dev),
+                   truncation_psi=truncation_psi)
+    w = dict(zip(seeds, ws))
+    kw = _synthesis_kwargs(noise_mode, dev)
+
+    def synth(x):
+        return G.synthesis(x.unsqueeze(0), **kw)[0]
+    blank = torch.full([G.img_channels, G.img_resolution, G.img_resolution], -1.0, device=dev)
+    grid = [blank] + [synth(w[s]) for s in col_seeds]
+    for r in row_seeds:
+        grid.append(synth(w[r]))
+        for s in col_seeds:
+            mixed = w[r].clone()
+            mixed[col_styles] = w[s][col_styles]
+            grid.append(synth(mixed))
+    return torch.stack(grid)
+
+
+def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of D's blocks (highest resolution first) and of its 4x4 conv on ``img`` (N, C, R, R), fp32."""
+    x, feats = None, []
+    for res in D.block_resolutions:
+        x, img = getattr(D, f"b{res}")(x, img, force_fp32=True)
+        feats.append(x.float())
+    ep = D.b4
+    y = x.float()
+    if ep.architecture == "skip":
+        y = y + ep.fromrgb(img.float())
+    feats.append(ep.conv(y if ep.mbstd is None else ep.mbstd(y)))
+    return feats
+
+
+def _pyramid(img: torch.Tensor) -> list[torch.Tensor]:
+    out = [img]
+    while out[-1].shape[-1] > 8:
+        out.append(F.avg_pool2d(out[-1], 2))
+    return out
+
+
+def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discriminator | None = None,
+            d_weight: float = 1.0, w_avg_samples: int = 10000, initial_learning_rate: float = 0.1,
+            initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05,
+            noise_ramp_length: float = 0.75, seed: int = 303,
+            progress=None) -> torch.Tensor:
+    """Find ws with G.synthesis(ws, noise_mode='const') close to ``target``; returns the w of every step,
+    (num_steps, num_ws, w_dim) on G's device (the last row is the result).
+
+    Args:
+        G: an unconditional generator (it is not modified: a copy is optimized).
+        target: (C, R, R) image of G's shape, in [-1, 1].
+        D: a discriminator of G's resolution whose block features join the distance (``d_weight``), or None.
+        progress: called as progress(step, dist) after each step (dist: a float), or None.
+    """
+    if G.c_dim:
+        raise ValueError("projection needs an unconditional generator (as S2A's projector)")
+    shape = (G.img_channels, G.img_resolution, G.img_resolution)
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != shape:
+        raise ValueError(f"target must be a tensor of shape {shape}, got "
+                         f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    dev = next(G.parameters()).device
+    G = copy.deepcopy(G).eval().requires_grad_(False).float()
+    kw = _synthesis_kwargs("const", dev)
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.RandomState(123).randn(w_avg_samples, G.z_dim)).float().to(dev)
+        w = G.mapping(z, None)[:, :1, :]                                    # (S, 1, w_dim)
+        w_avg = w.mean(dim=0, keepdim=True)                                 # (1, 1, w_dim)
+        w_std = float(((w - w_avg).square().sum() / w_avg_samples) ** 0.5)
+    target = target.to(dev, torch.float32)[None]
+    target_pyr = _pyramid(target)
+    target_feats = scales = None
+    if D is not None:
+        if D.img_resolution != G.img_resolution or D.img_channels != G.img_channels:
+            raise ValueError("D must take G's images (same resolution and channels)")
+        D = copy.deepcopy(D).eval().requires_grad_(False).float()
+        with torch.no_grad():
+            target_feats = discriminator_features(D, target)
+            scales = [f.square().mean().sqrt().clamp_min(1e-8) for f in target_feats]
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    w_opt = w_avg.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w_opt], betas=(0.9, 0.999), lr=initial_learning_rate)
+    w_out = torch.zeros([num_steps, G.num_ws, G.w_dim], device=dev)
+    for step in range(num_steps):
+        t = step / num_steps
+        w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        lr_ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
+        lr_ramp = (0.5 - 0.5 * math.cos(lr_ramp * math.pi)) * min(1.0, t / lr_rampup_length)
+        for group in opt.param_groups:
+            group["lr"] = initial_learning_rate * lr_ramp
+        w_noise = torch.randn(w_opt.shape, generator=gen, device=dev) * w_noise_scale
+        synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), **kw)
+        dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
+        if D is not None:
+            dist = dist + d_weight * sum(((f - tf) / s).square().mean() for f, tf, s in
+                                         zip(discriminator_features(D, synth), target_feats, scales))
+        opt.zero_grad(set_to_none=True)
+        dist.backward()
+        opt.step()
+        w_out[step] = w_opt.detach()[0]
+        if progress is not None:
+            progress(step, float(dist.detach()))
+    return w_out

@@ -1,0 +1,379 @@
+"""StyleGAN2 / StyleGAN training (the stylegan2 recipe: S2A's loss, lazy R1 and path length, style mixing, ADA, exact
+resume), generation from seeds and style-mixing grids as S2A's scripts, projection into W, and their CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gankern.models import stylegan2_tools as tools
+from gankern.models.stylegan2 import Discriminator, Generator
+
+
+def tiny_G(c_dim=0, layer="modconv", seed=0):
+    torch.manual_seed(seed)
+    return Generator(32, c_dim, 32, 16, 3, mapping_kwargs=dict(num_layers=2),
+                     synthesis_kwargs=dict(channel_base=256, channel_max=32, layer=layer)).eval()
+
+
+def tiny_D(seed=1):
+    torch.manual_seed(seed)
+    return Discriminator(0, 16, 3, channel_base=256, channel_max=32).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# generation, style mixing, projection
+
+
+def test_seed_latents_are_s2a_latents():
+    z = tools.seed_latents([3, 70000], 8)
+    assert z.dtype == torch.float32 and z.shape == (2, 8)
+    assert torch.equal(z[1], torch.from_numpy(np.random.RandomState(70000).randn(8)).float())
+    assert tools.parse_range("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    for bad in ("a-3", ""):
+        with pytest.raises(ValueError, match="integers and ranges"):
+            tools.parse_range(bad)
+    with pytest.raises(ValueError, match="seeds must be in"):
+        tools.seed_latents([-1], 8)
+
+
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_generate_images_from_seeds(layer):
+    G = tiny_G(layer=layer)
+    img = tools.generate_images(G, [5, 6, 7], truncation_psi=0.7, noise_mode="const", batch=2)
+    with torch.no_grad():
+        want = G(tools.seed_latents([5, 6, 7], 32), None, truncation_psi=0.7, noise_mode="const")
+    torch.testing.assert_close(img, want)
+    with pytest.raises(ValueError, match="unconditional"):
+        tools.generate_images(G, [0], class_idx=1)
+
+
+def test_generate_conditional_needs_a_class():
+    G = tiny_G(c_dim=4)
+    img = tools.generate_images(G, [1, 2], class_idx=3, noise_mode="none")
+    with torch.no_grad():
+        want = G(tools.seed_latents([1, 2], 32), torch.nn.functional.one_hot(torch.tensor([3, 3]), 4).float(),
+                 noise_mode="none")
+    torch.testing.assert_close(img, want)
+    with pytest.raises(ValueError, match=r"conditional: give a class in \[0, 4\)"):
+        tools.generate_images(G, [1])
+    with pytest.raises(ValueError, match="got 4"):
+        tools.generate_images(G, [1], class_idx=4)
+
+
+def test_style_mixing_grid_is_s2a_figure():
+    G = tiny_G()
+    rows, cols, styles = [1, 2], [3, 4, 5], [0, 1]
+    grid = tools.style_mixing_grid(G, rows, cols, styles, truncation_psi=0.5, noise_mode="const")
+    assert grid.shape == ((len(rows) + 1) * (len(cols) + 1), 3, 16, 16)
+    plain = tools.generate_images(G, rows + cols, truncation_psi=0.5, noise_mode="const")
+    torch.testing.assert_close(grid[1:4], plain[2:])                       # first row: the column seeds
+    torch.testing.assert_close(grid[[4, 8]], plain[:2])                    # first column: the row seeds
+    with torch.no_grad():
+        ws = G.mapping(tools.seed_latents([2, 4], 32), None, truncation_psi=0.5)
+        mixed = ws[0].clone()
+        mixed[styles] = ws[1][styles]
+        want = G.synthesis(mixed[None], noise_mode="const")[0]
+    torch.testing.assert_close(grid[8 + 2], want)                          # row seed 2 with styles of seed 4
+    assert torch.all(grid[0] == -1)
+    with pytest.raises(ValueError, match="col_styles"):
+        tools.style_mixing_grid(G, rows, cols, [G.num_ws])
+
+
+@pytest.mark.parametrize("use_D", [False, True])
+def test_projection_finds_a_generated_image(use_D):
+    G = tiny_G()
+    with torch.no_grad():
+        target = G(tools.seed_latents([9], 32), None, noise_mode="const")[0]
+    dists = []
+    ws = tools.project(G, target, num_steps=120, D=tiny_D() if use_D else None, w_avg_samples=500,
+                       progress=lambda step, d: dists.append(d))
+    assert ws.shape == (120, G.num_ws, 32) and len(dists) == 120
+    assert dists[-1] < 0.25 * dists[0]
+    with torch.no_grad():
+        out = G.synthesis(ws[-1:], noise_mode="const")[0]
+        far = G.synthesis(ws[:1], noise_mode="const")[0]
+    assert (out - target).square().mean() < 0.5 * (far - target).square().mean()
+    with pytest.raises(ValueError, match="target must be a tensor of shape"):
+        tools.project(G, target[:1], num_steps=1)
+    with pytest.raises(ValueError, match="unconditional"):
+        tools.project(tiny_G(c_dim=2), target, num_steps=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the recipe, driven by hand (what the trainer core does per phase), against S2A's loss.py written out here
+
+
+def cpu_env(resolution=16, channels=3, num_classes=0):
+    """What the trainer gives a recipe, on the CPU, without AMP."""
+    from gankern.train.recipes import Env
+    return Env(torch.device("cpu"), 0, 1, num_classes, channels, resolution, 100, 0)
+
+
+def make_recipe(env=None, **options):
+    from gankern.train.recipes.stylegan2 import StyleGAN2Options, StyleGAN2Recipe
+    options = {"cfg": "tiny", **options}
+    torch.manual_seed(0)
+    return StyleGAN2Recipe(StyleGAN2Options(**options), env or cpu_env())
+
+
+def make_batch(recipe, seed, n=4, labels=False):
+    from gankern.train.recipes import Batch
+    g = torch.Generator().manual_seed(seed)
+    env = recipe.env
+    real = torch.rand(n, env.channels, env.resolution, env.resolution, generator=g) * 2 - 1
+    c = torch.randint(0, env.num_classes, (n,), generator=g) if labels else None
+    c_gen = torch.randint(0, env.num_classes, (n,), generator=g) if labels else None
+    return Batch(real=real, c=c, z=torch.randn(n, recipe.z_dim, generator=g), c_gen=c_gen, seed=seed + 1000)
+
+
+def grads(net):
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def run_phase(recipe, phase, batch, gain=1.0):
+    net = {"G": "G", "Greg": "G", "D": "D", "Dreg": "D"}[phase]
+    for k, m in recipe.nets.items():
+        m.train().requires_grad_(k == net)
+        m.zero_grad(set_to_none=True)
+    stats = recipe.accumulate_gradients(phase, batch, gain)
+    return stats, grads(recipe.nets[net])
+
+
+def s2a_loss(recipe, phase, b, gain):
+    """S2A's StyleGAN2Loss.accumulate_gradients for one phase, with torch's RNG seeded as the recipe seeds it."""
+    G, D, o = recipe.nets["G"], recipe.nets["D"], recipe.options
+    torch.manual_seed(b.seed)
+    kw = dict(force_fp32=True)
+
+    def run_G(z):
+        ws = G.mapping(z, None)
+        if recipe.style_mixing > 0:
+            cutoff = torch.randint(1, ws.shape[1], [])
+            cutoff = torch.where(torch.rand([]) < recipe.style_mixing, cutoff, torch.full_like(cutoff, ws.shape[1]))
+            ws = ws.clone()
+            ws[:, int(cutoff):] = G.mapping(torch.randn_like(z), None, skip_w_avg_update=True)[:, int(cutoff):]
+        return G.synthesis(ws, **kw), ws
+    if phase == "G":
+        img, _ = run_G(b.z)
+        (torch.nn.functional.softplus(-D(img, None, **kw)).mean() * gain).backward()
+    elif phase == "Greg":
+        n = b.z.shape[0] // o.pl_batch_shrink
+        img, ws = run_G(b.z[:n])
+        noise = torch.randn_like(img) / np.sqrt(img.shape[2] * img.shape[3])
+        g, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = g.square().sum(2).mean(1).sqrt()
+        pl_mean = recipe.pl_mean.lerp(lengths.mean(), o.pl_decay)
+        ((img[:, 0, 0, 0] * 0 + (lengths - pl_mean).square() * recipe.pl_weight).mean() * gain).backward()
+        return pl_mean.detach()
+    elif phase == "D":
+        with torch.no_grad():
+            img, _ = run_G(b.z)
+        (torch.nn.functional.softplus(D(img, None, **kw)).mean() * gain).backward()
+        (torch.nn.functional.softplus(-D(b.real, None, **kw)).mean() * gain).backward()
+    else:
+        x = b.real.detach().requires_grad_(True)
+        logits = D(x, None, **kw)
+        g, = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        ((logits * 0 + g.square().sum([1, 2, 3]) * (recipe.gamma / 2)).mean() * gain).backward()
+
+
+@pytest.mark.parametrize("phase", ["G", "Greg", "D", "Dreg"])
+def test_recipe_phases_are_s2a_loss(phase):
+    recipe = make_recipe(aug="noaug", style_mixing=0.9, gamma=0.5)
+    recipe.pl_mean.fill_(0.3)
+    b = make_batch(recipe, 7)
+    G_state = {k: v.clone() for k, v in recipe.nets["G"].state_dict().items()}
+    stats, got = run_phase(recipe, phase, b, gain=4.0)
+    assert all(v.dim() == 0 and not v.requires_grad for v in stats.values())
+    pl_after = recipe.pl_mean.clone()
+    recipe.nets["G"].load_state_dict(G_state)                             # w_avg moved: start S2A's from the same
+    recipe.pl_mean.fill_(0.3)
+    net = recipe.nets["G" if phase.startswith("G") else "D"]
+    net.zero_grad(set_to_none=True)
+    want_pl = s2a_loss(recipe, phase, b, 4.0)
+    want = grads(net)
+    assert set(got) == set(want) and got
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)   # float32, other op order
+    if phase == "Greg":
+        torch.testing.assert_close(pl_after, want_pl)
+        assert not torch.equal(pl_after, torch.tensor(0.3))
+
+
+def test_style_mixing_cuts_the_ws():
+    recipe = make_recipe(aug="noaug", style_mixing=1.0)
+    torch.manual_seed(0)
+    z = torch.randn(3, recipe.z_dim)
+    _, ws = recipe.run_G(z, None, return_ws=True)
+    same = (ws == recipe.nets["G"].mapping(z, None)).all(dim=2).all(dim=0)    # (num_ws,) which layers kept z's w
+    cut = int(same.sum())
+    assert 1 <= cut < ws.shape[1] and same[:cut].all() and not same[cut:].any()
+
+
+def test_recipe_conditional_and_options():
+    recipe = make_recipe(cpu_env(num_classes=3), aug="ada", cond=True)
+    assert recipe.nets["G"].c_dim == 3 and recipe.nets["D"].c_dim == 3
+    for phase in ("G", "Greg", "D", "Dreg"):
+        stats, g = run_phase(recipe, phase, make_batch(recipe, 3, labels=True))
+        assert g and all(torch.isfinite(v) for v in stats.values())
+    assert [p.name for p in recipe.phases] == ["G", "Greg", "D", "Dreg"]
+    assert [p.interval for p in recipe.phases] == [1, 4, 1, 16]
+    assert recipe.optimizers["G"].reg_interval == 4 and recipe.optimizers["D"].reg_interval == 16
+    cifar = make_recipe(cpu_env(resolution=32), cfg="cifar", fmaps=1 / 128)   # S2A: no path length, no mixing
+    assert [p.name for p in cifar.phases] == ["G", "D", "Dreg"] and cifar.style_mixing == 0
+    assert cifar.nets["D"].b32.architecture == "orig"
+    assert make_recipe(layer="adain").nets["G"].synthesis.b16.conv1.__class__.__name__ == "AdaINSynthesisLayer"
+    for bad, match in ((dict(aug="sometimes"), "recipe.aug"), (dict(layer="x"), "recipe.layer"),
+                       (dict(gamma=-2), "recipe.gamma"), (dict(p=1.5), "recipe.p"), (dict(cond=True), "labelled"),
+                       (dict(cfg="paper128"), "recipe.cfg"), (dict(augpipe="xyz"), "recipe.augpipe"),
+                       (dict(r1_interval=0), "recipe.r1_interval")):
+        with pytest.raises(ValueError, match=match):
+            make_recipe(**bad)
+
+
+def test_ada_moves_p_and_state_round_trips():
+    recipe = make_recipe(aug="ada", ada_kimg=0.1, target=0.6)
+    D = recipe.nets["D"]
+    with torch.no_grad():                                                  # D says "real" to everything: r_t = 1
+        D.b4.out.bias.fill_(100.0)
+    steps = []
+    for step in range(4):
+        for ph in recipe.phases:
+            if step % ph.interval == 0:
+                run_phase(recipe, ph.name, make_batch(recipe, step))
+                recipe.after_step(ph.name, step)
+        steps.append(float(recipe.augment_pipe.p))
+    assert steps[:3] == [0, 0, 0] and steps[3] == pytest.approx(4 * 4 / 100)   # 4 steps x 4 images / 0.1 kimg
+    stats = recipe.log_stats()
+    assert float(stats["ada/rt"]) == 1.0 and float(stats["ada/p"]) == pytest.approx(0.16)
+    state = recipe.state_dict()
+    assert torch.load(_saved(state), weights_only=True).keys() == state.keys()
+    fresh = make_recipe(aug="ada", ada_kimg=0.1)
+    fresh.load_state_dict(state)
+    assert float(fresh.augment_pipe.p) == pytest.approx(0.16) and torch.equal(fresh.pl_mean, recipe.pl_mean)
+    fixed = make_recipe(aug="fixed", p=0.3)
+    assert fixed.ada is None and float(fixed.augment_pipe.p) == pytest.approx(0.3)
+
+
+def _saved(state):
+    import io
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_recipe_randomness_comes_from_the_batch_seed():
+    a, b = make_recipe(aug="ada", p=0.5), make_recipe(aug="ada", p=0.5)
+    batch = make_batch(a, 11)
+    torch.manual_seed(1)
+    sa, ga = run_phase(a, "G", batch)
+    torch.manual_seed(2)                                                   # the global RNG does not matter
+    sb, gb = run_phase(b, "G", batch)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and all(torch.equal(ga[k], gb[k]) for k in ga)
+    state = torch.get_rng_state()
+    run_phase(a, "D", batch)
+    assert torch.equal(state, torch.get_rng_state())                       # and is left as it was
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# through the trainer core and the CLI
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_run(steps=8, batch=8, res=16, layer="modconv", **train):
+    from gankern.train import named_config
+    cfg = named_config("stylegan" if layer == "adain" else "stylegan2")
+    o, t = cfg.options, cfg.train
+    o.cfg, o.fmaps = "tiny", 1 / 128                                      # 32 channels at 16 px
+    # regularizers and ADA every other step, so that a short run exercises them all (and p moves)
+    o.r1_interval, o.pl_interval, o.ada_interval, o.ada_kimg, o.p = 4, 2, 2, 0.2, 0.5
+    t.resolution, t.batch, t.kimg, t.log_steps, t.snap_steps, t.ckpt_steps = res, batch, batch * steps / 1000, 4, 4, 4
+    t.metrics, t.grid, t.metric_samples = "none", 4, 100
+    for k, v in train.items():
+        setattr(t, k, v)
+    return cfg
+
+
+def test_training_resumes_exactly_with_pl_mean_and_ada_p(tmp_path, one_thread):
+    from gankern.train import Trainer
+    cfg = tiny_run(res=8)
+    full = Trainer(cfg, str(tmp_path / "full"), progress=False)
+    full.train()
+    crashing = Trainer(cfg, str(tmp_path / "part"), progress=False)
+    run_phase = crashing.run_phase
+
+    def crash_at_6(phase, step):
+        if step == 6 and phase.name == "D":
+            raise RuntimeError("crash")
+        return run_phase(phase, step)
+    crashing.run_phase = crash_at_6
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.train()
+    part = Trainer(cfg, str(tmp_path / "part"), progress=False).resume()
+    assert part.step == 4
+    part.train()
+    for name, a, b in (("G", full.nets["G"], part.nets["G"]), ("D", full.nets["D"], part.nets["D"]),
+                       ("G_ema", full.G_ema, part.G_ema)):
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), f"{name}.{k}"
+    ra, rb = full.recipe, part.recipe
+    assert float(ra.pl_mean) > 0 and torch.equal(ra.pl_mean, rb.pl_mean)
+    assert ra.ada.steps == rb.ada.steps == 8 and torch.isfinite(ra.ada.rt)   # p was adjusted 4 times
+    assert torch.equal(ra.augment_pipe.p, rb.augment_pipe.p) and torch.equal(ra.ada.rt, rb.ada.rt)
+
+
+def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys):
+    import json
+    import os
+
+    from PIL import Image
+
+    from gankern.cli import main
+    out = tmp_path / "runs"
+    assert main(["train", "--config", "stylegan", "--data", "digits", "--res", "16", "--batch", "8", "--kimg", "0.032",
+                 "--snap", "4", "--outdir", str(out), "-q", "--set", "recipe.cfg=tiny",
+                 "--set", "recipe.fmaps=0.0078125", "--set", "train.metric_samples=200"]) == 0
+    run = str(out / os.listdir(out)[0])
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    fids = [r["fid_digits"] for r in rows if "fid_digits" in r]
+    assert len(fids) == 2 and all(np.isfinite(fids)) and fids[1] < fids[0]      # at step 0 and step 4
+    logged = {k for r in rows for k in r}
+    assert {"G/loss", "D/loss", "G/pl_mean", "ada/p", "ada/rt", "D/r1_penalty", "G/pl_penalty"} <= logged
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    assert cfg["recipe"] == "stylegan2" and cfg["options"]["layer"] == "adain"
+    grid = str(tmp_path / "seeds.png")
+    assert main(["generate", "--run", run, "--seeds", "0-3", "--trunc", "0.7", "--noise-mode", "const",
+                 "--out", grid]) == 0
+    assert Image.open(grid).size[0] > 0
+    assert main(["generate", "--run", run, "--mix-rows", "1,2", "--mix-cols", "3", "--out", grid]) == 0
+    assert main(["generate", "--run", run, "--n", "4", "--out", grid]) == 0       # the trainer's own path
+    assert main(["project", "--run", run, "--target", grid, "--num-steps", "5", "--outdir", str(tmp_path / "p")]) == 0
+    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_w.npz", "target.png"]
+    assert np.load(tmp_path / "p" / "projected_w.npz")["w"].shape[0] == 1
+    assert main(["generate", "--run", run, "--seeds", "x", "--out", grid]) == 2
+    assert "integers and ranges" in capsys.readouterr().err
+
+
+def test_cli_generates_from_a_network_file(tmp_path, capsys):
+    import os
+
+    from gankern.cli import main
+    G, D = tiny_G(), tiny_D()
+    path = str(tmp_path / "net.pt")
+    torch.save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()}, path)
+    grid = str(tmp_path / "g.png")
+    assert main(["generate", "--network", path, "--seeds", "1-4", "--trunc", "0.5", "--out", grid]) == 0
+    assert os.path.exists(grid)
+    assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--d-weight", "0",
+                 "--outdir", str(tmp_path / "p")]) == 0
+    assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
+    assert "no such network file" in capsys.readouterr().err
