@@ -305,7 +305,7 @@ def test_tensorboard_asked_for_but_missing_is_a_message(tmp_path, monkeypatch, c
 
 def test_slow_configs_have_a_cpu_preset_and_say_so_on_a_cpu(capsys, monkeypatch):
     from gankern.train.config import CONFIGS
-    for name in ("wgan-gp", "sngan", "sagan"):
+    for name in ("wgan-gp", "sngan", "sagan", "sngan-san"):
         full, cpu = named_config(name), named_config(f"{name}-cpu")
         assert (cpu.train.resolution, cpu.train.kimg, cpu.options.model.g_ch, cpu.options.model.d_ch) == \
             (16, 20.0, 32, 32)

@@ -207,7 +207,7 @@ def _cpu_preset(name: str) -> tuple[str, dict]:
              "train": {**over["train"], "resolution": 16, "kimg": 20.0}})
 
 
-CONFIGS.update({f"{n}-cpu": _cpu_preset(n) for n in ("wgan-gp", "sngan", "sagan")})
+CONFIGS.update({f"{n}-cpu": _cpu_preset(n) for n in ("wgan-gp", "sngan", "sagan", "sngan-san")})
 
 
 def named_config(name: str) -> RunConfig:
