@@ -66,8 +66,9 @@ def bias_act_rows(device, quick):
         nbytes = xs[0].numel() * xs[0].element_size()
         compiled = torch.compile(m.bias_act_ref)
 
-        fwd = {"eager": lambda i: m.bias_act_ref(xs[i], b), "torch.compile": lambda i: compiled(xs[i], b)}
-        fwd.update({name: _forced(name, lambda i: m.bias_act(xs[i], b)) for name in _backends(device)})
+        fwd = {"eager": lambda i: m.bias_act_ref(xs[i], b, act="lrelu"),
+               "torch.compile": lambda i: compiled(xs[i], b, act="lrelu")}
+        fwd.update({name: _forced(name, lambda i: m.bias_act(xs[i], b, act="lrelu")) for name in _backends(device)})
         rows += _bench.measure(FAMILY, "bias_act fwd lrelu", shape, dtype, fwd, _bench.floor_ms(2 * nbytes),
                                N_INPUTS)
 
@@ -151,7 +152,7 @@ def modconv_rows(device, quick):
         bias = torch.randn(O, device=device, dtype=dtype)
         noise = torch.randn(N, 1, R, R, device=device, dtype=dtype)
         strength = torch.tensor(0.1, device=device, dtype=dtype)
-        kw = dict(bias=bias, noise=noise, noise_strength=strength, act="lrelu")
+        kw = dict(padding=1, bias=bias, noise=noise, noise_strength=strength, act="lrelu")
         compiled = torch.compile(_split_modconv)
         fns = {"plain conv": lambda i: F.conv2d(xs[i], weight, padding=1),
                "eager": lambda i: _split_modconv(xs[i], weight, styles, bias, noise, strength),

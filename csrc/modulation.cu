@@ -16,7 +16,7 @@ __device__ __forceinline__ float act_eval(int act, float v, float alpha) {
   const bool pos = v > 0.0f;
   switch (act) {
     case kLinear: return ORDER == 0 ? v : (ORDER == 1 ? 1.0f : 0.0f);
-    case kRelu: return ORDER == 0 ? (pos ? v : 0.0f) : (ORDER == 1 ? (pos ? 1.0f : 0.0f) : 0.0f);
+    case kRelu: return ORDER == 0 ? (v <= 0.0f ? 0.0f : v) : (ORDER == 1 ? (pos ? 1.0f : 0.0f) : 0.0f);  // NaN stays
     case kLrelu: return ORDER == 0 ? (pos ? v : v * alpha) : (ORDER == 1 ? (pos ? 1.0f : alpha) : 0.0f);
     case kTanh: {
       const float t = tanhf(v);
@@ -30,7 +30,7 @@ __device__ __forceinline__ float act_eval(int act, float v, float alpha) {
     case kSelu: {
       const float scale = act == kSelu ? 1.0507009873554805f : 1.0f;
       const float a = act == kSelu ? 1.6732632423543772f : 1.0f;
-      const float en = expf(fminf(v, 0.0f));
+      const float en = expf(pos ? 0.0f : v);  // not fminf: fminf(NaN, 0) is 0, and NaN must stay NaN
       if (ORDER == 0) return scale * (pos ? v : a * (en - 1.0f));
       if (ORDER == 1) return scale * (pos ? 1.0f : a * en);
       return scale * (pos ? 0.0f : a * en);
@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kThreads) bias_act_kernel(const T* __restrict_
     float r;
     if (MODE == 0) {
       r = act_eval<0>(act, v, alpha) * gain;
-      if (clamp >= 0.0f) r = fminf(fmaxf(r, -clamp), clamp);
+      if (clamp >= 0.0f) r = r < -clamp ? -clamp : (r > clamp ? clamp : r);  // NaN stays NaN (fmaxf would drop it)
     } else {
       r = to_float(g[i]) * grad_factor<MODE>(act, v, alpha, gain, clamp);
       if (MODE == 2) r *= to_float(g2[i]);

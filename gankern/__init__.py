@@ -3,9 +3,10 @@ __version__ = "0.1.0"
 
 from ._backend import BACKENDS, BackendUnavailable, use_backend  # noqa: E402
 from ._info import info  # noqa: E402
-from . import ops, nn, metrics, steer  # noqa: E402,F401
+from . import ops, nn, metrics, steer, compat  # noqa: E402,F401
 
-__all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn", "metrics", "steer", "__version__"]
+__all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn", "metrics", "steer", "compat",
+           "__version__"]
 
 
 def __getattr__(name: str):

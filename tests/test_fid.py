@@ -187,3 +187,23 @@ def test_gpu_matches_cpu(method):
     got = fid.trace_sqrt_product(s1.cuda(), s2.cuda(), method=method)
     assert got.device.type == "cuda"
     assert abs(float(got) - want) <= 1e-10 * want
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# uint8 images, as pytorch-fid's users pass them from loaders (issue 17)
+
+def test_inception_and_compute_stats_take_uint8_images():
+    import gankern.metrics as metrics
+    torch.manual_seed(0)
+    net = metrics.FIDInceptionV3(resize_input=False).eval()
+    u8 = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        got, want = net(u8), net(u8.float() / 255)
+    torch.testing.assert_close(got, want)
+    extractor = torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten())
+    mu, sigma = metrics.compute_stats(u8.repeat(3, 1, 1, 1), extractor, batch_size=4).mean_cov()
+    mu_f, sigma_f = metrics.compute_stats(u8.repeat(3, 1, 1, 1).float() / 255, extractor, batch_size=4).mean_cov()
+    torch.testing.assert_close(mu, mu_f)
+    torch.testing.assert_close(sigma, sigma_f)
+    with pytest.raises(TypeError, match="uint8 in \\[0, 255\\] or float in \\[0, 1\\]"):
+        net(u8.long())

@@ -52,13 +52,15 @@ def oracle_gp(D, real, fake, center, eps, *args):
     return (g.flatten(1).norm(dim=1) - center).pow(2).mean()
 
 
-def oracle_pl(G, ws, noise, pl_mean, decay):
-    """StyleGAN2 (official): pl_mean updated first, then held constant in the penalty."""
+def oracle_pl(G, ws, noise, pl_mean, decay, through_mean=True):
+    """StyleGAN2 as the official TensorFlow code and StyleGAN2-ADA write it: pl_mean updated first, and the penalty
+    differentiated through the update (no stop-gradient on it); through_mean=False: the update held constant."""
     img = G(ws)
     (g,) = torch.autograd.grad((img * noise).sum() / (img.shape[2] * img.shape[3]) ** 0.5, ws, create_graph=True)
     lengths = g.square().sum(2).mean(1).sqrt()
-    new_mean = pl_mean + decay * (lengths.mean().detach() - pl_mean)
-    return (lengths - new_mean).pow(2).mean(), lengths, new_mean
+    batch_mean = lengths.mean() if through_mean else lengths.mean().detach()
+    new_mean = pl_mean + decay * (batch_mean - pl_mean)
+    return (lengths - new_mean).pow(2).mean(), lengths, new_mean.detach()
 
 
 class SmallD(nn.Module):
@@ -310,11 +312,12 @@ class SmallG(nn.Module):
         return torch.tanh(self.fc(ws.flatten(1))).view(-1, 3, self.res, self.res)
 
 
+@pytest.mark.parametrize("through_mean", [True, False], ids=["official", "held-mean"])
 @pytest.mark.parametrize("name", BACKENDS)
-def test_path_length_matches_oracle_over_steps_float64(name):
+def test_path_length_matches_oracle_over_steps_float64(name, through_mean):
     torch.manual_seed(6)
     G = SmallG().double()
-    reg = PathLengthRegularizer(decay=0.3).double()
+    reg = PathLengthRegularizer(decay=0.3, through_mean=through_mean).double()
     pl_mean = torch.zeros((), dtype=torch.float64)
     for step in range(3):
         ws = torch.randn(4, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -325,7 +328,7 @@ def test_path_length_matches_oracle_over_steps_float64(name):
         got.backward()
         g_got = param_grads(G)
         G.zero_grad()
-        want, _, pl_mean = oracle_pl(G, ws, noise, pl_mean, 0.3)
+        want, _, pl_mean = oracle_pl(G, ws, noise, pl_mean, 0.3, through_mean)
         want.backward()
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(reg.pl_mean, pl_mean, rtol=1e-12, atol=0)

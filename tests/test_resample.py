@@ -127,6 +127,36 @@ def test_conv2d_resample_matches_explicit_composition(up, down):
     torch.testing.assert_close(got[..., inner, inner], want[..., inner, inner], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["ref", "triton"])
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)])
+def test_conv2d_resample_flip_filter_and_impl_as_s2a(name, up, down):
+    """S2A's conv2d_resample(..., flip_filter): the same as flipping an asymmetric filter; impl="ref" (S2A's
+    argument of the upfirdn2d family) runs the reference twin whatever backend is forced."""
+    f = torch.tensor([[1.0, 2.0, 0.5], [0.2, 3.0, 1.0]])
+    x, w = torch.randn(2, 3, 7, 6), torch.randn(4, 3, 3, 3)
+    with backend_ctx(name):
+        got = conv2d_resample(x, w, f, up, down, padding=1, flip_filter=True)
+        want = conv2d_resample(x, w, f.flip([0, 1]), up, down, padding=1)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for fn in (upsample2d, downsample2d, filter2d):
+            torch.testing.assert_close(fn(x, f, impl="ref"), fn(x, f, impl="cuda"), rtol=1e-5, atol=1e-5)
+
+
+def test_filter_edited_in_place_is_checked_again():
+    """The finite check of a filter runs once per version of its contents, not once per tensor."""
+    x, f = torch.randn(1, 2, 5, 5), setup_filter([1, 3, 3, 1])
+    upfirdn2d(x, f)
+    f[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        upfirdn2d(x, f)
+    with torch.inference_mode():  # inference tensors have no version counter: checked on every call
+        f = setup_filter([1, 3, 3, 1])
+        upfirdn2d(x, f)
+        f[0, 0] = float("inf")
+        with pytest.raises(ValueError, match="non-finite"):
+            upfirdn2d(x, f)
+
+
 def test_conv2d_resample_size_predicts_the_output():
     f = setup_filter([1, 3, 3, 1])
     for (up, down), k, pad in itertools.product([(1, 1), (2, 1), (1, 2), (2, 2)], [1, 2, 3], [0, 1, [1, 0, 2, 1]]):
@@ -178,6 +208,11 @@ BAD = {
     "3-d x": dict(x="3d"),
     "int x": dict(x="int"),
     "filter on another device": dict(f=torch.ones(3, device="meta")),
+    "NaN gain": dict(gain=float("nan")),
+    "Inf gain": dict(gain=float("inf")),
+    "NaN filter tap": dict(f=torch.tensor([1.0, float("nan"), 1.0])),
+    "Inf filter tap": dict(f=torch.tensor([[1.0, float("inf")], [1.0, 1.0]])),
+    "impl unknown": dict(impl="plugin"),
 }
 
 

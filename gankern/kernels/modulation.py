@@ -38,7 +38,7 @@ def act_eval(v, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
     if ACT == 0:  # linear
         r = v if ORDER == 0 else (one if ORDER == 1 else zero)
     elif ACT == 1:  # relu
-        r = tl.where(pos, v, zero) if ORDER == 0 else (tl.where(pos, one, zero) if ORDER == 1 else zero)
+        r = tl.where(v <= 0, zero, v) if ORDER == 0 else (tl.where(pos, one, zero) if ORDER == 1 else zero)
     elif ACT == 2:  # lrelu
         r = tl.where(pos, v, v * alpha) if ORDER == 0 else (tl.where(pos, one, one * alpha) if ORDER == 1 else zero)
     elif ACT == 3:  # tanh
@@ -50,7 +50,7 @@ def act_eval(v, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
     elif ACT == 5 or ACT == 6:  # elu, selu
         scale = 1.0507009873554805 if ACT == 6 else 1.0
         a = 1.6732632423543772 if ACT == 6 else 1.0
-        en = tl.exp(tl.minimum(v, 0.0))
+        en = tl.exp(tl.where(pos, zero, v))  # not tl.minimum: on a GPU it drops NaN
         if ORDER == 0:
             r = scale * tl.where(pos, v, a * (en - 1.0))
         elif ORDER == 1:
@@ -61,7 +61,7 @@ def act_eval(v, alpha, ACT: tl.constexpr, ORDER: tl.constexpr):
         big = v > 20.0
         s = tl.sigmoid(v)
         if ORDER == 0:
-            r = tl.where(big, v, _log1p(tl.exp(tl.minimum(v, 20.0))))
+            r = tl.where(big, v, _log1p(tl.exp(tl.where(big, 20.0, v))))
         elif ORDER == 1:
             r = tl.where(big, one, s)
         else:
@@ -88,7 +88,8 @@ def _act_grad_factor(v, alpha, gain, clamp, ACT: tl.constexpr, ORDER: tl.constex
 @triton.jit
 def _act_out(v, alpha, gain, clamp, ACT: tl.constexpr):
     y = act_eval(v, alpha, ACT, 0) * gain
-    return tl.where(clamp >= 0, tl.minimum(tl.maximum(y, -clamp), clamp), y)
+    # comparisons, not tl.minimum / tl.maximum (which drop NaN on a GPU): NaN stays NaN, as in torch's clamp
+    return tl.where((clamp >= 0) & (y < -clamp), -clamp, tl.where((clamp >= 0) & (y > clamp), clamp, y))
 
 
 @triton.jit
@@ -370,7 +371,9 @@ def demod_kernel(w, s, d, N, O, I, KK, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.c
         sv = tl.load(s + nn[:, None].to(tl.int64) * I + ii[None, :], mask=(nn < N)[:, None] & (ii < I)[None, :],
                      other=0.0).to(tl.float32)
         acc += tl.dot(sv * sv, tl.trans(q), input_precision="ieee")
-    tl.store(d + nn[:, None] * O + oo[None, :], tl.rsqrt(acc + eps), mask=(nn < N)[:, None] & (oo < O)[None, :])
+    a = acc + eps
+    r = tl.where(a == float("inf"), float("nan"), tl.rsqrt(a))  # an Inf weight or style: NaN (see the op)
+    tl.store(d + nn[:, None] * O + oo[None, :], r, mask=(nn < N)[:, None] & (oo < O)[None, :])
 
 
 def demodulation(w, s, d, eps):

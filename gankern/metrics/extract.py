@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .images import ImageFiles
+from .inception import as_unit_float
 from .stats import FeatureStats, load_stats
 
 __all__ = ["compute_stats", "stats_of_path"]
@@ -31,7 +32,7 @@ def compute_stats(images, extractor: nn.Module, *, batch_size: int = 50, device:
 
     Args:
         images: a path (folder or zip, read by :class:`gankern.metrics.images.ImageFiles`), a Dataset of image
-            tensors, or a tensor (N, 3, H, W) in [0, 1].
+            tensors, or a tensor (N, 3, H, W): float in [0, 1] or uint8 in [0, 255] (divided by 255 here).
         extractor: any nn.Module mapping (B, 3, H, W) to (B, d) (or a tuple starting with it).
         device: where the extractor and the statistics run (default: the extractor's device).
     """
@@ -52,6 +53,8 @@ def compute_stats(images, extractor: nn.Module, *, batch_size: int = 50, device:
         for x in batches:
             if isinstance(x, (tuple, list)):
                 x = x[0]
+            if x.dtype == torch.uint8:
+                x = as_unit_float(x)
             stats.update(_features(extractor, x.to(device)))
             bar.update(len(x))
     return stats

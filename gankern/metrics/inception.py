@@ -145,6 +145,17 @@ class InceptionE(nn.Module):
         return torch.cat([b1, b3, bd, self.branch_pool(p)], 1)
 
 
+def as_unit_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Images as floats in [0, 1]: uint8 (0..255) divided by 255, floating ones cast to ``dtype``; other dtypes
+    refused with a message that says how to convert."""
+    if x.dtype == torch.uint8:
+        return x.to(dtype) / 255
+    if not x.is_floating_point():
+        raise TypeError(f"images must be uint8 in [0, 255] or float in [0, 1], got {x.dtype} (convert with "
+                        f"x.float() / x.max() or to uint8 first)")
+    return x.to(dtype)
+
+
 class FIDInceptionV3(nn.Module):
     """pytorch-fid's FID Inception-v3. ``forward(images)`` -> (pool (N, 2048), logits (N, 1008)).
 
@@ -178,9 +189,12 @@ class FIDInceptionV3(nn.Module):
         return f"resize_input={self.resize_input}, normalize_input={self.normalize_input}"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (N, 3, H, W) in [0, 1] -> (pool features (N, 2048), logits (N, 1008))."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(x.shape)}")
+        """x: (N, 3, H, W), float in [0, 1] or uint8 in [0, 255] (as image loaders give them)
+        -> (pool features (N, 2048), logits (N, 1008))."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must have shape (N, 3, H, W) (a tensor), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        x = as_unit_float(x, self.fc.weight.dtype)
         if self.resize_input:
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         if self.normalize_input:

@@ -17,15 +17,18 @@ class PathLengthRegularizer(nn.Module):
 
     Args:
         decay: weight of the new batch mean in the running mean (StyleGAN2: 0.01).
+        through_mean: differentiate through the updated mean, as the official StyleGAN2 and StyleGAN2-ADA do
+            (default), or hold it constant.
     Shapes:
         img: (N, C, H, W) = G(ws); ws: (N, L, w_dim) or (N, w_dim) with requires_grad; returns ().
     """
 
-    def __init__(self, decay: float = 0.01):
+    def __init__(self, decay: float = 0.01, through_mean: bool = True):
         super().__init__()
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
             raise ValueError(f"decay must be a float in [0, 1], got {decay!r}")
         self.decay = float(decay)
+        self.through_mean = bool(through_mean)
         self.register_buffer("pl_mean", torch.zeros(()))
 
     def reset_parameters(self) -> None:
@@ -34,7 +37,8 @@ class PathLengthRegularizer(nn.Module):
 
     def forward(self, img: torch.Tensor, ws: torch.Tensor, *, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        return path_length_penalty(img, ws, self.pl_mean, self.decay, noise=noise, generator=generator)[0]
+        return path_length_penalty(img, ws, self.pl_mean, self.decay, noise=noise, generator=generator,
+                                   through_mean=self.through_mean)[0]
 
     def extra_repr(self) -> str:
-        return f"decay={self.decay}"
+        return f"decay={self.decay}, through_mean={self.through_mean}"

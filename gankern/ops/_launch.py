@@ -68,3 +68,11 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable, backwar
 
     call.op = op
     return call
+
+
+def s2a_impl(impl) -> str | None:
+    """StyleGAN2-ADA's ``impl=`` argument of its ops: "ref" (its reference path: gankern's ref twin), "cuda" (its
+    fast path: gankern's default choice, which honours GANKERN_BACKEND / use_backend) or None (the default)."""
+    if impl not in (None, "ref", "cuda"):
+        raise ValueError(f"impl must be 'cuda', 'ref' or None (StyleGAN2-ADA's values), got {impl!r}")
+    return impl

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr
+from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr, s2a_impl
 
 __all__ = ["ACTIVATIONS", "bias_act", "bias_act_ref", "adain", "adain_ref", "modulated_conv2d",
            "modulated_conv2d_ref", "demodulation_coefficients", "noise_bias_act"]
@@ -114,7 +114,7 @@ def _bias_layout(x: torch.Tensor, dim: int) -> tuple[int, int]:
 # bias_act: reference twin
 
 
-def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "lrelu",
+def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
                  alpha: float | None = None, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
     """Eager twin of :func:`bias_act` (differentiable to any order by torch autograd)."""
     spec, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
@@ -232,9 +232,12 @@ _bias_act_grad2_op = fused_op("bias_act_grad2", _bias_act_grad2_impl, _bias_act_
                               _no_setup, _bias_act_grad2_backward)
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "lrelu",
-             alpha: float | None = None, gain: float | None = None, clamp: float | None = None) -> torch.Tensor:
-    """Fused bias + activation + gain + clamp (StyleGAN2's bias_act), differentiable twice.
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
+             alpha: float | None = None, gain: float | None = None, clamp: float | None = None,
+             impl: str | None = None) -> torch.Tensor:
+    """Fused bias + activation + gain + clamp, differentiable twice: StyleGAN2-ADA's ``bias_act`` with its signature
+    and defaults (``act="linear"``), so that ``torch_utils.ops.bias_act.bias_act = gankern.ops.bias_act`` keeps S2A's
+    images (gankern.compat.stylegan2_ada.patch() does that swap).
 
     Args:
         x: (..., C, ...) any rank and dense layout (contiguous, channels_last, ...); fp32/bf16/fp16 on the kernels,
@@ -245,10 +248,12 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         alpha: the activation's parameter (lrelu's negative slope; default from the table: 0.2 for lrelu).
         gain: output scale (default from the table: sqrt(2) for relu, lrelu and swish, else 1).
         clamp: clamp the output to [-clamp, clamp] after the gain (None: no clamp).
+        impl: S2A's argument: ``"ref"`` runs the reference twin, ``"cuda"`` or None the default backend choice.
     Returns:
         y: shape and dtype of x.
     """
     _validate.tensor("x", x)
+    impl = s2a_impl(impl)
     spec, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
     if b is not None:
         _validate.tensor("b", b, ndim=1, device=x.device)
@@ -261,7 +266,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         b = b.to(x.dtype)
     else:
         dim = 0  # unused without b
-    backend = _backend.select(x.device, x.dtype, BIAS_ACT_PREFERENCE, KERNEL_DTYPES)
+    backend = "ref" if impl == "ref" else _backend.select(x.device, x.dtype, BIAS_ACT_PREFERENCE, KERNEL_DTYPES)
     if backend == "ref":
         return bias_act_ref(x, b, dim, act, alpha, gain, None if clamp < 0 else clamp)
     return _bias_act_op(x, b, dim, act, alpha, gain, clamp, backend)
@@ -420,7 +425,8 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
 
 def _demodulation_ref(weight: torch.Tensor, styles: torch.Tensor, eps: float) -> torch.Tensor:
     q = weight.float().square().sum([2, 3])          # [O, I]
-    return (styles.float().square() @ q.t() + eps).rsqrt()
+    a = styles.float().square() @ q.t() + eps
+    return torch.where(a == math.inf, math.nan, a.rsqrt())  # an Inf weight or style: NaN, as w * s * d would be
 
 
 def _demodulation_impl(weight: torch.Tensor, styles: torch.Tensor, eps: float, backend: str) -> torch.Tensor:
@@ -455,7 +461,8 @@ _demodulation_op = fused_op("demodulation", _demodulation_impl, _demodulation_fa
 
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """d[n, o] = rsqrt(sum_{i, k} (w[o, i, k] s[n, i])^2 + eps) = rsqrt(s^2 @ q^T + eps), q[o, i] = sum_k w^2: one
-    small kernel (no (N, O, I, kh, kw) tensor), differentiable to any order.
+    small kernel (no (N, O, I, kh, kw) tensor), differentiable to any order. NaN where the sum is Inf (an Inf
+    weight or style), so that the output channel is NaN as in the reference's w * s * d.
     weight (O, I, kh, kw), styles (N, I) -> (N, O) fp32."""
     _validate.tensor("weight", weight, ndim=4)
     _validate.tensor("styles", styles, ndim=2, device=weight.device)
@@ -488,25 +495,42 @@ def _epilogue_ref(y, d, bias, noise, strength, act, alpha, gain, clamp):
                         None if clamp < 0 else clamp)
 
 
-def modulated_conv2d_ref(x, weight, styles, demodulate=True, padding=None, up=1, down=1, resample_filter=None,
-                         flip_weight=True, bias=None, noise=None, noise_strength=None, act="linear", alpha=None,
-                         gain=None, clamp=None, eps=1e-8):
-    """Eager twin of :func:`modulated_conv2d`: StyleGAN2's formulation with per-sample weights
-    w[n] = weight * s[n] (demodulated) in one grouped convolution."""
+def _s2a_fp16_prenormalize(x, weight, styles, demodulate):
+    """StyleGAN2-ADA's fp16 guard: with fp16 activations and demodulation, scale weight (per output channel, to
+    max |w| = 1 / sqrt(I kh kw)) and styles (per sample, to max |s| = 1) before modulating. Demodulation cancels
+    both scales, so the result is unchanged; only the fp16 intermediates (x * s, the convolution) stay in range."""
+    if x.dtype != torch.float16 or not demodulate:
+        return weight, styles
+    weight = weight * (1 / math.sqrt(weight[0].numel()) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
+def _noise_4d(noise):
+    """S2A's noise forms as (N or 1, 1, H', W'): a (H', W') map (its noise_mode="const") is shared by the batch."""
+    return noise[None, None] if noise is not None and noise.dim() == 2 else noise
+
+
+def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                         demodulate=True, flip_weight=True, fused_modconv=True, *, bias=None, noise_strength=None,
+                         act="linear", alpha=None, gain=None, clamp=None, eps=1e-8):
+    """Eager twin of :func:`modulated_conv2d`: StyleGAN2-ADA's formulation with per-sample weights
+    w[n] = weight * s[n] (demodulated, computed in fp32 for fp16 inputs) in one grouped convolution."""
     from .resample import conv2d_resample, conv2d_resample_size, setup_filter
     N, I, H, W = x.shape
     O, _, kh, kw = weight.shape
-    padding = kh // 2 if padding is None else padding
     if resample_filter is None and (up > 1 or down > 1):
         resample_filter = setup_filter([1, 3, 3, 1], device=x.device)
     if N == 0:
         return x.new_zeros((0, O, *conv2d_resample_size(H, W, kh, kw, resample_filter, up, down, padding)))
-    w = weight[None].to(x.dtype) * styles.to(x.dtype).reshape(N, 1, I, 1, 1)   # [N, O, I, kh, kw]
+    weight, styles = _s2a_fp16_prenormalize(x, weight, styles, demodulate)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    w = weight[None].to(acc) * styles.to(acc).reshape(N, 1, I, 1, 1)   # [N, O, I, kh, kw]
     if demodulate:
         w = w * (w.square().sum([2, 3, 4]) + eps).rsqrt().reshape(N, O, 1, 1, 1)
-    y = conv2d_resample(x.reshape(1, N * I, H, W), w.reshape(N * O, I, kh, kw), resample_filter, up, down, padding,
-                        groups=N, flip_weight=flip_weight)
+    y = conv2d_resample(x.reshape(1, N * I, H, W), w.reshape(N * O, I, kh, kw).to(x.dtype), resample_filter, up,
+                        down, padding, groups=N, flip_weight=flip_weight)
     y = y.reshape(N, O, *y.shape[2:])
+    noise = _noise_4d(noise)
     strength = None if noise is None else torch.as_tensor(1.0 if noise_strength is None else noise_strength,
                                                           device=x.device)
     _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
@@ -520,13 +544,15 @@ def _epilogue_impl(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor |
     y, cl = _adain_layout(y)
     out = torch.empty_like(y)
     if y.numel():
-        _triton().modconv_epilogue(y, d, bias, _noise_rows(noise, y), _flat(strength), out, ACTIVATIONS[act].code,
-                                   alpha, gain, clamp, cl)
+        _triton().modconv_epilogue(y, _flat(d), _flat(bias), _noise_rows(noise, y), _flat(strength), out,
+                                   ACTIVATIONS[act].code, alpha, gain, clamp, cl)
     return out
 
 
 def _flat(t):
-    return None if t is None else t.reshape(-1).contiguous()
+    """t itself when contiguous, else a contiguous copy: the kernels index d, bias and strength as contiguous
+    arrays, so a strided or expanded one (b[::2], b.expand(C)) would be read wrong."""
+    return None if t is None else t.contiguous()
 
 
 def _noise_rows(noise, y):
@@ -550,8 +576,8 @@ def _epilogue_backward_impl(y: torch.Tensor, d: torch.Tensor | None, bias: torch
     dy = torch.empty_like(y)
     sums = torch.zeros((3, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
     if y.numel():
-        _triton().modconv_epilogue_bwd(y, d, bias, _noise_rows(noise, y), _flat(strength), _like(dout, y), dy,
-                                       sums, ACTIVATIONS[act].code, alpha, gain, clamp, cl)
+        _triton().modconv_epilogue_bwd(y, _flat(d), _flat(bias), _noise_rows(noise, y), _flat(strength),
+                                       _like(dout, y), dy, sums, ACTIVATIONS[act].code, alpha, gain, clamp, cl)
     return dy, sums
 
 
@@ -617,7 +643,8 @@ _epilogue_backward_op = fused_op("modconv_epilogue_backward", _epilogue_backward
 
 def _check_epilogue(bias, noise, noise_strength, N, O, Ho, Wo, device):
     """Check the epilogue's bias (O,), noise (N | 1, 1, Ho, Wo) and noise_strength; return the strength as a
-    tensor (ones when noise comes without a strength), or None without noise."""
+    tensor (ones when noise comes without a strength), or None without noise. Noise that requires grad is S2A's
+    form (already multiplied by a learnable strength): it comes without noise_strength."""
     if bias is not None:
         _validate.tensor("bias", bias, ndim=1, device=device)
         if bias.shape[0] != O:
@@ -628,21 +655,35 @@ def _check_epilogue(bias, noise, noise_strength, N, O, Ho, Wo, device):
         return None
     _validate.tensor("noise", noise, ndim=4, device=device)
     if noise.shape[0] not in (1, N) or tuple(noise.shape[1:]) != (1, Ho, Wo):
-        raise ValueError(f"noise must have shape (N or 1, 1, H', W') = ({N} or 1, 1, {Ho}, {Wo}), got "
+        raise ValueError(f"noise must have shape (N or 1, 1, H', W') = ({N} or 1, 1, {Ho}, {Wo}) or (H', W'), got "
                          f"{tuple(noise.shape)}")
-    if noise.requires_grad and torch.is_grad_enabled():
-        raise ValueError("noise must not require grad (it is a constant input; learn noise_strength instead)")
     if noise_strength is None:
         return torch.ones((), device=device)
+    if noise.requires_grad and torch.is_grad_enabled():
+        raise ValueError("noise must not require grad when noise_strength is given (noise is then a constant map "
+                         "and noise_strength the learnable part); pass noise * strength without noise_strength "
+                         "for a noise that requires grad (StyleGAN2-ADA's form)")
     if not isinstance(noise_strength, torch.Tensor):
-        if isinstance(noise_strength, bool) or not isinstance(noise_strength, (int, float)):
-            raise ValueError(f"noise_strength must be a number or a tensor, got {noise_strength!r}")
+        if isinstance(noise_strength, bool) or not isinstance(noise_strength, (int, float)) or \
+                not math.isfinite(noise_strength):
+            raise ValueError(f"noise_strength must be a finite number or a tensor, got {noise_strength!r}")
         return torch.tensor(float(noise_strength), device=device)
     _validate.tensor("noise_strength", noise_strength, device=device)
     if noise_strength.numel() not in (1, O) or noise_strength.dim() > 1:
         raise ValueError(f"noise_strength must be a scalar or (O,) = ({O},) per channel, got shape "
                          f"{tuple(noise_strength.shape)}")
     return noise_strength
+
+
+def _epilogue(y, d, bias, noise, strength, act, alpha, gain, clamp, backend):
+    """The fused epilogue; noise that requires grad (S2A's form) is added by torch first (the fused backward
+    treats the noise map as a constant), then bias_act."""
+    if noise is not None and noise.requires_grad and torch.is_grad_enabled():
+        v = (y if d is None else y * d[:, :, None, None].to(y.dtype)) + noise.to(y.dtype)
+        if bias is None and act == "linear" and gain == 1 and clamp < 0:
+            return v
+        return bias_act(v, bias, 1, act, alpha, gain, None if clamp < 0 else clamp)
+    return _epilogue_op(y, d, bias, noise, strength, act, alpha, gain, clamp, backend)
 
 
 def noise_bias_act(x: torch.Tensor, noise: torch.Tensor, noise_strength: torch.Tensor | float | None = None,
@@ -669,30 +710,35 @@ def noise_bias_act(x: torch.Tensor, noise: torch.Tensor, noise_strength: torch.T
     if backend == "cuda":
         raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: noise_bias_act "
                                           "has Triton kernels only (use the triton backend)")
-    return _epilogue_op(x, None, b, noise, noise_strength, act, alpha, gain, clamp, backend)
+    return _epilogue(x, None, b, noise, noise_strength, act, alpha, gain, clamp, backend)
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     padding=None, up: int = 1, down: int = 1, resample_filter: torch.Tensor | None = None,
-                     flip_weight: bool = True, bias: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                     noise_strength: torch.Tensor | float | None = None, act: str = "linear",
-                     alpha: float | None = None, gain: float | None = None, clamp: float | None = None,
-                     eps: float = 1e-8) -> torch.Tensor:
-    """StyleGAN2's modulated convolution with its output epilogue:
-    ``act(conv(x, weight * s[n]) * d[n, o] + bias + noise * noise_strength) * gain``, clamped.
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
+                     up: int = 1, down: int = 1, padding=0, resample_filter: torch.Tensor | None = None,
+                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True, *,
+                     bias: torch.Tensor | None = None, noise_strength: torch.Tensor | float | None = None,
+                     act: str = "linear", alpha: float | None = None, gain: float | None = None,
+                     clamp: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """StyleGAN2's modulated convolution with StyleGAN2-ADA's signature (training/networks.py), plus gankern's
+    output epilogue (keyword-only): ``act(conv(x, weight * s[n]) * d[n, o] + bias + noise * noise_strength) * gain``,
+    clamped. Without the extras it is S2A's ``conv * d + noise``.
 
     Computed as x * s (one pass), one ordinary convolution (cuDNN; conv2d_resample with the FIR filter when up/down
     > 1), and one fused epilogue kernel (demodulation, bias, noise, activation, gain, clamp) whose backward is one
-    fused kernel too; d[n, o] comes from an (N, I) @ (I, O) product (:func:`demodulation_coefficients`).
+    fused kernel too; d[n, o] comes from an (N, I) @ (I, O) product (:func:`demodulation_coefficients`). fp16 x with
+    demodulation: weight and styles are pre-normalized as S2A does (no fp16 overflow; the result is unchanged).
 
     Args:
         x: (N, I, H, W) fp32/bf16/fp16 (fp64 on ref); weight: (O, I, kh, kw); styles: (N, I).
-        demodulate: scale each output channel of each sample to unit expected norm (StyleGAN2's demodulation).
-        padding: int, [px, py] or [px0, px1, py0, py1] (default kh // 2: the same size for odd kernels).
+        noise: S2A's form, added after demodulation: (N or 1, 1, H', W') or a (H', W') map shared by the batch
+            (S2A's noise_mode="const"); may require grad (S2A multiplies it by its learnable strength first). With
+            ``noise_strength`` it is a constant map (no grad) and the product is fused.
         up, down: 1 or 2 (any int >= 1), FIR resampling with ``resample_filter`` (default [1, 3, 3, 1]).
+        padding: int, [px, py] or [px0, px1, py0, py1] (default 0, as S2A; kh // 2 keeps the size of odd kernels).
+        demodulate: scale each output channel of each sample to unit expected norm (StyleGAN2's demodulation).
         flip_weight: False for a true convolution (StyleGAN2 uses flip_weight = (up == 1)).
-        bias: (O,); noise: (N or 1, 1, H', W'), a constant (no gradient); noise_strength: a float, a one-element
-            tensor (StyleGAN2) or (O,) per channel (StyleGAN); learnable.
+        fused_modconv: accepted for S2A's callers; both of S2A's paths have one meaning, computed as above.
+        bias: (O,); noise_strength: a float, a one-element tensor or (O,) per channel (StyleGAN); learnable.
         act, alpha, gain, clamp: as in :func:`bias_act`.
         eps: added inside the demodulation's rsqrt.
     Returns:
@@ -716,21 +762,24 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     _, alpha, gain, clamp = _act_params(act, alpha, gain, clamp)
     if resample_filter is None and (up > 1 or down > 1):
         resample_filter = setup_filter([1, 3, 3, 1], device=x.device)
-    padding = kh // 2 if padding is None else padding
     Ho, Wo = conv2d_resample_size(H, W, kh, kw, resample_filter, up, down, padding)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"the convolution of x {tuple(x.shape)} with weight {tuple(weight.shape)}, padding "
                          f"{padding}, up={up}, down={down} would have an empty output ({Ho} x {Wo})")
+    if noise is not None:
+        _validate.tensor("noise", noise, ndim=(2, 4), device=x.device)
+    noise = _noise_4d(noise)
     noise_strength = _check_epilogue(bias, noise, noise_strength, N, O, Ho, Wo, x.device)
     backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
     if backend == "ref":
-        return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, down, resample_filter, flip_weight,
-                                    bias, noise, noise_strength, act, alpha, gain, None if clamp < 0 else clamp,
-                                    eps)
+        return modulated_conv2d_ref(x, weight, styles, noise, up, down, padding, resample_filter, demodulate,
+                                    flip_weight, bias=bias, noise_strength=noise_strength, act=act, alpha=alpha,
+                                    gain=gain, clamp=None if clamp < 0 else clamp, eps=eps)
     if backend == "cuda":
         raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: modulated_conv2d "
                                           "has Triton kernels only (use the triton backend)")
+    weight, styles = _s2a_fp16_prenormalize(x, weight, styles, demodulate)
     xs = x * styles.to(x.dtype)[:, :, None, None]
     y = conv2d_resample(xs, weight.to(x.dtype), resample_filter, up, down, padding, flip_weight=flip_weight)
     d = demodulation_coefficients(weight, styles, eps) if demodulate else None
-    return _epilogue_op(y, d, bias, noise, noise_strength, act, alpha, gain, clamp, backend)
+    return _epilogue(y, d, bias, noise, noise_strength, act, alpha, gain, clamp, backend)

@@ -426,20 +426,22 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, center: float = 
 
 
 def path_length_penalty(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor, decay: float = 0.01, *,
-                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                        through_mean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """StyleGAN2's path length penalty; updates the running mean ``pl_mean`` in place.
 
     lengths_i = sqrt(mean_l ||d (sum(img * noise) / sqrt(H W)) / d ws[i, l]||^2), noise ~ N(0, 1) per pixel;
-    pl_mean <- pl_mean + decay * (mean_i lengths_i - pl_mean); penalty = mean_i (lengths_i - pl_mean)^2 with the
-    updated pl_mean held constant (official StyleGAN2; StyleGAN2-ADA's PyTorch port also differentiates through the
-    update, a (1 - decay / N) factor on the mean's part). Multiply by pl_weight (2) and the lazy interval (4).
+    m = pl_mean + decay * (mean_i lengths_i - pl_mean) (stored into pl_mean); penalty = mean_i (lengths_i - m)^2.
+    The gradient goes through m, which depends on this batch's lengths (official TensorFlow StyleGAN2 and
+    StyleGAN2-ADA: a (1 - decay / N) factor on the mean's part); ``through_mean=False`` holds m constant instead.
+    Multiply by pl_weight (2) and the lazy interval (4).
 
     Args:
         img: (N, C, H, W) generator output, computed from ws with grad enabled.
         ws: (N, L, w_dim) or (N, w_dim) latents that img depends on (requires_grad).
         pl_mean: () float tensor, the running mean (a buffer: see gankern.nn.PathLengthRegularizer).
         noise: (N, C, H, W) to use instead of drawing (tests); generator: draws the noise (on img's device).
+        through_mean: differentiate through the updated mean (default, official) or hold it constant.
     Returns:
         (penalty (), lengths (N,)), float32 (float64 for float64 img).
     """
@@ -467,6 +469,7 @@ def path_length_penalty(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tens
         g = _input_grad(y, ws, "img")
         s = _penalty_norm(g, 0.0, backend)[1]                       # ||g_i||^2 over all of ws[i]  (N,)
         lengths = _safe_sqrt(s / (ws.shape[1] if ws.dim() == 3 else 1))
+        mean = pl_mean.detach().to(lengths.dtype).lerp(lengths.mean(), float(decay))
         with torch.no_grad():
-            pl_mean.lerp_(lengths.mean().to(pl_mean.dtype), float(decay))
-        return (lengths - pl_mean.detach().to(lengths.dtype)).pow(2).mean(), lengths
+            pl_mean.copy_(mean)
+        return (lengths - (mean if through_mean else mean.detach())).pow(2).mean(), lengths

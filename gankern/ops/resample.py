@@ -12,11 +12,13 @@ Floor: read x once and write the output once. Speed: not measured on a GPU yet.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, fused_op
+from ._launch import CUDA_DTYPES, fused_op, s2a_impl
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
            "conv2d_resample", "conv2d_resample_size"]
@@ -66,6 +68,17 @@ def _check_filter(f, device) -> torch.Tensor:
         raise ValueError(f"f must not be empty, got shape {tuple(f.shape)}")
     if f.requires_grad and torch.is_grad_enabled():
         raise ValueError("f must not require grad: upfirdn2d's filter is a constant (register it as a buffer)")
+    # a NaN / Inf tap would reach only some outputs in the kernel (it skips taps that land on inserted zeros and
+    # padding) where the reference makes all of them NaN: refused. Checked once per filter and version of its
+    # contents (a filter is a constant buffer), so the host sync is not paid on every call (inference tensors have
+    # no version counter: checked on every call).
+    if torch.compiler.is_compiling():
+        return f
+    version = None if f.is_inference() else f._version
+    if version is None or getattr(f, "_gankern_finite_version", None) != version:
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError(f"f has non-finite values (NaN or inf): {f.tolist()}")
+        f._gankern_finite_version = version
     return f
 
 
@@ -177,8 +190,8 @@ _upfirdn2d_op = fused_op("upfirdn2d", _upfirdn2d_impl, _upfirdn2d_fake, _upfirdn
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0, flip_filter: bool = False,
-              gain: float = 1) -> torch.Tensor:
-    """Upsample, FIR-filter and downsample a batch of images (StyleGAN2-ADA's meaning).
+              gain: float = 1, impl: str | None = None) -> torch.Tensor:
+    """Upsample, FIR-filter and downsample a batch of images (StyleGAN2-ADA's meaning and signature).
 
     Args:
         x: (N, C, H, W), contiguous or channels_last, fp32/bf16/fp16 (fp64 on ref).
@@ -187,19 +200,21 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0, 
         padding: int, [px, py] or [px0, px1, py0, py1] (applied after upsampling; negative values crop).
         flip_filter: False: convolution (the filter is flipped for the correlation); True: correlation.
         gain: overall scale of the output.
+        impl: StyleGAN2-ADA's argument: "ref" runs the reference twin, "cuda" or None the default backend choice.
     Returns:
         (N, C, (H * up_y + py0 + py1 - fh) // down_y + 1, (W * up_x + px0 + px1 - fw) // down_x + 1), dtype of x.
     """
     _validate.tensor("x", x, ndim=4)
+    impl = s2a_impl(impl)
     f = _check_filter(f, x.device)
     up, down, padding = _pair("up", up, 1), _pair("down", down, 1), _padding(padding)
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)):
-        raise ValueError(f"gain must be a number, got {gain!r}")
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain):
+        raise ValueError(f"gain must be a finite number, got {gain!r}")
     Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"upfirdn2d of x {tuple(x.shape)} with a {tuple(f.shape)} filter, up={up}, down={down}, "
                          f"padding={padding} would have an empty output ({Ho} x {Wo})")
-    backend = _backend.select(x.device, x.dtype, PREFERENCE, KERNEL_DTYPES)
+    backend = "ref" if impl == "ref" else _backend.select(x.device, x.dtype, PREFERENCE, KERNEL_DTYPES)
     if backend == "ref":
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if backend == "cuda":
@@ -208,42 +223,45 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0, 
     return _upfirdn2d_op(x, f, list(up), list(down), list(padding), bool(flip_filter), float(gain), backend)
 
 
-def filter2d(x, f, padding=0, flip_filter=False, gain=1):
+def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
     """Filter x with f, keeping its size (plus padding): x (N, C, H, W) -> (N, C, H + px0 + px1, W + py0 + py1)."""
     px0, px1, py0, py1 = _padding(padding)
     fw, fh = _filter_size(f)
     p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1):
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Upsample by ``up`` with filter f (gain up_x * up_y keeps the mean): (N, C, H, W) -> (N, C, H*up, W*up)."""
     upx, upy = _pair("up", up, 1)
     px0, px1, py0, py1 = _padding(padding)
     fw, fh = _filter_size(f)
     p = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
-    return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy)
+    return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1):
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl=None):
     """Filter with f and downsample by ``down``: (N, C, H, W) -> (N, C, H / down, W / down)."""
     downx, downy = _pair("down", down, 1)
     px0, px1, py0, py1 = _padding(padding)
     fw, fh = _filter_size(f)
     p = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
-    return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
-                    padding=0, groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
+                    padding=0, groups: int = 1, flip_weight: bool = True, flip_filter: bool = False) -> torch.Tensor:
     """conv2d(x, w) with FIR up/down-sampling around it (StyleGAN2's conv2d_resample): up > 1 is a transposed
     convolution of stride up followed by filtering with f; down > 1 filters with f and then convolves with stride
     down. x (N, I*groups... ) as conv2d: x (N, groups * I, H, W), w (O, I, kh, kw) -> (N, O, H', W').
-    flip_weight=False flips w (a true convolution), as StyleGAN2 does for its upsampling layers."""
+    flip_weight=False flips w (a true convolution), as StyleGAN2 does for its upsampling layers; flip_filter as in
+    :func:`upfirdn2d` (StyleGAN2-ADA's signature)."""
     _validate.tensor("x", x, ndim=4)
     _validate.tensor("w", w, ndim=4, device=x.device)
     up, down = _validate.positive_int("up", up), _validate.positive_int("down", down)
     groups = _validate.positive_int("groups", groups)
+    if f is not None:
+        _check_filter(f, x.device)
     O, I, kh, kw = w.shape
     if x.shape[1] != groups * I or O % groups:
         raise ValueError(f"x {tuple(x.shape)} and w {tuple(w.shape)} do not fit groups={groups}: x needs groups * I "
@@ -270,10 +288,11 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
         pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
         x = conv(x, wt, stride=up, padding=[pyt, pxt], transpose=True, flip=not flip_weight)
-        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
-        return upfirdn2d(x, f, down=down) if down > 1 else x
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up,
+                      flip_filter=flip_filter)
+        return upfirdn2d(x, f, down=down, flip_filter=flip_filter) if down > 1 else x
     if down > 1:
-        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
         return conv(x, w, stride=down)
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         return conv(x, w, padding=[py0, px0])

@@ -56,8 +56,8 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.nets[r.ema]).eval().requires_grad_(False) if r.ema else None
         self.opt = {n: spec.build(self.nets[n].parameters()) for n, spec in r.optimizers.items()}
         self.scaler = {n: torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16") for n in self.opt}
-        self.sn = {n: SpectralNormGroup(m) for n, m in self.nets.items()
-                   if any(isinstance(x, SpectralNorm) for x in m.modules())}
+        self.sn = {n: SpectralNormGroup(self.nets[n]) for n in self.opt       # trained nets with gankern's SN
+                   if any(isinstance(x, SpectralNorm) for x in self.nets[n].modules())}
         bad = [p.name for p in r.phases if p.net not in self.opt] + [n for n in self.nets if n in _KEYS]
         if bad or len({p.name for p in r.phases}) < len(r.phases):
             raise ValueError(f"recipe '{cfg.recipe}': phases need unique names and a net with an optimizer, nets "
