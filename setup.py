@@ -2,7 +2,8 @@
 simulation of csrc/sim, for the tests) with CMake + Ninja. Pure Python is installed when nvcc is absent.
 
 Environment: GANKERN_CUDA_ARCH (CMake CUDA_ARCHITECTURES, default "80-real;90-real;90-virtual"),
-GANKERN_NO_CUDA=1 (skip the CUDA build), CUDA_HOME (where nvcc is).
+GANKERN_NO_CUDA=1 (skip the CUDA build), CUDA_HOME (where nvcc is), GANKERN_SIM_SANITIZED=1 (also build
+gankern._sim_asan, the simulation under AddressSanitizer + UBSan, for the tests).
 """
 import json
 import os
@@ -47,12 +48,13 @@ class CMakeBuild(build_ext):
             "cmake", "-S", ROOT, "-B", build_dir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
             f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DGANKERN_OUTPUT_DIR={outdir}", f"-DGANKERN_WITH_CUDA={'ON' if nvcc else 'OFF'}",
+            f"-DGANKERN_SIM_SANITIZED={'ON' if SIM_SANITIZED else 'OFF'}",
         ]
         if nvcc:
             args += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
         subprocess.check_call(args)
         subprocess.check_call(["cmake", "--build", build_dir, "--parallel", str(os.cpu_count() or 2)])
-        info = {"cuda": bool(nvcc), "sim": True, "archs": archs if nvcc else None,
+        info = {"cuda": bool(nvcc), "sim": True, "sim_asan": SIM_SANITIZED, "archs": archs if nvcc else None,
                 "reason": f"built with {nvcc}" if nvcc else reason}
         for d in {outdir, os.path.join(ROOT, "gankern")}:
             with open(os.path.join(d, "_build.json"), "w") as f:
@@ -60,5 +62,6 @@ class CMakeBuild(build_ext):
 
 
 NVCC, _ = find_nvcc()
-MODULES = ["gankern._sim"] + (["gankern._C"] if NVCC else [])
+SIM_SANITIZED = os.environ.get("GANKERN_SIM_SANITIZED") == "1"
+MODULES = ["gankern._sim"] + (["gankern._sim_asan"] if SIM_SANITIZED else []) + (["gankern._C"] if NVCC else [])
 setup(ext_modules=[Extension(name, sources=[]) for name in MODULES], cmdclass={"build_ext": CMakeBuild})

@@ -2,7 +2,8 @@
 step (D step then G step, hinge loss, Adam, as BG's train_fns with num_D_steps 1) of gankern's model with one
 batched SpectralNormGroup per network, side by side with the same model under eager per-layer spectral norm
 (torch's parametrization, which stands in for BG's own per-layer SN), and the spectral-norm share of each step:
-the spectral-norm work of one step alone (per network two updates, one with its backward, as in the step).
+the spectral-norm work of one step alone (per network two updates, one with its backward, as in the step). The step
+row ``gankern-recipe`` is the same step through the BigGAN recipe as the trainer runs it (BG's EMA included).
 
     python bench/bench_biggan.py [--quick]
 
@@ -25,6 +26,8 @@ from gankern import _bench  # noqa: E402
 from gankern.models.biggan import build, preset  # noqa: E402
 from gankern.nn import SpectralNormGroup  # noqa: E402
 from gankern.nn.spectral_norm import SpectralNorm  # noqa: E402
+from gankern.train.recipes.base import Batch, Env  # noqa: E402
+from gankern.train.recipes.biggan import BigGANRecipe, Options  # noqa: E402
 
 BATCH, QUICK_BATCH = 32, 2
 
@@ -104,9 +107,35 @@ class Variant:
         self.D.requires_grad_(True)
 
 
+class RecipeVariant:
+    """The BigGAN recipe's step as the trainer runs it (gankern/train/loop.py's run_phase, without the data loader
+    and DDP): per phase requires_grad set on its net, one batched SN group update of that net around
+    ``accumulate_gradients``, Adam, ``after_step`` (BG's EMA); with BG's 128 px script settings (num_D_steps 1,
+    G_ortho 0) so that it does the same work as the other two variants."""
+
+    def __init__(self, cfg, preset_name: str, device):
+        env = Env(device, 0, 1, cfg.n_classes, cfg.channels, cfg.resolution, 1, 0,
+                  backward=lambda loss: loss.backward(retain_graph=True))
+        with device:
+            self.r = BigGANRecipe(Options(preset=preset_name, num_D_steps=1, G_ortho=0.0), env)
+        self.opt = {n: spec.build(self.r.nets[n].parameters()) for n, spec in self.r.optimizers.items()}
+        self.sn = {n: SpectralNormGroup(self.r.nets[n]) for n in self.opt}
+
+    def step(self, z, y, x):
+        for ph in self.r.phases:
+            for m in self.r.nets.values():
+                m.requires_grad_(m is self.r.nets[ph.net])
+            self.opt[ph.net].zero_grad(set_to_none=True)
+            with self.sn[ph.net].cached():
+                self.r.accumulate_gradients(ph.name, Batch(x, y, z, y, 0), 1.0)
+            self.opt[ph.net].step()
+            self.r.after_step(ph.name, 0)
+
+
 def run(quick: bool = False) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = preset("tiny") if quick else preset("128")
+    preset_name = "tiny" if quick else "128"
+    cfg = preset(preset_name)
     batch = QUICK_BATCH if quick else BATCH
     torch.manual_seed(0)
     with device:
@@ -121,17 +150,21 @@ def run(quick: bool = False) -> list[dict]:
     sn_bytes = sum(m.parametrizations.weight.original.numel() * 4 for m in sn_modules(G) + sn_modules(D))
     count = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (G, D)]
     shape = f"G {count[0]:.1f}M + D {count[1]:.1f}M params"
+    stepping = {**variants, "gankern-recipe": RecipeVariant(cfg, preset_name, device)}
     steps = _bench.measure("biggan", f"{name}-step", shape, torch.float32,
-                           {k: (lambda _, v=v: v.step(z, y, x)) for k, v in variants.items()}, None)
+                           {k: (lambda _, v=v: v.step(z, y, x)) for k, v in stepping.items()}, None)
     sns = _bench.measure("biggan", f"{name}-sn", f"{len(sn_modules(G)) + len(sn_modules(D))} SN layers, "
                          f"{sn_bytes / 4e6:.1f}M weights", torch.float32,
                          {k: (lambda _, v=v: v.sn_only()) for k, v in variants.items()},
                          _bench.floor_ms(bytes_moved=9 * sn_bytes))
-    for step, sn in zip(steps, sns):
+    sn_ms = {r["backend"]: r["ms"] for r in sns}
+    for step in steps:
         if step["ms"]:
             step["images_per_s"] = batch / (step["ms"] / 1e3)
-            if sn["ms"]:
-                sn["sn_share"] = sn["ms"] / step["ms"]
+    for sn in sns:
+        step_ms = next(r["ms"] for r in steps if r["backend"] == sn["backend"])
+        if sn["ms"] and step_ms:
+            sn["sn_share"] = sn_ms[sn["backend"]] / step_ms
     return steps + sns
 
 

@@ -19,11 +19,12 @@ __device__ __forceinline__ Layer load_layer(const int64_t* meta, int layer) {
                m[3], m[4], m[5], m[6], m[7], m[8]};
 }
 
-// Offset of W(r, c) in the weight's memory. dim == 0 (inner == w) takes the plain row-major index: no 64-bit
-// division in the hot loop of the common case (the branch is uniform over the block).
+// Offset of W(r, c) in the weight's memory. dim == 0 (inner == w) takes the plain row-major index (the branch is
+// uniform over the block); otherwise 32-bit division (a layer has fewer than 2**31 elements: the launchers check).
 __device__ __forceinline__ int64_t w_index(const Layer& L, int64_t r, int64_t c) {
   if (L.inner == L.w_cols) return r * L.w_cols + c;
-  return (c / L.inner) * L.h * L.inner + r * L.inner + c % L.inner;
+  const uint32_t c32 = (uint32_t)c, inner = (uint32_t)L.inner, q = c32 / inner;
+  return ((int64_t)q * L.h + r) * L.inner + (c32 - q * inner);
 }
 
 constexpr int kThreads = 256;
@@ -100,11 +101,17 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(const int64_t* __restri
   const Layer L = load_layer(meta, layer);
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const float inv = 1.0f / sigma[layer];
-  const T* W = static_cast<const T*>(L.w);
-#pragma unroll  // a constant trip count: all the item's loads of a thread are in flight together
+  const T* __restrict__ W = static_cast<const T*>(L.w);
+  float x[kScaleSteps];  // every load of the thread issued before the first store: kScaleSteps in flight
+#pragma unroll
   for (int k = 0; k < kScaleSteps; ++k) {
     const int64_t e = e0 + k * kThreads + threadIdx.x;
-    if (e < numel) out[L.n_off + e] = from_float<T>(to_float(W[e]) * inv);
+    x[k] = e < numel ? to_float(W[e]) : 0.0f;
+  }
+#pragma unroll
+  for (int k = 0; k < kScaleSteps; ++k) {
+    const int64_t e = e0 + k * kThreads + threadIdx.x;
+    if (e < numel) out[L.n_off + e] = from_float<T>(x[k] * inv);
   }
 }
 
@@ -116,7 +123,7 @@ __global__ void __launch_bounds__(kThreads) grad_dot_kernel(const int64_t* __res
   const int layer = items[2 * blockIdx.x];
   const Layer L = load_layer(meta, layer);
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
-  const T* W = static_cast<const T*>(L.w);
+  const T* __restrict__ W = static_cast<const T*>(L.w);
   float acc = 0.0f;
 #pragma unroll
   for (int k = 0; k < kScaleSteps; ++k) {
@@ -137,20 +144,29 @@ __global__ void __launch_bounds__(kThreads) grad_kernel(const int64_t* __restric
   const Layer L = load_layer(meta, layer);
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const float s = sigma[layer], inv = 1.0f / s, coef = dots[layer] / (s * s);
+  const uint32_t w = (uint32_t)L.w_cols, inner = (uint32_t)L.inner, h = (uint32_t)L.h;
+  float y[kScaleSteps];  // all loads first (several in flight), then the stores
 #pragma unroll
   for (int k = 0; k < kScaleSteps; ++k) {
     const int64_t e = e0 + k * kThreads + threadIdx.x;
-    if (e >= numel) break;
-    int64_t r, c;  // matrix position of element e
-    if (L.inner == L.w_cols) {
-      r = e / L.w_cols;
-      c = e - r * L.w_cols;
+    y[k] = 0.0f;
+    if (e >= numel) continue;
+    const uint32_t e32 = (uint32_t)e;  // numel < 2**31: 32-bit division
+    uint32_t r, c;  // matrix position of element e
+    if (inner == w) {
+      r = e32 / w;
+      c = e32 - r * w;
     } else {
-      const int64_t a = e / (L.h * L.inner), b = e % L.inner;
-      r = (e / L.inner) % L.h;
-      c = a * L.inner + b;
+      const uint32_t q = e32 / inner;
+      r = q % h;
+      c = (q / h) * inner + (e32 - q * inner);
     }
-    dw[L.n_off + e] = from_float<T>(to_float(g[L.n_off + e]) * inv - coef * u[L.h_off + r] * v[L.w_off + c]);
+    y[k] = to_float(g[L.n_off + e]) * inv - coef * u[L.h_off + r] * v[L.w_off + c];
+  }
+#pragma unroll
+  for (int k = 0; k < kScaleSteps; ++k) {
+    const int64_t e = e0 + k * kThreads + threadIdx.x;
+    if (e < numel) dw[L.n_off + e] = from_float<T>(y[k]);
   }
 }
 

@@ -14,6 +14,9 @@ import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _simulating = False
+# The simulation module the cuda backend runs CPU tensors through: gankern._sim, or gankern._sim_asan (built with
+# GANKERN_SIM_SANITIZED=1; the process needs libasan preloaded) to run the tests under AddressSanitizer + UBSan.
+_SIM = os.environ.get("GANKERN_SIM_MODULE", "_sim")
 
 
 def build_info() -> dict:
@@ -62,9 +65,9 @@ def simulating() -> bool:
 def simulate_cuda() -> Iterator[None]:
     """Run the cuda backend on CPU tensors through ``gankern._sim`` (tests only)."""
     global _simulating
-    mod, err = _import("_sim")
+    mod, err = _import(_SIM)
     if mod is None:
-        raise RuntimeError(f"gankern._sim (the CPU simulation of the CUDA kernels) does not import: {err}")
+        raise RuntimeError(f"gankern.{_SIM} (the CPU simulation of the CUDA kernels) does not import: {err}")
     prev, _simulating = _simulating, True
     try:
         yield
@@ -77,7 +80,7 @@ def cuda_module(device: torch.device):
     if device.type == "cpu":
         if not _simulating:
             raise RuntimeError("CUDA kernels on CPU tensors run only under gankern._ext.simulate_cuda()")
-        return importlib.import_module("gankern._sim"), 0
+        return importlib.import_module(f"gankern.{_SIM}"), 0
     mod, err = _import("_C")
     if mod is None:
         raise RuntimeError(f"gankern._C does not import: {err}")

@@ -447,6 +447,25 @@ def test_sync_batchnorm_conversion_keeps_the_model():
     torch.testing.assert_close(synced(z, y), G(z, y))
 
 
+def test_standing_stats_of_synced_batchnorm_on_one_rank(tmp_path):
+    """Sampling runs on rank 0 alone: with sync=False the SyncBatchNorms take local statistics (no all-reduce, which
+    would wait for the other ranks; on the CPU SyncBatchNorm refuses to run at all) -- the plain model's result."""
+    import torch.distributed as tdist
+    torch.manual_seed(0)
+    G = B.Generator(tiny())
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="GPU"):                   # what sync=True would meet on the CPU
+            B.standing_stats(copy.deepcopy(synced), 1, 4, generator=torch.Generator().manual_seed(1))
+        B.standing_stats(synced, 2, 4, generator=torch.Generator().manual_seed(1), sync=False)
+    finally:
+        tdist.destroy_process_group()
+    B.standing_stats(G, 2, 4, generator=torch.Generator().manual_seed(1))
+    assert all("forward" not in m.__dict__ for m in synced.modules())
+    torch.testing.assert_close(synced.state_dict(), G.state_dict())
+
+
 def test_standing_stats_average_batch_statistics_and_keep_spectral_norms():
     torch.manual_seed(0)
     G = B.Generator(tiny())
@@ -525,7 +544,8 @@ def test_bench_biggan_quick_runs():
     spec.loader.exec_module(mod)
     rows = mod.run(quick=True)
     by = {(r["workload"].split("-")[-1], r["backend"]): r for r in rows}
-    assert {b for _, b in by} == {"eager", "gankern-group"}
+    assert set(by) == {(w, b) for w in ("step", "sn") for b in ("eager", "gankern-group")} | \
+        {("step", "gankern-recipe")}
     for r in rows:
         assert r["ms"] is not None and r["ms"] > 0, r
         assert r["family"] == "biggan"

@@ -3,16 +3,25 @@
 // The same kernel source is compiled by the host compiler with GANKERN_SIM defined (see csrc/include/gankern/
 // cuda_compat.h). What is simulated:
 //   - gridDim / blockDim / blockIdx / threadIdx; blocks run one after another, the threads of a block run as
-//     cooperative fibers (ucontext) on one OS thread, each until it reaches a barrier;
-//   - static shared memory (`__shared__` is `static`: one copy, serving the one block that runs at a time) and
-//     dynamic shared memory (GK_DYNAMIC_SMEM), the latter filled with NaN bytes at every block start;
+//     cooperative fibers (ucontext) on one OS thread;
+//   - static shared memory (`__shared__` is `static`: one copy, serving the one block that runs at a time; the
+//     linker script csrc/sim/static_smem.ld gathers the static locals of every `*_kernel` function into one
+//     section) and dynamic shared memory (GK_DYNAMIC_SMEM): both filled with NaN bytes (0xff) at every block
+//     start, so that a read of shared memory the block has not written gives NaN, not a previous block's value;
 //   - __syncthreads (every live thread of the block must reach it, else the launch fails: divergent barrier),
 //     __syncwarp and the warp shuffles __shfl_sync / __shfl_up_sync / __shfl_down_sync / __shfl_xor_sync
 //     (every live lane of the warp must take part);
-//   - atomics (trivially atomic: fibers switch only at barriers), the float intrinsics the kernels use, bf16/fp16.
-// The schedule (the order in which fibers run between barriers, and the order of the blocks) is forward, reverse
-// or a seeded shuffle (gk_sim::set_schedule): a missing barrier makes a reduction read a value that another thread has not yet written
-// (or already overwritten) under at least one of these orders, so tests run kernels under several schedules.
+//   - atomics, the float intrinsics the kernels use, bf16/fp16.
+// The schedule (gk_sim::set_schedule) is the order in which fibers run and where they switch:
+//   forward / reverse / shuffled: each fiber runs until it reaches a barrier, in that order (blocks too): a
+//     missing barrier makes a reduction read a value another thread has not yet written under one of them;
+//   interleaved: as shuffled, and a fiber also switches at every store to global or shared memory and before
+//     every atomic (the kernel sources are compiled with -fsanitize=thread, whose store hooks are defined in
+//     cuda_sim.cpp), with up to 4 blocks resident at once (each with its own shared memory), so a `+=` in place
+//     of an atomicAdd loses updates, within a block or between blocks, and an unordered read sees a half-done
+//     write. Tests run kernels under several schedules.
+// The ASan + UBSan build (GANKERN_SIM_SANITIZED=1 at install: gankern._sim_asan, no interleaved schedule) finds
+// out-of-bounds reads and writes of global and shared memory when the process runs with libasan preloaded.
 #pragma once
 
 #include <cmath>
@@ -28,9 +37,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// Static shared memory: one copy per variable, serving the one block that runs at a time. Unlike dynamic shared
-// memory it is not poisoned between blocks (GCC ignores section attributes on the static locals of templates, so
-// its addresses cannot be found): a value left by the previous block can hide a missing write.
+// Static shared memory: one copy per variable, serving the one block that runs at a time, poisoned at every block
+// start (see static_smem.ld: only the static locals of functions named *_kernel are found, so __shared__ variables
+// must be declared in the kernel itself, not in a device helper).
 #define __shared__ static
 #define __restrict__ __restrict
 
@@ -54,9 +63,14 @@ extern thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
 
 namespace gk_sim {
 
-enum Schedule { kForward = 0, kReverse = 1, kShuffled = 2 };
+enum Schedule { kForward = 0, kReverse = 1, kShuffled = 2, kInterleaved = 3 };
 void set_schedule(int schedule, unsigned seed);
 int schedule();
+// Bytes of static shared memory the simulation poisons at each block start (0 if the linker script was not used).
+size_t static_smem_bytes();
+// Under the interleaved schedule, hands the OS thread to another fiber (at a store to `addr` off the fiber's
+// own stack, or before an atomic when addr is null).
+void switch_point(const void* addr);
 
 // Runs body() for every thread of every block; returns cudaSuccess or an error whose text cudaGetErrorString gives.
 cudaError_t launch(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
@@ -112,15 +126,25 @@ inline T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
   return out;
 }
 
-// ---- atomics (fibers switch only at barriers, so a plain read-modify-write is atomic) ----
-template <typename T>
-inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
-template <typename T>
-inline T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
-template <typename T>
-inline T atomicMin(T* p, T v) { T old = *p; *p = std::min(old, v); return old; }
-template <typename T>
-inline T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
+// ---- atomics: a fiber may switch before one (interleaved schedule), never inside (the read-modify-write is not
+// instrumented), so each is atomic ----
+#define GK_SIM_ATOMIC(T, name, expr)                                          \
+  template <typename T>                                                       \
+  __attribute__((no_sanitize_thread, noinline)) T name##_rmw(T* p, T v) {     \
+    T old = *p;                                                               \
+    *p = (expr);                                                              \
+    return old;                                                               \
+  }                                                                           \
+  template <typename T>                                                       \
+  inline T name(T* p, T v) {                                                  \
+    gk_sim::switch_point(nullptr);                                            \
+    return name##_rmw(p, v);                                                  \
+  }
+GK_SIM_ATOMIC(T, atomicAdd, old + v)
+GK_SIM_ATOMIC(T, atomicMax, std::max(old, v))
+GK_SIM_ATOMIC(T, atomicMin, std::min(old, v))
+GK_SIM_ATOMIC(T, atomicExch, v)
+#undef GK_SIM_ATOMIC
 
 // ---- math intrinsics ----
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }

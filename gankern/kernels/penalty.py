@@ -42,11 +42,14 @@ def norm_finish_kernel(part, sqnorm, loss, center, N, S, ACC: tl.constexpr, ROWS
     total = tl.zeros([ROWS], dtype=ACC)
     for r0 in range(0, N, ROWS):
         r = r0 + tl.arange(0, ROWS)
-        s = tl.zeros([ROWS], dtype=ACC)
+        # a (ROWS, PARTS) accumulator reduced once after the loop: a row sum inside the loop crashes Triton 3.6's
+        # TritonGPUOptimizeThreadLocality pass for sm_90 (fp32, S divisible by 16; found by gankern._aot)
+        acc = tl.zeros([ROWS, PARTS], dtype=ACC)
         for p0 in range(0, S, PARTS):
             p = p0 + tl.arange(0, PARTS)
             m = (r[:, None] < N) & (p[None, :] < S)
-            s += tl.sum(tl.load(part + r[:, None] * S + p[None, :], mask=m, other=0.0), axis=1)
+            acc += tl.load(part + r[:, None] * S + p[None, :], mask=m, other=0.0)
+        s = tl.sum(acc, axis=1)
         tl.store(sqnorm + r, s, mask=r < N)
         d = tl.sqrt(s) - center
         total += tl.where(r < N, d * d, 0.0)

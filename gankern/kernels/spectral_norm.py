@@ -13,6 +13,7 @@ COLS_COLS = 128         # sn_cols: columns per program
 SCALE_ELEMS = 2048      # sn_scale: elements per program
 _BLOCK_C = 128          # sn_rows: columns per loop step
 _BLOCK_R = 1024         # sn_reduce: elements per loop step
+_COLS_ROW_STEP = 16     # sn_cols: rows per step
 
 
 @triton.jit
@@ -21,13 +22,30 @@ def _layer_ptr(meta, layer, field, DT: tl.constexpr):
 
 
 @triton.jit
-def _w_index(rows, cols, h, w, inner):
-    """Offsets of W(rows[:, None], cols[None, :]); dim == 0 (inner == w) skips the divisions."""
+def _layer_dims(meta, layer):
+    """h, w, inner of a layer as int32 (a layer has fewer than 2**31 elements: the launchers check it)."""
+    return (tl.load(meta + layer * 9 + 3).to(tl.int32), tl.load(meta + layer * 9 + 4).to(tl.int32),
+            tl.load(meta + layer * 9 + 5).to(tl.int32))
+
+
+@triton.jit
+def _w_tile(w_addr, rows, cols, h, w, inner, DT: tl.constexpr):
+    """W(rows[:, None], cols[None, :]) in fp32, 0 outside the matrix (W at address w_addr); int32 offsets. W's rows
+    are contiguous when inner == w (dim 0): then, with W 16-byte aligned and w a multiple of 16, vector loads."""
+    mask = (rows < h)[:, None] & (cols < w)[None, :]
     if inner == w:
-        idx = rows[:, None] * w + cols[None, :]
+        if (w % 16 == 0) & (w_addr % 16 == 0):
+            # hints: the compiler sees alignment through multiple_of on a pointer and through * 16 on an int
+            cols16 = tl.max_contiguous(tl.multiple_of(cols, 16), 16)  # tiles start at multiples of 16 columns
+            w16 = (w // 16) * 16
+            ptrs = tl.multiple_of(w_addr.to(tl.pointer_type(DT)), 16) + rows[:, None] * w16
+            x = tl.load(ptrs + cols16[None, :], mask=(rows < h)[:, None] & (cols16 < w16)[None, :], other=0.0)
+        else:
+            x = tl.load(w_addr.to(tl.pointer_type(DT)) + rows[:, None] * w + cols[None, :], mask=mask, other=0.0)
     else:
         idx = (cols // inner)[None, :] * (h * inner) + rows[:, None] * inner + (cols % inner)[None, :]
-    return idx
+        x = tl.load(w_addr.to(tl.pointer_type(DT)) + idx, mask=mask, other=0.0)
+    return x.to(tl.float32)
 
 
 @triton.jit
@@ -36,46 +54,39 @@ def sn_rows_kernel(meta, items, t, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C
     pid = tl.program_id(0)
     layer = tl.load(items + 2 * pid)
     row0 = tl.load(items + 2 * pid + 1)
-    w_ptr = _layer_ptr(meta, layer, 0, DT)
+    w_addr = tl.load(meta + layer * 9)
     v_ptr = _layer_ptr(meta, layer, 2, DT)
-    h = tl.load(meta + layer * 9 + 3)
-    w = tl.load(meta + layer * 9 + 4)
-    inner = tl.load(meta + layer * 9 + 5)
+    h, w, inner = _layer_dims(meta, layer)
     h_off = tl.load(meta + layer * 9 + 6)
     rows = row0 + tl.arange(0, ROWS)
-    rmask = rows < h
     acc = tl.zeros([ROWS, BLOCK_C], dtype=tl.float32)
     for c0 in range(0, w, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < w
-        x = tl.load(w_ptr + _w_index(rows, cols, h, w, inner), mask=rmask[:, None] & cmask[None, :],
-                    other=0.0).to(tl.float32)
-        vv = tl.load(v_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-        acc += x * vv[None, :]
-    tl.store(t + h_off + rows, tl.sum(acc, axis=1), mask=rmask)
+        vv = tl.load(v_ptr + cols, mask=cols < w, other=0.0).to(tl.float32)
+        acc += _w_tile(w_addr, rows, cols, h, w, inner, DT) * vv[None, :]
+    tl.store(t + h_off + rows, tl.sum(acc, axis=1), mask=rows < h)
 
 
 @triton.jit
-def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """s[w_off + c] += sum_{r in item} u[r] W(r, c). items: (n, 3) [layer, row0, col0]."""
+def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+                   ROW_STEP: tl.constexpr):
+    """s[w_off + c] += sum_{r in item} u[r] W(r, c), ROW_STEP rows at a time (a whole ROWS x COLS tile live at
+    once took 255 registers and spilled). items: (n, 3) [layer, row0, col0]."""
     pid = tl.program_id(0)
     layer = tl.load(items + 3 * pid)
     row0 = tl.load(items + 3 * pid + 1)
     col0 = tl.load(items + 3 * pid + 2)
-    w_ptr = _layer_ptr(meta, layer, 0, DT)
+    w_addr = tl.load(meta + layer * 9)
     u_ptr = _layer_ptr(meta, layer, 1, DT)
-    h = tl.load(meta + layer * 9 + 3)
-    w = tl.load(meta + layer * 9 + 4)
-    inner = tl.load(meta + layer * 9 + 5)
+    h, w, inner = _layer_dims(meta, layer)
     w_off = tl.load(meta + layer * 9 + 7)
-    rows = row0 + tl.arange(0, ROWS)
     cols = col0 + tl.arange(0, COLS)
-    rmask = rows < h
-    cmask = cols < w
-    x = tl.load(w_ptr + _w_index(rows, cols, h, w, inner), mask=rmask[:, None] & cmask[None, :],
-                other=0.0).to(tl.float32)
-    uu = tl.load(u_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-    tl.atomic_add(s + w_off + cols, tl.sum(x * uu[:, None], axis=0), mask=cmask)
+    acc = tl.zeros([COLS], dtype=tl.float32)
+    for r0 in tl.static_range(0, ROWS, ROW_STEP):
+        rows = row0 + r0 + tl.arange(0, ROW_STEP)
+        uu = tl.load(u_ptr + rows, mask=rows < h, other=0.0).to(tl.float32)
+        acc += tl.sum(_w_tile(w_addr, rows, cols, h, w, inner, DT) * uu[:, None], axis=0)
+    tl.atomic_add(s + w_off + cols, acc, mask=cols < w)
 
 
 @triton.jit
@@ -115,55 +126,81 @@ def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexp
 
 
 @triton.jit
-def _elementwise_item(meta, items, DT: tl.constexpr, ELEMS: tl.constexpr):
-    """This program's item of an elementwise work list ((n, 2) [layer, e0]): the layer, the offsets e of its ELEMS
-    elements, their mask, the layer's n_off and W[e] in fp32."""
+def _elementwise_item(meta, items):
+    """This program's item of an elementwise work list ((n, 2) [layer, e0], e0 a multiple of the item size):
+    layer, e0, the layer's numel and n_off, and W's address."""
     pid = tl.program_id(0)
     layer = tl.load(items + 2 * pid)
-    e = tl.load(items + 2 * pid + 1) + tl.arange(0, ELEMS)
-    mask = e < tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
-    x = tl.load(_layer_ptr(meta, layer, 0, DT) + e, mask=mask, other=0.0).to(tl.float32)
-    return layer, e, mask, tl.load(meta + layer * 9 + 8), x
+    numel = tl.load(meta + layer * 9 + 3) * tl.load(meta + layer * 9 + 4)
+    return layer, tl.load(items + 2 * pid + 1), numel, tl.load(meta + layer * 9 + 8), tl.load(meta + layer * 9)
+
+
+@triton.jit
+def _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS: tl.constexpr):
+    """The item takes the vector path: no mask, W and n_off 16-byte aligned (n_off a multiple of 16 elements)."""
+    return (e0 + ELEMS <= numel) & (w_addr % 16 == 0) & (n_off % 16 == 0)
 
 
 @triton.jit
 def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constexpr):
     """out[n_off + e] = W[e] / sigma[layer]. items: (n, 2) [layer, e0]."""
-    layer, e, mask, n_off, x = _elementwise_item(meta, items, DT, ELEMS)
+    layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
     inv = 1.0 / tl.load(sigma + layer)
-    tl.store(out + n_off + e, (x * inv).to(DT), mask=mask)
+    e = e0 + tl.arange(0, ELEMS)
+    if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):
+        e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
+        x = tl.load(tl.multiple_of(w_addr.to(tl.pointer_type(DT)), 16) + e).to(tl.float32)
+        tl.store(out + (n_off // 16) * 16 + e, (x * inv).to(DT))
+    else:
+        x = tl.load(w_addr.to(tl.pointer_type(DT)) + e, mask=e < numel, other=0.0).to(tl.float32)
+        tl.store(out + n_off + e, (x * inv).to(DT), mask=e < numel)
 
 
 @triton.jit
 def sn_grad_dot_kernel(meta, items, g, dots, ELEMS: tl.constexpr, DT: tl.constexpr):
     """dots[layer] += sum_e G[n_off + e] * W[e] over ELEMS elements. items: (n, 2) [layer, e0]."""
-    layer, e, mask, n_off, x = _elementwise_item(meta, items, DT, ELEMS)
-    gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
+    layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
+    e = e0 + tl.arange(0, ELEMS)
+    if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):
+        e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
+        x = tl.load(tl.multiple_of(w_addr.to(tl.pointer_type(DT)), 16) + e).to(tl.float32)
+        gg = tl.load(g + (n_off // 16) * 16 + e).to(tl.float32)
+    else:
+        x = tl.load(w_addr.to(tl.pointer_type(DT)) + e, mask=e < numel, other=0.0).to(tl.float32)
+        gg = tl.load(g + n_off + e, mask=e < numel, other=0.0).to(tl.float32)
     tl.atomic_add(dots + layer, tl.sum(x * gg, axis=0))
 
 
 @triton.jit
 def sn_grad_kernel(meta, items, g, sigma, dots, u, v, dw, ELEMS: tl.constexpr):
-    """dW[n_off + e] = G / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c], (r, c) the matrix position of e."""
-    pid = tl.program_id(0)
-    layer = tl.load(items + 2 * pid)
-    e0 = tl.load(items + 2 * pid + 1)
-    h = tl.load(meta + layer * 9 + 3)
-    w = tl.load(meta + layer * 9 + 4)
-    inner = tl.load(meta + layer * 9 + 5)
+    """dW[n_off + e] = G / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c], (r, c) the matrix position of e
+    (int32 index arithmetic)."""
+    layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
+    h, w, inner = _layer_dims(meta, layer)
     h_off = tl.load(meta + layer * 9 + 6)
     w_off = tl.load(meta + layer * 9 + 7)
-    n_off = tl.load(meta + layer * 9 + 8)
     e = e0 + tl.arange(0, ELEMS)
-    mask = e < h * w
-    r = (e // inner) % h
-    c = (e // (h * inner)) * inner + e % inner
+    e32 = e.to(tl.int32)
+    if inner == w:  # dim 0: W(r, c) at r * w + c
+        r = e32 // w
+        c = e32 - r * w
+    else:
+        q = e32 // inner
+        r = q % h
+        c = (q // h) * inner + (e32 - q * inner)
     s = tl.load(sigma + layer)
     coef = tl.load(dots + layer) / (s * s)
-    gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
+    mask = e < numel
     uu = tl.load(u + h_off + r, mask=mask, other=0.0)
     vv = tl.load(v + w_off + c, mask=mask, other=0.0)
-    tl.store(dw + n_off + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty), mask=mask)
+    if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):  # (W itself is not read here)
+        e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
+        n16 = (n_off // 16) * 16
+        gg = tl.load(g + n16 + e).to(tl.float32)
+        tl.store(dw + n16 + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty))
+    else:
+        gg = tl.load(g + n_off + e, mask=mask, other=0.0).to(tl.float32)
+        tl.store(dw + n_off + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty), mask=mask)
 
 
 def rows(meta, items, t, dt):
@@ -171,7 +208,7 @@ def rows(meta, items, t, dt):
 
 
 def cols(meta, items, s, dt):
-    sn_cols_kernel[(items.shape[0],)](meta, items, s, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS)
+    sn_cols_kernel[(items.shape[0],)](meta, items, s, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
 
 
 def reduce(meta, n_layers, mode, flat, eps, sigma, dt):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from dataclasses import dataclass
 
 import torch
@@ -472,12 +473,13 @@ def truncated_z(n: int, z_dim: int, threshold: float | None = None, *, generator
 
 @torch.no_grad()
 def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, threshold: float | None = None,
-                   generator: torch.Generator | None = None) -> Generator:
+                   generator: torch.Generator | None = None, sync: bool = True) -> Generator:
     """BigGAN's standing statistics for sampling: every BatchNorm of G forgets its running statistics and takes
     the average of the batch statistics of ``num_batches`` batches of random z (truncated at ``threshold``) and
     classes (torch's cumulative average, momentum None: the unbiased variance, where BG's myBN averages the
     biased one). Only the BatchNorms run in training mode (the spectral norms keep their u, v, unlike BG's, which
-    runs all of G in training mode). G is left in eval mode. Under DDP with SyncBatchNorm, call it on every rank."""
+    runs all of G in training mode). G is left in eval mode. Under DDP with SyncBatchNorm, call it on every rank, or
+    with ``sync=False`` on one rank (its SyncBatchNorms then average this rank's batches only)."""
     device = next(G.parameters()).device
     bns = [m for m in G.modules() if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))]
     momenta = [m.momentum for m in bns]
@@ -487,6 +489,8 @@ def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, th
             m.reset_running_stats()
             m.momentum = None
             m.train()
+            if not sync and isinstance(m, nn.SyncBatchNorm):
+                m.forward = types.MethodType(nn.BatchNorm2d.forward, m)     # local statistics, no all-reduce
         for _ in range(num_batches):
             z = truncated_z(batch_size, G.z_dim, threshold, generator=generator, device=device)
             G(z, torch.randint(0, G.n_classes, (batch_size,), generator=generator, device=device))
@@ -494,6 +498,7 @@ def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, th
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
             m.eval()
+            m.__dict__.pop("forward", None)
     return G
 
 

@@ -72,16 +72,20 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=train_main)
 
     q = sub.add_parser("generate", help="write an image grid from a trained run",
-                       description="Generate images from a run's G_ema (newest checkpoint) into an image grid.")
-    q.add_argument("--run", required=True, metavar="DIR", help="run directory (or a ckpt-*.pt file)")
-    q.add_argument("--n", type=int_at_least(1), default=64, metavar="N", help="number of images (default: "
-                                                                             "%(default)s)")
+                       description="Generate images from a run's G_ema (newest checkpoint), or from a BigGAN-PyTorch "
+                                   "generator (G.pth), into an image grid.")
+    q.add_argument("--run", metavar="DIR", help="run directory, a ckpt-*.pt file, or BigGAN-PyTorch's G.pth / "
+                   "G_ema.pth (its config from the state_dict.pth beside it, or --biggan-config)")
+    q.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
+                   "128, tiny) when no state_dict.pth is beside it")
+    q.add_argument("--n", type=int_at_least(1), metavar="N", help="number of images (default: 64); with several "
+                   "classes, images per class (default: 10)")
     q.add_argument("--out", default="grid.png", metavar="FILE",
                    help="output image; its suffix names the format: .png, .jpg, .webp, ... (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
     q.add_argument("--truncation", type=positive_float, metavar="T", help="redraw latent entries with |z| > T (> 0)")
-    q.add_argument("--class", dest="cls", type=int_at_least(0), metavar="K",
-                   help="class label (conditional configs)")
+    q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
+                   "(conditional configs); several: one row per class (BigGAN-PyTorch's sample sheets)")
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
     q.add_argument("--device", type=device, default="cpu", metavar="DEV", help="(default: %(default)s)")
     add_threads_arg(q)
@@ -229,8 +233,22 @@ def load_generator(run: str, device: str = "cpu", ema: bool = True):
     recipe = RECIPES[cfg.recipe](cfg.options, Env(torch.device(device), 0, 1, k, int(s["channels"]),
                                                   cfg.train.resolution, 1, cfg.train.seed))
     G = recipe.nets[recipe.ema or "G"]
-    G.load_state_dict(s["G_ema" if ema and recipe.ema else recipe.ema or "G"])
+    G.load_state_dict(s["G_ema" if ema and recipe.ema else "G"])           # --no-ema: the trained G
     return G.to(device).eval(), cfg, k, recipe
+
+
+def _class_list(text: str) -> list[int]:
+    """'3' -> [3], '0-9' -> [0, ..., 9], '1,4,7' -> [1, 4, 7]."""
+    try:
+        out = []
+        for part in text.split(","):
+            a, _, b = part.partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K, A-B or A,B,... (class numbers), not {text!r}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"expected class numbers >= 0, not {text!r}")
+    return out
 
 
 def generate_main(args) -> int:
@@ -238,21 +256,32 @@ def generate_main(args) -> int:
 
     from .loop import generate
     from .outputs import image_format, save_grid
+    if args.run is None:
+        return _error("generate", "give --run DIR (or a checkpoint file)")
     try:
         image_format(args.out)
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
             raise FileNotFoundError(f"--out {args.out}: the folder {out_dir} does not exist")
-        G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
-        if args.cls is not None and not k:
-            raise ValueError(f"--class {args.cls}: the run's model is unconditional (config {cfg.config})")
-        if args.cls is not None and args.cls >= k:
-            raise ValueError(f"--class {args.cls}: the run has {k} classes, 0..{k - 1}")
-        labels = torch.full((args.n,), args.cls, dtype=torch.long) if args.cls is not None else None
-        images = generate(G, args.n, recipe.z_dim, k, args.seed, args.truncation, args.device, labels,
-                          recipe.generate)
-        save_grid(images, args.out)
+        if args.run.endswith(".pth"):                    # BigGAN-PyTorch's G.pth / G_ema.pth (gankern's: .pt)
+            from ..models.biggan import load_biggan_pytorch
+            G = load_biggan_pytorch(args.run, config=args.biggan_config)[0].to(args.device)
+            z_dim, k, fn = G.z_dim, G.n_classes, None
+        else:
+            G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
+            z_dim, fn = recipe.z_dim, recipe.generate
+        classes = args.cls or []
+        if classes and not k:
+            raise ValueError(f"--class {args.cls[0]}: this generator is unconditional")
+        if any(c >= k for c in classes):
+            raise ValueError(f"--class {max(classes)}: the generator has classes 0..{k - 1}")
+        per = args.n or (10 if len(classes) > 1 else 64)
+        n = per * max(len(classes), 1)
+        labels = torch.tensor(classes).repeat_interleave(per) if len(classes) > 1 else \
+            torch.full((n,), classes[0]) if classes else None
+        images = generate(G, n, z_dim, k, args.seed, args.truncation, args.device, labels, fn)
+        save_grid(images, args.out, nrow=per if len(classes) > 1 else None)
     except (ValueError, OSError) as e:
         return _error("generate", e)
-    print(f"wrote {args.n} images to {args.out}")
+    print(f"wrote {n} images to {args.out}")
     return 0

@@ -146,6 +146,9 @@ def _row(description: str, recipe: str = "classic", train: dict | None = None, *
     return description, {"recipe": recipe, "train": train or {}, **options}
 
 
+# BigGAN keeps BG's EMA itself (recipe.ema_start): the trainer's G_ema copies it; grids of 10 x 10 images, whose
+# labels cycle over the classes: one column per class on 10-class data
+_BIGGAN_TRAIN = dict(ema_kimg=0.0, grid=100)
 _WGAN_OPT = dict(kind="rmsprop", g_lr=5e-5, d_lr=5e-5, n_critic=5)
 _GP_OPT = dict(g_lr=1e-4, d_lr=1e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)
 
@@ -195,6 +198,11 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
                      "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+    "biggan": _row("BigGAN as BigGAN-PyTorch trains it: shared class embedding, skip-z, attention, SN everywhere, "
+                   "hinge, TTUR, 2 D steps, ortho reg, EMA from ema_start (Brock et al. 2019; --set "
+                   "recipe.preset=32|64|128|tiny, auto: tiny on the CPU)", recipe="biggan", train=_BIGGAN_TRAIN),
+    "biggan-deep": _row("BigGAN-deep: bottleneck blocks, two per resolution, z concatenated once; trained as biggan "
+                        "(Brock et al. 2019)", recipe="biggan", deep=True, train=_BIGGAN_TRAIN),
 }
 
 

@@ -2,12 +2,14 @@
 of a new family is one recipe file, one row here and its rows in gankern/train/config.py's CONFIGS. Recipes written
 outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
+from .biggan import BigGANRecipe
 from .classic import ClassicRecipe
 from .stylegan2 import StyleGAN2Recipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "stylegan2": StyleGAN2Recipe,
+    "biggan": BigGANRecipe,
 }
 
 

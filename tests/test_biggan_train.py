@@ -1,0 +1,292 @@
+"""The BigGAN recipe (gankern/train/recipes/biggan.py): options -> model, BG's losses, orthogonal regularization
+once per optimizer step, BG's EMA with ema_start, standing statistics and sample sheets; end to end through the
+trainer and the CLI: train on the labelled digits, resume exactly, sigmas in the log, generate by class from a run
+and from a BigGAN-PyTorch state dict."""
+import copy
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gankern.cli import main
+from gankern.models import biggan as B
+from gankern.nn import SpectralNormGroup
+from gankern.train.cli import load_generator
+from gankern.train.loop import generate
+from gankern.train.outputs import image_grid
+from gankern.train.recipes.base import Batch, Env
+from gankern.train.recipes.biggan import BigGANRecipe, Options, interp_sheet, model_config, sample_sheet
+
+from test_biggan import BG_CASES, bg_ortho_grad, save_bg, trained_bg
+
+
+def env(num_classes=10, device="cpu", resolution=32, channels=1):
+    """The trainer's Env on the CPU: backward keeps the graph (the batched spectral norm's node serves every
+    accumulation round of a step)."""
+    return Env(torch.device(device), 0, 1, num_classes, channels, resolution, 100, 0,
+               backward=lambda loss: loss.backward(retain_graph=True))
+
+
+def recipe(num_classes=10, **options):
+    torch.manual_seed(0)
+    return BigGANRecipe(Options(**options), env(num_classes))
+
+
+def batch(r, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randint(0, max(r.num_classes, 1), (n,), generator=g) if r.num_classes else None
+    return Batch(torch.rand(n, 1, 32, 32, generator=g) * 2 - 1, c, torch.randn(n, r.z_dim, generator=g),
+                 None if c is None else torch.randint(0, r.num_classes, (n,), generator=g), seed)
+
+
+def test_options_pick_the_preset_and_bgs_overrides():
+    o = Options()
+    r = BigGANRecipe(o, env())
+    assert o.preset == "tiny" and r.cfg == B.preset("tiny")          # auto: tiny on the CPU, written back
+    assert dataclasses.replace(Options(), preset="auto").preset == "auto"
+    cfg = model_config(Options(preset="128", G_ch=32, D_ch=16, dim_z=60, shared_dim=0, G_attn="0", D_attn="32"),
+                       64, 3, 7)
+    assert (cfg.resolution, cfg.n_classes, cfg.g_ch, cfg.d_ch, cfg.z_dim, cfg.shared_dim, cfg.g_attn, cfg.d_attn) \
+        == (64, 7, 32, 16, 60, 0, (), (32,))
+    assert model_config(Options(preset="128"), 64, 3, 7).g_attn == (32,)   # the preset's attention, moved
+    cfg = model_config(Options(preset="32", G_shared=1, hier=1, shared_dim=16), 32, 3, 10)
+    assert cfg.shared and cfg.hier and not B.preset("32").shared
+    deep = BigGANRecipe(Options(deep=True), env()).cfg
+    assert deep.deep and deep.g_depth == 2
+    for bad, match in [(dict(preset="huge"), "preset"), (dict(hier=2), "hier"), (dict(G_attn="x"), "G_attn"),
+                       (dict(num_D_steps=0), "num_D_steps"), (dict(ema_decay=1.0), "ema_decay"),
+                       (dict(G_ortho=-1.0), "G_ortho")]:
+        with pytest.raises(ValueError, match=match):
+            BigGANRecipe(Options(**bad), env())
+    with pytest.raises(ValueError, match="px"):
+        BigGANRecipe(Options(), env(resolution=48))
+
+
+def test_phases_and_optimizers_are_bgs():
+    r = recipe(num_D_steps=3, G_lr=2e-4, D_lr=5e-4, adam_eps=1e-8)
+    assert [(p.name, p.net, p.repeats) for p in r.phases] == [("D", "D", 3), ("G", "G", 1)]
+    assert (r.optimizers["G"].lr, r.optimizers["D"].lr, r.optimizers["G"].betas, r.optimizers["D"].eps) == \
+        (2e-4, 5e-4, (0.0, 0.999), 1e-8)
+    assert r.ema == "G_ema_bg" and r.z_dim == r.nets["G"].z_dim == 32
+
+
+def test_d_step_is_bgs_hinge_on_one_call_and_g_runs_its_batched_spectral_norm():
+    r = recipe(D_ortho=0.0)
+    ref = copy.deepcopy(r.nets)
+    b = batch(r)
+    stats = r.accumulate_gradients("D", b, 1.0)
+    # BG's G_D: G in training mode without gradients (its BN statistics and power iterations move), one D call
+    with torch.no_grad():
+        fake = ref["G"](b.z, b.c_gen)
+    out = ref["D"](torch.cat([fake, b.real]), torch.cat([b.c_gen, b.c]))
+    loss_real, loss_fake = torch.relu(1 - out[4:]).mean(), torch.relu(1 + out[:4]).mean()
+    (loss_real + loss_fake).backward()
+    torch.testing.assert_close(stats["D/loss_real"], loss_real.detach())
+    torch.testing.assert_close(stats["D/loss_fake"], loss_fake.detach())
+    for (n, p), q in zip(r.nets["D"].named_parameters(), ref["D"].parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, x), y in zip(r.nets["G"].named_buffers(), ref["G"].buffers()):   # running stats, u, v
+        torch.testing.assert_close(x, y, msg=n)
+    assert all(p.grad is None for p in r.nets["G"].parameters())
+    stats = r.accumulate_gradients("G", b, 1.0)
+    assert set(stats) == {"G/loss", "G/ortho"}
+
+
+@pytest.mark.parametrize("phase", ["G", "D"])
+def test_orthogonal_regularization_joins_each_optimizer_step_once(phase):
+    """Two accumulation rounds (gain 1/2 each) with and without ortho: the difference of the gradients is BG's
+    utils.ortho gradient, once, on every weight of 2+ dims except G's shared embedding."""
+    grads = []
+    for strength in (0.0, 0.05):
+        r = recipe(**{f"{phase}_ortho": strength})
+        group = SpectralNormGroup(r.nets[phase])
+        for m in r.nets.values():
+            m.requires_grad_(m is r.nets[phase])
+        with group.cached():
+            stats = [r.accumulate_gradients(phase, batch(r, seed=j), 0.5) for j in range(2)]
+        if strength:             # the trainer's mean over the rounds of the logged term is the term
+            want = B.orthogonal_regularization(B.ortho_weights(r.nets[phase]), strength)
+            torch.testing.assert_close(sum(s.get(f"{phase}/ortho", 0) for s in stats) / 2, want.detach())
+        grads.append({n: p.grad.clone() for n, p in r.nets[phase].named_parameters()})
+        r.after_step(phase, 0)
+    net = r.nets[phase]
+    chosen = {id(p) for p in B.ortho_weights(net)}
+    for n, p in net.named_parameters():
+        want = bg_ortho_grad(p.detach(), 0.05) if id(p) in chosen else torch.zeros_like(p)
+        torch.testing.assert_close(grads[1][n] - grads[0][n], want, atol=1e-5, rtol=1e-4, msg=n)
+    assert (phase == "G") == any("shared" in n for n in grads[0])
+    assert r._ortho_due[phase]                                          # due again at the next optimizer step
+
+
+def test_ema_is_a_copy_before_ema_start_then_bgs_decay():
+    r = recipe(ema_start=2, ema_decay=0.75)
+    G, E = r.nets["G"], r.nets["G_ema_bg"]
+    for step in range(3):
+        with torch.no_grad():
+            for p in G.parameters():
+                p.add_(0.1 * (step + 1))
+            for b in G.buffers():
+                if b.is_floating_point():
+                    b.add_(1.0)
+        before = [p.clone() for p in E.parameters()]
+        r.after_step("G", step)
+        for pe, p, pb in zip(E.parameters(), G.parameters(), before):
+            torch.testing.assert_close(pe, p if step < 1 else 0.75 * pb + 0.25 * p)
+        for be, b in zip(E.buffers(), G.buffers()):
+            assert torch.equal(be, b)
+    assert r.state_dict()["g_steps"] == 3
+    r2 = recipe()
+    r2.load_state_dict(r.state_dict())
+    assert r2.g_steps == 3
+    with pytest.raises(ValueError, match="recipe options"):
+        recipe(G_ch=4).load_state_dict(r.state_dict())
+
+
+def test_generate_uses_standing_stats_once_per_g_step_and_sheets_are_one_row_per_class():
+    r = recipe(num_standing_accumulations=2, standing_batch=8)
+    G = r.nets["G_ema_bg"]
+    z, c = torch.randn(3, r.z_dim), torch.tensor([1, 2, 3])
+    a = r.generate(G, z, c)
+    mean = [m.running_mean.clone() for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    want = copy.deepcopy(G)
+    B.standing_stats(want, 2, 8, None, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, want(z, c))
+    r.generate(G, z, c)                                                   # same G step: no second pass
+    assert all(torch.equal(m.running_mean, x) for m, x in
+               zip([m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d)], mean))
+    sheet = sample_sheet(r, G, [3, 5, 7], 4, seed=1, truncation=0.5)
+    assert sheet.shape == (12, 1, 32, 32)
+    zs = B.truncated_z(4, r.z_dim, 0.5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sheet, G(zs.repeat(3, 1), torch.tensor([3, 5, 7]).repeat_interleave(4)))
+    assert not torch.allclose(sheet[:4], sheet[4:8])                       # the class changes the images
+    for fix_z, fix_y in ((False, False), (True, False), (False, True)):
+        rows = interp_sheet(r, G, 2, 3, seed=2, fix_z=fix_z, fix_y=fix_y).view(2, 5, 1, 32, 32)
+        g = torch.Generator().manual_seed(2)
+        z0, z1 = torch.randn(2, r.z_dim, generator=g), torch.randn(2, r.z_dim, generator=g)
+        y0, y1 = torch.randint(0, 10, (2,), generator=g), torch.randint(0, 10, (2,), generator=g)
+        ends = G(torch.cat([z0, z0 if fix_z else z1]), torch.cat([y0, y0 if fix_y else y1])).view(2, 2, 1, 32, 32)
+        torch.testing.assert_close(rows[:, [0, 4]], ends.transpose(0, 1))
+        mid = G((z0 + (z0 if fix_z else z1)) / 2, embedding=(G.shared(y0) + G.shared(y0 if fix_y else y1)) / 2)
+        torch.testing.assert_close(rows[:, 2], mid)
+
+
+def test_unlabelled_data_trains_as_one_class():
+    r = recipe(num_classes=0, num_standing_accumulations=1, standing_batch=4)
+    b = batch(r)
+    assert b.c is None and r.cfg.n_classes == 1
+    r.accumulate_gradients("D", b, 1.0)
+    r.accumulate_gradients("G", b, 1.0)
+    assert r.generate(r.nets["G_ema_bg"], b.z, None).shape == (4, 1, 32, 32)
+    with pytest.raises(ValueError, match="class-conditional"):
+        recipe().run_G(b.z, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# end to end: the trainer and the CLI
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+# the tiny preset (auto on the CPU) at batch 8; cheap standing statistics and grids; EMA starting at G step 2
+ARGS = ["--data", "digits", "--res", "32", "--batch", "8", "--metrics", "none", "-q", "--set", "train.grid=10",
+        "--set", "recipe.num_standing_accumulations=2", "--set", "recipe.standing_batch=8",
+        "--set", "recipe.ema_start=2", "--set", "recipe.ema_decay=0.5"]
+
+
+def gankern(*args):
+    r = subprocess.run([sys.executable, "-m", "gankern", *args], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def last_checkpoint(outdir):
+    (run,) = glob.glob(os.path.join(outdir, "0*"))
+    return run, torch.load(sorted(glob.glob(os.path.join(run, "ckpt-*.pt")))[-1], weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def run_4_steps(tmp_path_factory):
+    """`gankern train --config biggan` on the labelled digits for 4 steps (checkpoints at 2 and 4)."""
+    out = tmp_path_factory.mktemp("a")
+    r = gankern("train", "--config", "biggan", *ARGS, "--kimg", "0.032", "--snap", "2", "--outdir", str(out))
+    return (*last_checkpoint(out), r)
+
+
+def test_train_resume_exact_sigmas_logged(run_4_steps, tmp_path, capsys):
+    """4 steps straight == 2 steps + resume + 2 steps, bit for bit (nets, BG's EMA, optimizers, recipe state);
+    every SN layer's sigma in the log."""
+    run_a, want, r = run_4_steps
+    assert "4 steps of 8 images" in r.stdout
+    assert main(["train", "--config", "biggan", *ARGS, "--kimg", "0.016", "--snap", "2", "--outdir",
+                 str(tmp_path / "b")]) == 0                               # in this process: no start-up cost
+    run_b, half = last_checkpoint(tmp_path / "b")
+    assert half["step"] == 2 and half["recipe"]["g_steps"] == 2
+    assert main(["train", "--resume", run_b, "--kimg", "0.032", "-q"]) == 0
+    assert f"resumed {run_b} at step 2" in capsys.readouterr().out
+    _, got = last_checkpoint(tmp_path / "b")
+    assert got["step"] == want["step"] == 4 and got["recipe"] == want["recipe"] and want["recipe"]["g_steps"] == 4
+    for net in ("G", "D", "G_ema_bg", "G_ema"):
+        for k, v in want[net].items():
+            assert torch.equal(v, got[net][k]), (net, k)
+    for opt in ("opt_G", "opt_D"):
+        for i, s in want[opt]["state"].items():
+            assert all(torch.equal(v, got[opt]["state"][i][k]) for k, v in s.items()), (opt, i)
+    assert not torch.equal(want["G_ema_bg"]["linear.bias"], want["G"]["linear.bias"])   # the EMA started
+    cfg = json.load(open(os.path.join(run_a, "config.json")))
+    assert cfg["recipe"] == "biggan" and cfg["options"]["preset"] == "tiny"
+    rows = [json.loads(line) for line in open(os.path.join(run_a, "metrics.jsonl"))]
+    G, D = B.build(B.preset("tiny"))
+    for net, name in ((G, "G"), (D, "D")):
+        logged = {k for k in rows[-1] if k.startswith(f"sigma/{name}/")}
+        assert logged == {f"sigma/{name}/{n}" for n in SpectralNormGroup(net).update()}
+    assert all(k in rows[-1] for k in ("D/loss_real", "D/loss_fake", "G/loss", "G/ortho"))
+
+
+def read_png(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
+    """`gankern generate --class 0-9 --truncation`: one row per class, through the recipe (standing statistics);
+    one class; errors without a traceback."""
+    run, _, _ = run_4_steps
+    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--truncation", "0.5", "--out",
+                 str(tmp_path / "s.png")]) == 0
+    G, _, k, r = load_generator(run)
+    labels = torch.arange(10).repeat_interleave(2)
+    want = generate(G, 20, r.z_dim, k, 0, 0.5, "cpu", labels, r.generate)
+    assert np.array_equal(read_png(tmp_path / "s.png"), image_grid(want, 2))
+    assert main(["generate", "--run", run, "--class", "7", "--n", "3", "--out", str(tmp_path / "c.png")]) == 0
+    assert read_png(tmp_path / "c.png").shape == image_grid(want[:3], None).shape
+    for args, msg in ((["--class", "10"], "classes 0..9"), (["--class", "x"], "class numbers"), ([], "--run DIR"),
+                      (["--n", "0"], "--n: must be >= 1")):
+        argv = ["generate", *(["--run", run] if args else []), *args, "--out", str(tmp_path / "x.png")]
+        try:
+            code = main(argv)
+        except SystemExit as e:                                           # argparse's own errors
+            code = e.code
+        assert code == 2 and msg in capsys.readouterr().err
+
+
+def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
+    """`gankern generate --run G.pth --class --truncation`: BG's own images for the same z and classes."""
+    c = BG_CASES["biggan-32-hier-attn"]
+    bg_G, bg_D = trained_bg(c, seed=0)
+    G_path, _ = save_bg(tmp_path, bg_G, bg_D, {k: v for k, v in c.items() if k != "num_svs"})
+    assert main(["generate", "--run", G_path, "--class", "1,3", "--n", "3", "--truncation", "0.7", "--seed", "5",
+                 "--out", str(tmp_path / "bg.png")]) == 0
+    labels = torch.tensor([1, 1, 1, 3, 3, 3])
+    want = generate(bg_G, 6, bg_G.dim_z, 5, 5, 0.7, "cpu", labels, lambda G, z, y: G(z, G.shared(y)))
+    got = read_png(tmp_path / "bg.png").astype(int)
+    assert np.abs(got - image_grid(want, 3).astype(int)).max() <= 1          # float tolerance, rounded to uint8
+
+
+def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
+    assert main(["train", "--config", "biggan", "--res", "16", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
+    assert "BigGAN trains at 32, 64, 128, 256 px, not 16" in capsys.readouterr().err
