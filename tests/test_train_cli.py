@@ -166,7 +166,7 @@ def cgan_run(tmp_path_factory):
 
 @pytest.mark.parametrize("argv,message", [
     (["--n", "0"], "argument --n: must be >= 1, not 0"),
-    (["--class", "-1"], "argument --class: expected class numbers >= 0, not '-1'"),
+    (["--class", "-1"], "argument --class: expected K, A-B or A,B,... (class numbers), not '-1'"),
     (["--truncation", "0"], "argument --truncation: must be a finite number > 0, not 0"),
     (["--truncation", "-0.5"], "argument --truncation: must be a finite number > 0, not -0.5"),
     (["--threads", "-3"], "argument --threads: must be >= 1, not -3"),
