@@ -408,6 +408,10 @@ def compare(rows: list[dict], baseline: dict) -> list[str]:
         if b is None:
             problems.append(f"{name}: not in the baseline (python -m gankern._aot check --update, review the diff)")
             continue
+        if "error" in b:
+            problems.append(f"{name}: compiles now but the baseline records a compile error (refresh it: "
+                            f"python -m gankern._aot check --update, review the diff)")
+            continue
         for field in ("spills", "stack"):
             if row[field] > b[field]:
                 problems.append(f"{name}: {row[field]} bytes of {field} (baseline {b[field]}): local memory in a "

@@ -124,6 +124,9 @@ def test_registers_times_threads_and_register_growth_are_caught():
     problems = _aot.compare([row], {"kernels": [dict(row, regs=127 - _aot.REG_SLACK)]})
     assert any("128 registers (baseline" in p for p in problems), problems
     assert any("not in the baseline" in p for p in _aot.compare([row], {"kernels": []}))
+    known = {"kernel": "k", "spec": "s", "error": "RuntimeError: PassManager::run failed"}
+    assert not _aot.compare([known], {"kernels": [known]})
+    assert any("compiles now" in p for p in _aot.compare([row], {"kernels": [known]}))
 
 
 def test_a_grid_over_65535_in_y_is_caught():

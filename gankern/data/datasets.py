@@ -293,11 +293,15 @@ def _load_arrays(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 def open_dataset(spec: str, resolution: int, channels: int | None = None, labels_file: str | None = None,
                  subfolder_labels: bool = False):
-    """'digits', a folder, a .zip, or a .npz (keys x|images, optional y|labels) / .npy (images) file.
+    """'digits', a folder, a .zip, or a .npz (keys x|images, optional y|labels) / .npy (images) file; image pairs
+    (aligned:DIR, paired:DIR, unpaired:DIR, digits-edges, digits-styles: gankern/data/paired.py) as 2C channels.
 
     Logs one line (``.summary``: what was read, and the pixel range it was read in) to the ``gankern.data`` logger.
     Raises FileNotFoundError or ValueError with a message (bad range, labels, shapes, unreadable first image)."""
-    if spec == "digits":
+    from .paired import is_pair_spec, open_pairs
+    if is_pair_spec(spec):
+        ds = open_pairs(spec, resolution, channels)
+    elif spec == "digits":
         ds = digits(resolution)
     elif spec.endswith((".npz", ".npy")):
         if labels_file is not None or subfolder_labels:

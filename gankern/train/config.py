@@ -203,6 +203,16 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                    "recipe.preset=32|64|128|tiny, auto: tiny on the CPU)", recipe="biggan", train=_BIGGAN_TRAIN),
     "biggan-deep": _row("BigGAN-deep: bottleneck blocks, two per resolution, z concatenated once; trained as biggan "
                         "(Brock et al. 2019)", recipe="biggan", deep=True, train=_BIGGAN_TRAIN),
+    "pix2pix": _row("pix2pix (Isola et al. 2017): U-Net G with dropout, 70x70 PatchGAN D on (input, output), cGAN + "
+                    "100 L1, Adam(2e-4, 0.5), lr constant then linear decay; built-in digits-edges (edge map -> "
+                    "digit), held-out L1/PSNR/SSIM", recipe="pix2pix", ngf=32, ndf=32, val_data="digits-edges:val",
+                    train=dict(data="digits-edges", batch=16, kimg=100.0)),
+    "cyclegan": _row("CycleGAN (Zhu et al. 2017): ResNet Gs (reflection padding, instance norm), PatchGAN Ds, LSGAN, "
+                     "cycle 10 + identity 0.5 x 10, pool of 50 fakes, lr constant then linear decay; built-in "
+                     "digits-styles (thin gray <-> thick orange digits, 32 px: 6 blocks, widths 32), held-out "
+                     "digits-FID of B -> A", recipe="cyclegan",
+                     ngf=32, ndf=32, n_blocks=6, val_data="digits-styles:val",
+                     train=dict(data="digits-styles", batch=8, kimg=50.0)),
 }
 
 

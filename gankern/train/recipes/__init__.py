@@ -4,12 +4,16 @@ outside the package join with :func:`register_recipe`."""
 from .base import Batch, Env, OptSpec, Phase, Recipe  # noqa: F401
 from .biggan import BigGANRecipe
 from .classic import ClassicRecipe
+from .cyclegan import CycleGANRecipe
+from .pix2pix import Pix2PixRecipe
 from .stylegan2 import StyleGAN2Recipe
 
 RECIPES: dict[str, type[Recipe]] = {
     "classic": ClassicRecipe,
     "stylegan2": StyleGAN2Recipe,
     "biggan": BigGANRecipe,
+    "pix2pix": Pix2PixRecipe,
+    "cyclegan": CycleGANRecipe,
 }
 
 
