@@ -120,7 +120,7 @@ def _resolve(args):
     for s in args.set:
         set_field(cfg, s)
     data = cfg.train.data
-    if data != "digits" and not os.path.exists(data):
+    if not data.startswith("digits") and ":" not in data and not os.path.exists(data):   # built-ins, KIND:DIR apart
         raise FileNotFoundError(f"--data {data}: no such file or folder (or 'digits', the embedded data set)")
     return cfg.validate()
 
