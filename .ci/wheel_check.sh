@@ -43,4 +43,8 @@ RUN=runs/00000-dcgan-digits-32
 for f in plot.png fakes-latest.png metrics.jsonl config.json; do
   test -s "$RUN/$f" || { echo "wheel check: the job wrote no $RUN/$f"; exit 1; }
 done
+# the wheel was installed with its [tensorboard] extra, so the job must also have written TensorBoard events
+ls "$RUN"/events.out.tfevents.* >/dev/null 2>&1 || { echo "wheel check: no TensorBoard events in $RUN"; exit 1; }
+venv/bin/python -c "import PIL.Image as I, sys; im = I.open(sys.argv[1]); assert im.format == 'PNG', im.format" \
+  "$RUN/plot.png"
 echo "== wheel check passed in $((SECONDS - t0)) s"

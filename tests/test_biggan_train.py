@@ -265,7 +265,7 @@ def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
     assert main(["generate", "--run", run, "--class", "7", "--n", "3", "--out", str(tmp_path / "c.png")]) == 0
     assert read_png(tmp_path / "c.png").shape == image_grid(want[:3], None).shape
     for args, msg in ((["--class", "10"], "classes 0..9"), (["--class", "x"], "class numbers"), ([], "--run DIR"),
-                      (["--n", "0"], "--n must be")):
+                      (["--n", "0"], "--n: must be >= 1")):
         argv = ["generate", *(["--run", run] if args else []), *args, "--out", str(tmp_path / "x.png")]
         try:
             code = main(argv)

@@ -420,7 +420,7 @@ def test_cli_images_end_to_end(image_dir, weights_file, tmp_path, capsys):
     assert _cli(argv) == 0
     with np.load(out) as f:
         assert f["mu"].shape == (2048,) and f["sigma"].shape == (2048, 2048) and np.isfinite(f["sigma"]).all()
-    assert "features [" in capsys.readouterr().err  # the progress bar
+    assert "features: 100%" in capsys.readouterr().err  # the progress bar (tqdm)
     (d / "broken.png").write_bytes(b"\x89PNG garbage")
     assert _cli(argv) == 1
     assert "cannot read image" in capsys.readouterr().err

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .images import ImageFiles, Progress
+from .images import ImageFiles
 from .inception import as_unit_float
 from .stats import FeatureStats, load_stats
 
@@ -48,7 +49,7 @@ def compute_stats(images, extractor: nn.Module, *, batch_size: int = 50, device:
     else:
         batches = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         total = len(images)
-    with Progress(total, "features", enabled=progress) as bar:
+    with tqdm(total=total, desc="features", unit="img", disable=not progress) as bar:
         for x in batches:
             if isinstance(x, (tuple, list)):
                 x = x[0]

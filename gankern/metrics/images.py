@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -74,34 +72,3 @@ class ImageFiles(Dataset):
         state = dict(self.__dict__)
         state["_zip"] = None
         return state
-
-
-class Progress:
-    """A one-line progress bar on stderr (no dependency): ``with Progress(total, "feats") as p: p.update(n)``."""
-
-    def __init__(self, total: int, desc: str = "", enabled: bool = True, stream=None):
-        self.total, self.desc, self.n = total, desc, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, n: int) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.2 or self.n >= self.total):
-            self._last = now
-            frac = self.n / max(self.total, 1)
-            bar = "#" * int(30 * frac)
-            rate = self.n / max(now - self.t0, 1e-9)
-            self.stream.write(f"\r{self.desc} [{bar:<30}] {self.n}/{self.total} ({rate:.1f} img/s)")
-            self.stream.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-        return False

@@ -53,3 +53,19 @@ def latest(run_dir: str) -> str | None:
             os.remove(os.path.join(run_dir, n))
     cks = list_checkpoints(run_dir)
     return cks[-1][1] if cks else None
+
+
+def load_newest(run_dir: str, device: str | torch.device = "cpu") -> tuple[str, dict, list[str]]:
+    """(path, state, skipped) of the newest checkpoint of run_dir that loads; ``skipped`` names each newer one that
+    did not (truncated or corrupt), with the reason. FileNotFoundError if there is none, ValueError if none loads."""
+    latest(run_dir)                                    # removes the temp files of a killed save
+    skipped = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load(path, device), skipped
+        except Exception as e:                         # torch.load raises RuntimeError, EOFError, UnpicklingError...
+            why = (str(e).strip().splitlines() or [""])[0][:200]
+            skipped.append(f"{path} is unreadable ({type(e).__name__}{': ' + why if why else ''})")
+    if not skipped:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint (ckpt-*.pt)")
+    raise ValueError(f"{run_dir}: no checkpoint loads: " + "; ".join(skipped))

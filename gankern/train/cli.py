@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from ..cli import add_threads_arg, device, int_at_least, positive_float, power_of_two
+
 TRAIN_EPILOG = """\
 examples:
 
@@ -40,46 +42,53 @@ def add_parsers(sub) -> None:
     g.add_argument("--outdir", metavar="DIR", default="runs", help="where to make the run directory "
                                                                    "(default: %(default)s)")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
-    g.add_argument("--kimg", type=float, metavar="KIMG", help="length of training in thousands of images")
-    g.add_argument("--batch", type=int, metavar="B", help="global batch size (all GPUs together)")
+    g.add_argument("--kimg", type=positive_float, metavar="KIMG", help="length of training in thousands of images")
+    g.add_argument("--batch", type=int_at_least(1), metavar="B", help="global batch size (all GPUs together)")
     g.add_argument("--seed", type=int, metavar="INT", help="random seed")
-    g.add_argument("--device", metavar="DEV", help="cpu or cuda[:i] (default: cuda when available)")
+    g.add_argument("--device", type=device, metavar="DEV", help="cpu or cuda[:i] (default: cuda when available)")
+    add_threads_arg(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d = p.add_argument_group("data options")
-    d.add_argument("--res", type=int, metavar="R", help="image resolution (power of two; default 32)")
+    d.add_argument("--res", type=power_of_two, metavar="R", help="image resolution (power of two; default 32)")
     d.add_argument("--mirror", action="store_true", default=None, help="random horizontal flips")
     d.add_argument("--labels", metavar="FILE", help="labels for conditional configs: dataset.json or CSV")
     d.add_argument("--subfolder-labels", action="store_true", default=None,
                    help="labels from first-level subfolder names")
     t = p.add_argument_group("performance and output options")
     t.add_argument("--amp", choices=["off", "bf16", "fp16"], help="mixed precision")
-    t.add_argument("--accum", type=int, metavar="N", help="gradient accumulation rounds per step")
-    t.add_argument("--workers", type=int, metavar="N", help="data loader processes (file data sets)")
-    t.add_argument("--snap", type=int, metavar="STEPS", help="image grid + metrics + checkpoint every STEPS")
-    t.add_argument("--keep", type=int, metavar="N", help="checkpoints kept")
+    t.add_argument("--accum", type=int_at_least(1), metavar="N", help="gradient accumulation rounds per step")
+    t.add_argument("--workers", type=int_at_least(0), metavar="N", help="data loader processes (file data sets)")
+    t.add_argument("--snap", type=int_at_least(1), metavar="STEPS",
+                   help="image grid + metrics + checkpoint every STEPS")
+    t.add_argument("--keep", type=int_at_least(0), metavar="N", help="checkpoints kept (0: all)")
     t.add_argument("--metrics", choices=["auto", "digits-fid", "none"], help="FID/KID at snapshots "
                    "(auto: digits-fid on digits)")
     t.add_argument("--set", action="append", default=[], metavar="SEC.FIELD=VAL",
                    help="set any config field, e.g. loss.r1=10, opt.d_lr=4e-4 (repeatable)")
+    t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write TensorBoard events (scalars, image grids) into the run directory; "
+                        "metrics.jsonl stays the record (default: on when tensorboard is installed)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=train_main)
 
     q = sub.add_parser("generate", help="write an image grid from a trained run",
                        description="Generate images from a run's G_ema (newest checkpoint), or from a BigGAN-PyTorch "
-                                   "generator (G.pth), into a PNG grid.")
+                                   "generator (G.pth), into an image grid.")
     q.add_argument("--run", metavar="DIR", help="run directory, a ckpt-*.pt file, or BigGAN-PyTorch's G.pth / "
                    "G_ema.pth (its config from the state_dict.pth beside it, or --biggan-config)")
     q.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
                    "128, tiny) when no state_dict.pth is beside it")
-    q.add_argument("--n", type=int, metavar="N", help="number of images (default: 64); with several classes, "
-                   "images per class (default: 10)")
-    q.add_argument("--out", default="grid.png", metavar="PNG", help="output file (default: %(default)s)")
+    q.add_argument("--n", type=int_at_least(1), metavar="N", help="number of images (default: 64); with several "
+                   "classes, images per class (default: 10)")
+    q.add_argument("--out", default="grid.png", metavar="FILE",
+                   help="output image; its suffix names the format: .png, .jpg, .webp, ... (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
-    q.add_argument("--truncation", type=float, metavar="T", help="redraw latent entries with |z| > T")
+    q.add_argument("--truncation", type=positive_float, metavar="T", help="redraw latent entries with |z| > T (> 0)")
     q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
                    "(conditional configs); several: one row per class (BigGAN-PyTorch's sample sheets)")
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
-    q.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
+    q.add_argument("--device", type=device, default="cpu", metavar="DEV", help="(default: %(default)s)")
+    add_threads_arg(q)
     q.set_defaults(func=generate_main)
 
 
@@ -110,15 +119,38 @@ def _resolve(args):
             cfg.train.log_steps = args.snap
     for s in args.set:
         set_field(cfg, s)
+    data = cfg.train.data
+    if not data.startswith("digits") and ":" not in data and not os.path.exists(data):   # built-ins, KIND:DIR apart
+        raise FileNotFoundError(f"--data {data}: no such file or folder (or 'digits', the embedded data set)")
     return cfg.validate()
 
 
 def _run_dir(outdir: str, cfg) -> str:
-    os.makedirs(outdir, exist_ok=True)
-    ids = [int(m.group(1)) for n in os.listdir(outdir) if (m := re.match(r"^(\d{5})-", n))]
-    data = "digits" if cfg.train.data == "digits" else os.path.splitext(os.path.basename(
-        cfg.train.data.rstrip("/")))[0]
-    return os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{cfg.config}-{data}-{cfg.train.resolution}")
+    """A new run directory under outdir (created, like outdir): 00000-<config>-<data>-<res>, numbered on."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise NotADirectoryError(f"--outdir {outdir}: not a directory")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        ids = [int(m.group(1)) for n in os.listdir(outdir) if (m := re.match(r"^(\d{5})-", n))]
+        data = "digits" if cfg.train.data == "digits" else os.path.splitext(os.path.basename(
+            cfg.train.data.rstrip("/")))[0]
+        run_dir = os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{cfg.config}-{data}-{cfg.train.resolution}")
+        os.makedirs(run_dir)
+    except OSError as e:
+        raise OSError(f"--outdir {outdir}: cannot make a run directory there ({e.strerror or e})") from None
+    if not os.access(run_dir, os.W_OK):
+        raise PermissionError(f"--outdir {outdir}: not writable")
+    return run_dir
+
+
+def _on_cpu(device: str | None) -> bool:
+    import torch
+    return (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu")
+
+
+def _error(cmd: str, e: BaseException | str) -> int:
+    print(f"gankern {cmd}: error: {e}", file=sys.stderr)
+    return 2
 
 
 def train_main(args) -> int:
@@ -131,38 +163,45 @@ def train_main(args) -> int:
     try:
         cfg = _resolve(args)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"gankern train: error: {e}", file=sys.stderr)
-        return 2
+        return _error("train", e)
+    if f"{cfg.config}-cpu" in CONFIGS and not args.resume and _on_cpu(args.device):
+        print(f"note: {cfg.config} is slow on a CPU (README: seconds per kimg); --config {cfg.config}-cpu is its "
+              f"CPU preset", file=sys.stderr)
     if args.dry_run:
         print(cfg.to_json())
         return 0
+    from .outputs import tensorboard_available
+    if args.tensorboard and not tensorboard_available():
+        return _error("train", "--tensorboard: the tensorboard package is not installed "
+                               "(pip install 'gankern[tensorboard]'), or pass --no-tensorboard")
     import torch.distributed as tdist
 
     from .loop import Dist, NonFiniteError, Trainer
     dist = Dist.from_env(args.device)
-    run_dir = args.resume or _run_dir(args.outdir, cfg)
-    if dist.world > 1:                                   # every rank writes into rank 0's choice
-        box = [run_dir]
-        tdist.broadcast_object_list(box, src=0)
-        run_dir = box[0]
-    try:                                                 # options that do not fit the data (e.g. the resolution)
-        trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gankern train: error: {e}", file=sys.stderr)
-        return 2
-    if dist.rank == 0:
-        print(f"run directory: {run_dir}\nconfig: {cfg.config} ({CONFIGS.get(cfg.config, ('',))[0]})\n"
-              f"{trainer.total_steps} steps of {cfg.train.batch} images on {dist.world} x {dist.device}")
-    try:
+    run_dir = None
+    try:                        # data, output folder and checkpoint problems are messages, not tracebacks
+        if args.resume:
+            run_dir = args.resume
+        elif dist.rank == 0:
+            run_dir = _run_dir(args.outdir, cfg)
+        if dist.world > 1:                               # every rank writes into rank 0's choice
+            box = [run_dir]
+            tdist.broadcast_object_list(box, src=0)
+            run_dir = box[0]
+        trainer = Trainer(cfg, run_dir, dist, progress=not args.quiet, tensorboard=args.tensorboard)
+        if dist.rank == 0:
+            print(f"run directory: {run_dir}\nconfig: {cfg.config} ({CONFIGS.get(cfg.config, ('',))[0]})\n"
+                  f"{trainer.total_steps} steps of {cfg.train.batch} images on {dist.world} x {dist.device}")
         if args.resume:
             trainer.resume()
         last = trainer.train()
     except NonFiniteError as e:
         print(f"gankern train: stopped: {e}", file=sys.stderr)
         return 3
-    except FileNotFoundError as e:
-        print(f"gankern train: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:
+        if run_dir and not args.resume and dist.rank == 0 and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)                            # nothing was written: the number stays free
+        return _error("train", e)
     finally:
         if tdist.is_initialized():
             tdist.destroy_process_group()
@@ -180,10 +219,15 @@ def load_generator(run: str, device: str = "cpu", ema: bool = True):
     from . import checkpoint
     from .config import RunConfig
     from .recipes import RECIPES, Env
-    path = run if os.path.isfile(run) else checkpoint.latest(run)
-    if path is None:
-        raise FileNotFoundError(f"{run}: no checkpoint (ckpt-*.pt)")
-    s = checkpoint.load(path, device)
+    if os.path.isfile(run):
+        try:
+            s = checkpoint.load(run, device)
+        except Exception as e:                         # truncated, corrupt or not a checkpoint at all
+            raise ValueError(f"{run}: not a readable checkpoint ({type(e).__name__})") from None
+    else:
+        _, s, skipped = checkpoint.load_newest(run, device)
+        for msg in skipped:
+            print(f"warning: checkpoint {msg}; using the previous one", file=sys.stderr)
     cfg = RunConfig.from_json(s["config"])
     k = int(s["num_classes"])
     recipe = RECIPES[cfg.recipe](cfg.options, Env(torch.device(device), 0, 1, k, int(s["channels"]),
@@ -211,14 +255,14 @@ def generate_main(args) -> int:
     import torch
 
     from .loop import generate
-    from .outputs import save_grid
-
-    def error(msg):
-        print(f"gankern generate: error: {msg}", file=sys.stderr)
-        return 2
+    from .outputs import image_format, save_grid
     if args.run is None:
-        return error("give --run DIR (or a checkpoint file)")
+        return _error("generate", "give --run DIR (or a checkpoint file)")
     try:
+        image_format(args.out)
+        out_dir = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(out_dir):
+            raise FileNotFoundError(f"--out {args.out}: the folder {out_dir} does not exist")
         if args.run.endswith(".pth"):                    # BigGAN-PyTorch's G.pth / G_ema.pth (gankern's: .pt)
             from ..models.biggan import load_biggan_pytorch
             G = load_biggan_pytorch(args.run, config=args.biggan_config)[0].to(args.device)
@@ -226,20 +270,18 @@ def generate_main(args) -> int:
         else:
             G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
             z_dim, fn = recipe.z_dim, recipe.generate
-    except (FileNotFoundError, ValueError) as e:
-        return error(e)
-    if args.n is not None and args.n < 1:
-        return error(f"--n must be >= 1, not {args.n}")
-    classes = args.cls or []
-    if classes and not k:
-        return error("--class: this generator is unconditional")
-    if any(c >= k for c in classes):
-        return error(f"--class {max(classes)}: the generator has classes 0..{k - 1}")
-    per = args.n or (10 if len(classes) > 1 else 64)
-    n = per * max(len(classes), 1)
-    labels = torch.tensor(classes).repeat_interleave(per) if len(classes) > 1 else \
-        torch.full((n,), classes[0]) if classes else None
-    images = generate(G, n, z_dim, k, args.seed, args.truncation, args.device, labels, fn)
-    save_grid(images, args.out, nrow=per if len(classes) > 1 else None)
+        classes = args.cls or []
+        if classes and not k:
+            raise ValueError(f"--class {args.cls[0]}: this generator is unconditional")
+        if any(c >= k for c in classes):
+            raise ValueError(f"--class {max(classes)}: the generator has classes 0..{k - 1}")
+        per = args.n or (10 if len(classes) > 1 else 64)
+        n = per * max(len(classes), 1)
+        labels = torch.tensor(classes).repeat_interleave(per) if len(classes) > 1 else \
+            torch.full((n,), classes[0]) if classes else None
+        images = generate(G, n, z_dim, k, args.seed, args.truncation, args.device, labels, fn)
+        save_grid(images, args.out, nrow=per if len(classes) > 1 else None)
+    except (ValueError, OSError) as e:
+        return _error("generate", e)
     print(f"wrote {n} images to {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,16 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         t = self.train
+        for n in ("batch", "accum", "log_steps", "snap_steps", "ckpt_steps", "grid", "metric_samples"):
+            if getattr(t, n) < 1:
+                raise ValueError(f"train.{n}={getattr(t, n)} must be >= 1")
+        if not (math.isfinite(t.kimg) and t.kimg > 0):
+            raise ValueError(f"train.kimg={t.kimg} must be a finite number > 0")
+        if t.resolution < 1 or t.resolution & (t.resolution - 1):
+            raise ValueError(f"train.resolution={t.resolution} must be a power of two")
+        for n in ("workers", "keep"):
+            if getattr(t, n) < 0:
+                raise ValueError(f"train.{n}={getattr(t, n)} must be >= 0")
         for n in ("snap_steps", "ckpt_steps"):
             if getattr(t, n) % t.log_steps:
                 raise ValueError(f"train.{n}={getattr(t, n)} must be a multiple of train.log_steps={t.log_steps}")
@@ -220,6 +231,18 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
                   "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
 }
+
+
+def _cpu_preset(name: str) -> tuple[str, dict]:
+    """The CPU preset of a config that is slow on a CPU (README: seconds per kimg): the same method on 16x16 images
+    (the digits are 8x8) with 32 channels in G and D, for 20 kimg."""
+    over = CONFIGS[name][1]
+    return (f"{name} as a CPU preset: 16x16, 32 channels, 20 kimg",
+            {**over, "model": {**over.get("model", {}), "g_ch": 32, "d_ch": 32},
+             "train": {**over["train"], "resolution": 16, "kimg": 20.0}})
+
+
+CONFIGS.update({f"{n}-cpu": _cpu_preset(n) for n in ("wgan-gp", "sngan", "sagan", "sngan-san")})
 
 
 def named_config(name: str) -> RunConfig:

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import os
+import sys
 import time
 
 import torch
@@ -23,7 +24,7 @@ from . import checkpoint
 from .config import RunConfig
 from .dist import Dist, derive_seed
 from .feed import Feed
-from .outputs import JsonlLog, Progress
+from .outputs import JsonlLog, Progress, TensorBoard, tensorboard_available
 from .snapshots import generate, snapshot, write_run_files  # noqa: F401  (generate: gankern.train's API)
 from .stats import NonFiniteError, Stats, StatsWindow, first_nonfinite
 from .recipes import RECIPES, Batch, Env, Phase
@@ -33,9 +34,11 @@ class Trainer:
     """Builds data, the recipe's nets, G_ema, optimizers and gradient scalers from a RunConfig; trains in run_dir.
 
     ``Trainer(cfg, run_dir).train()``; ``Trainer(cfg, run_dir).resume()`` continues from the newest checkpoint.
+    ``tensorboard``: also write TensorBoard events (default: when tensorboard is installed).
     """
 
-    def __init__(self, cfg: RunConfig, run_dir: str, dist: Dist | None = None, progress: bool = True):
+    def __init__(self, cfg: RunConfig, run_dir: str, dist: Dist | None = None, progress: bool = True,
+                 tensorboard: bool | None = None):
         self.cfg, self.run_dir = cfg.validate(), run_dir
         self.dist = dist or Dist.from_env()
         self.rank0 = self.dist.rank == 0
@@ -63,6 +66,9 @@ class Trainer:
         self.feed = Feed(self.dataset, t, self.dist, r.z_dim, r.num_classes)
         self.log = JsonlLog(os.path.join(run_dir, "metrics.jsonl"))
         self.progress = progress and self.rank0
+        self.tensorboard = tensorboard_available() if tensorboard is None else tensorboard
+        self.tb: TensorBoard | None = None
+        self.resumed = False
         self.metrics = t.metrics if t.metrics != "auto" else ("digits-fid" if t.data == "digits" else "none")
         self.window = StatsWindow(dev)
 
@@ -153,6 +159,9 @@ class Trainer:
             self.scaler[n].load_state_dict(s[f"scaler_{n}"])
         self.recipe.load_state_dict(s["recipe"])
         self.step, self.nimg, r = int(s["step"]), int(s["nimg"]), self.recipe
+        # the run's length is in images: the steps left are counted at this batch size (which may have changed)
+        left = max(0, math.ceil((self.cfg.train.kimg * 1000 - self.nimg) / self.cfg.train.batch))
+        self.total_steps = self.env.total_steps = self.step + left
         self.feed = Feed(self.dataset, self.cfg.train, self.dist, r.z_dim, r.num_classes, int(s["loader_position"]))
         torch.set_rng_state(s["rng_cpu"].cpu())
         if torch.cuda.is_available() and s["rng_cuda"]:
@@ -164,13 +173,18 @@ class Trainer:
         return checkpoint.save_step(self.state_dict(), self.run_dir, self.step, self.cfg.train.keep)
 
     def resume(self) -> "Trainer":
-        """Load the newest checkpoint of run_dir and drop the metric rows written after it."""
-        path = checkpoint.latest(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from (ckpt-*.pt)")
-        self.load_state_dict(checkpoint.load(path, self.dist.device))
+        """Load the newest checkpoint of run_dir that loads (saying which newer ones are corrupt) and drop the metric
+        rows written after it (at step 0 all of them: train() writes the step-0 snapshot again)."""
+        try:
+            path, state, skipped = checkpoint.load_newest(self.run_dir, self.dist.device)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from (ckpt-*.pt)") from None
+        self.load_state_dict(state)
+        self.resumed = True
         if self.rank0:
-            self.log.truncate(self.step)
+            for msg in skipped:
+                print(f"warning: checkpoint {msg}; using the previous one", file=sys.stderr)
+            self.log.truncate(self.step if self.step else -1)
             print(f"resumed {self.run_dir} at step {self.step} ({self.nimg / 1000:.1f} kimg) from {path}")
         return self
 
@@ -180,10 +194,13 @@ class Trainer:
         t = self.cfg.train
         if self.rank0:
             write_run_files(self)
+            if self.tensorboard:                           # a resumed run drops the events after its checkpoint
+                purge = (self.nimg + 1 if self.step else 0) if self.resumed else None
+                self.tb = TensorBoard(self.run_dir, purge_nimg=purge)
             if self.step == 0:
                 self.save_checkpoint()                     # a run killed before its first tick resumes too
                 snapshot(self, None)
-        bar = Progress(self.total_steps, t.batch, self.step, self.progress)
+        bar = Progress(self.nimg + (self.total_steps - self.step) * t.batch, self.nimg, self.progress)
         t_tick, s_tick, last, info = time.time(), self.step, {}, ""
         while self.step < self.total_steps:
             torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step))
@@ -208,14 +225,18 @@ class Trainer:
                     (self.step - s_tick) * t.batch / max(time.time() - t_tick, 1e-9), 2), **means}
                 if self.rank0:
                     self.log.append(last)
+                    if self.tb:
+                        self.tb.scalars(last)
                 t_tick, s_tick = time.time(), self.step
                 info = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k.endswith("loss"))
             if self.rank0 and (self.step % t.snap_steps == 0 or end):
                 snapshot(self, bar)
             if self.step % t.ckpt_steps == 0 or end:
                 self.save_checkpoint()
-            bar.update(self.step, info)
+            bar.update(self.nimg, info)
         bar.close()
+        if self.tb:
+            self.tb.close()
         return last
 
 

@@ -1,12 +1,13 @@
-"""What a run writes for people: image grids (PNG), metric rows (JSONL), a loss plot (PNG drawn with pillow, so
-matplotlib is not needed) and a one-line progress bar with images/s and ETA."""
+"""What a run writes for people: image grids, metric rows (metrics.jsonl, the source of truth), a plot of them
+(``plot.png``, matplotlib), the same scalars and grids in TensorBoard event files when tensorboard is installed, and
+a tqdm progress bar."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -32,12 +33,28 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scal
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str, nrow: int | None = None) -> str:
-    """Write ``image_grid(images)`` as a PNG (atomically) and return the path."""
+def image_format(path: str) -> str:
+    """The pillow format that ``path``'s suffix names (``.png`` -> PNG, ``.jpg`` -> JPEG, ...); ValueError if none."""
     from PIL import Image
-    tmp = path + ".tmp.png"
-    Image.fromarray(image_grid(images, nrow)).save(tmp)
-    os.replace(tmp, path)
+    ext = os.path.splitext(path)[1].lower()
+    known = Image.registered_extensions()
+    if ext not in known:
+        common = ", ".join(e for e in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif") if e in known)
+        raise ValueError(f"{path}: '{ext or '(no suffix)'}' names no image format; use one of {common}")
+    return known[ext]
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int | None = None) -> str:
+    """Write ``image_grid(images)`` atomically, in the format that the suffix of path names; returns path."""
+    from PIL import Image
+    fmt = image_format(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        Image.fromarray(image_grid(images, nrow)).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -71,85 +88,147 @@ class JsonlLog:
         os.replace(tmp, self.path)
 
 
-_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+_NOT_PLOTTED = ("step", "kimg")
 
 
-def line_plot(panels: list[tuple[str, dict[str, tuple[list, list]]]], path: str, width: int = 640,
-              panel_height: int = 240) -> str:
-    """Stacked line plots drawn with pillow. panels: [(title, {series name: (xs, ys)})]; writes a PNG at path."""
-    from PIL import Image, ImageDraw
-    img = Image.new("RGB", (width, panel_height * max(len(panels), 1)), "white")
-    d = ImageDraw.Draw(img)
-    L, R, T, B = 60, 10, 22, 28
-    for p, (title, series) in enumerate(panels):
-        y0 = p * panel_height
-        pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-        d.text((L, y0 + 4), title, fill="black")
-        box = (L, y0 + T, width - R, y0 + panel_height - B)
-        d.rectangle(box, outline="black")
-        if not pts:
+def plot_group(key: str) -> str:
+    """The panel a metrics.jsonl key is drawn in: sigmas, gradient norms, ``D/*``, ``G/*``, ``Dreg/*``, ...,
+    speed, or metrics (FID/KID and the other keys without a '/')."""
+    if "sigma" in key:
+        return "sigmas"
+    if key.endswith("gnorm"):
+        return "gradient norms"
+    if "/" in key:
+        return key.split("/", 1)[0] + "/*"
+    return "speed" if key == "img_per_s" else "metrics"
+
+
+def _points(rows: list[dict], key: str) -> tuple[list[float], list[float], int]:
+    """(kimg, value) of the rows that hold a finite ``key``, and the count of rows where it is NaN/Inf."""
+    vals = [(float(r["kimg"]), float(r[key])) for r in rows if "kimg" in r and isinstance(r.get(key), (int, float))]
+    pts = [(x, y) for x, y in vals if math.isfinite(y)]
+    return [x for x, _ in pts], [y for _, y in pts], len(vals) - len(pts)
+
+
+def _widen(lo: float, hi: float, log: bool) -> tuple[float, float]:
+    """Limits around a single value (one row, or a constant series), so that no axis is degenerate."""
+    if log:
+        return lo / 2, hi * 2
+    d = max(abs(lo) * 0.1, 0.05)
+    return lo - d, hi + d
+
+
+def plot_figure(rows: list[dict], max_legend: int = 10):
+    """A matplotlib Figure of metric rows (from metrics.jsonl): one panel per :func:`plot_group`, kimg on x, a log
+    y axis where a panel's positive values span a decade or more; NaN/Inf values are counted in the title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    groups: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    bad: dict[str, int] = {}
+    for key in sorted({k for r in rows for k in r} - set(_NOT_PLOTTED)):
+        xs, ys, n_bad = _points(rows, key)
+        g = plot_group(key)
+        bad[g] = bad.get(g, 0) + n_bad
+        if xs or n_bad:
+            groups.setdefault(g, {})[key] = (xs, ys)
+    order = sorted(groups, key=lambda g: (g in ("metrics", "speed", "sigmas", "gradient norms"), g))
+    cols = 1 if len(order) <= 2 else 2
+    nrows = max(1, math.ceil(len(order) / cols))
+    fig = Figure(figsize=(6.4 * cols, 3.2 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax in axes[len(order):]:
+        ax.set_visible(False)
+    if not order:
+        axes[0].set_visible(True)
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "nothing logged yet", ha="center", va="center")
+    for ax, group in zip(axes, order):
+        series = groups[group]
+        xs = [x for v in series.values() for x in v[0]]
+        ys = [y for v in series.values() for y in v[1]]
+        ax.set_title(group + (f" ({bad[group]} NaN/Inf values not drawn)" if bad[group] else ""), fontsize=10)
+        ax.set_xlabel("kimg (thousands of real images shown)")
+        ax.grid(True, alpha=0.3)
+        if not ys:
+            ax.text(0.5, 0.5, "only NaN/Inf values", ha="center", va="center", transform=ax.transAxes)
             continue
-        xmin, xmax = min(x for x, _ in pts), max(x for x, _ in pts)
-        ymin, ymax = min(y for _, y in pts), max(y for _, y in pts)
-        xmax, ymax = (xmax if xmax > xmin else xmin + 1), (ymax if ymax > ymin else ymin + 1)
+        log = min(ys) > 0 and max(ys) / min(ys) >= 10
+        for i, (key, (x, y)) in enumerate(series.items()):
+            ax.plot(x, y, marker="o" if len(x) <= 20 else None, markersize=3, linewidth=1.2,
+                    label=key if i < max_legend else None)
+        ax.set_yscale("log" if log else "linear")
+        if min(xs) == max(xs):
+            ax.set_xlim(*_widen(xs[0], xs[0], False))
+        if min(ys) == max(ys):
+            ax.set_ylim(*_widen(ys[0], ys[0], log))
+        ax.set_ylabel("value" + (" (log scale)" if log else ""))
+        ax.legend(fontsize=7, loc="best", title=f"{max_legend} of {len(series)}" if len(series) > max_legend else None)
+    return fig
 
-        def to_px(x, y):
-            return (box[0] + (x - xmin) / (xmax - xmin) * (box[2] - box[0]),
-                    box[3] - (y - ymin) / (ymax - ymin) * (box[3] - box[1]))
-        for label, yv in ((f"{ymax:.3g}", ymax), (f"{ymin:.3g}", ymin)):
-            d.text((4, to_px(xmin, yv)[1] - 6), label, fill="black")
-        d.text((box[0], box[3] + 4), f"{xmin:g}", fill="black")
-        d.text((box[2] - 40, box[3] + 4), f"{xmax:g}", fill="black")
-        for i, (name, (xs, ys)) in enumerate(series.items()):
-            c = _COLORS[i % len(_COLORS)]
-            line = [to_px(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-            if len(line) > 1:
-                d.line(line, fill=c, width=2)
-            elif line:
-                d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=c)
-            d.text((box[2] - 150, box[1] + 4 + 12 * i), name, fill=c)
-    tmp = path + ".tmp.png"
-    img.save(tmp)
+
+def plot_run(rows: list[dict], path: str) -> str:
+    """Write :func:`plot_figure` of the rows as a PNG at path (atomically); returns path."""
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    plot_figure(rows).savefig(tmp, dpi=100)
     os.replace(tmp, path)
     return path
 
 
-def plot_run(rows: list[dict], path: str) -> str:
-    """The run's loss plot: G/D losses, D outputs and (when present) FID/KID against kimg."""
-    def series(keys):
-        return {k: ([r["kimg"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys
-                if any(k in r for r in rows)}
-    loss_keys = sorted({k for r in rows for k in r if k.endswith("loss")})
-    panels = [("losses vs kimg", series(loss_keys)), ("D outputs vs kimg", series(["D/real", "D/fake"]))]
-    for k in ("fid_digits", "kid_digits_x1000"):                  # one panel each: their scales differ
-        if any(k in r for r in rows):
-            panels.append((f"{k} vs kimg", series([k])))
-    return line_plot(panels, path)
+def tensorboard_available() -> bool:
+    """Whether torch.utils.tensorboard can write events here (the ``tensorboard`` package is installed)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TensorBoard:
+    """The run's scalars and image grids as TensorBoard events in ``run_dir`` (``tensorboard --logdir runs``), the
+    x axis in images shown (nimg), so that runs with different batch sizes line up. metrics.jsonl stays the source
+    of truth; ``purge_nimg`` (on resume) drops the events a killed run wrote after its checkpoint."""
+
+    def __init__(self, run_dir: str, purge_nimg: int | None = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError("TensorBoard events need the tensorboard package: pip install 'gankern[tensorboard]'"
+                              ) from e
+        self.writer = SummaryWriter(run_dir, purge_step=purge_nimg)
+
+    def scalars(self, row: dict) -> None:
+        """Every finite number of a metric row (step and kimg apart), at the row's kimg * 1000."""
+        nimg = round(row["kimg"] * 1000)
+        for k, v in row.items():
+            if k not in _NOT_PLOTTED and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, nimg)
+        self.writer.flush()
+
+    def grid(self, tag: str, images: torch.Tensor, nimg: int) -> None:
+        """images (N, C, H, W) in [-1, 1] as one image_grid."""
+        self.writer.add_image(tag, image_grid(images), nimg, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class Progress:
-    """A one-line progress bar on stderr: step, %, images/s, ETA and the latest losses."""
+    """tqdm's bar on stderr over the images of a run (a bar in terminals and notebooks; where stderr is not a
+    terminal, e.g. a log file, one line every 30 s): images/s, ETA and the latest losses.
+    ``update(nimg, info)`` moves the bar to nimg images; ``write(line)`` prints above it."""
 
-    def __init__(self, total_steps: int, batch: int, start_step: int = 0, enabled: bool = True, every_s: float = 1.0):
-        self.total, self.batch, self.enabled, self.every = total_steps, batch, enabled, every_s
-        self.t0, self.s0, self.last = time.time(), start_step, 0.0
+    def __init__(self, total_images: int, start: int = 0, enabled: bool = True):
+        from tqdm.auto import tqdm
+        tty = getattr(sys.stderr, "isatty", lambda: False)()
+        self.bar = tqdm(total=total_images, initial=start, unit="img", unit_scale=True, disable=not enabled,
+                        dynamic_ncols=True, mininterval=0.5 if tty else 30.0, file=sys.stderr)
 
-    def rate(self, step: int) -> float:
-        """Images per second since this bar started."""
-        return (step - self.s0) * self.batch / max(time.time() - self.t0, 1e-9)
+    def update(self, nimg: int, info: str = "") -> None:
+        self.bar.update(nimg - self.bar.n)
+        if info:
+            self.bar.set_postfix_str(info, refresh=False)
 
-    def update(self, step: int, info: str = "", force: bool = False) -> None:
-        now = time.time()
-        if not self.enabled or (now - self.last < self.every and not force):
-            return
-        self.last = now
-        ips = self.rate(step)
-        eta = (self.total - step) * self.batch / max(ips, 1e-9)
-        bar = "#" * int(20 * step / max(self.total, 1))
-        sys.stderr.write(f"\r[{bar:<20}] {step}/{self.total} {100 * step / max(self.total, 1):5.1f}% "
-                         f"{ips:7.1f} img/s ETA {int(eta) // 60}m{int(eta) % 60:02d}s {info}   ")
-        sys.stderr.flush()
+    def write(self, line: str) -> None:
+        if not self.bar.disable:
+            self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+        self.bar.close()

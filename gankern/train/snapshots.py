@@ -34,15 +34,18 @@ def snapshot(tr, bar=None) -> dict:
         images = sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31)
         save_grid(images, os.path.join(tr.run_dir, f"fakes{tr.step:08d}.png"))
         save_grid(images, os.path.join(tr.run_dir, "fakes-latest.png"))
+        if tr.tb:
+            tr.tb.grid("fakes", images, tr.nimg)
         if tr.metrics == "digits-fid":
             from .digits_features import fid_kid
             row = fid_kid(sample(tr, t.metric_samples, derive_seed(t.seed, "metric") % 2 ** 31), t.resolution)
             row = {"step": tr.step, "kimg": tr.nimg / 1000, **{k: round(v, 5) for k, v in row.items()}}
             tr.log.append(row)
-            if bar is not None and tr.progress:
-                bar.update(tr.step, force=True)
-                print(f"\nstep {tr.step}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                       if k not in ("step", "kimg")))
+            if tr.tb:
+                tr.tb.scalars(row)
+            if bar is not None:
+                bar.write(f"step {tr.step}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                        if k not in ("step", "kimg")))
     plot_run(tr.log.rows(), os.path.join(tr.run_dir, "plot.png"))
     return row
 
