@@ -64,8 +64,8 @@ def load_newest(run_dir: str, device: str | torch.device = "cpu") -> tuple[str, 
         try:
             return path, load(path, device), skipped
         except Exception as e:                         # torch.load raises RuntimeError, EOFError, UnpicklingError...
-            why = (str(e).strip().splitlines() or [""])[0][:200]
-            skipped.append(f"{path} is unreadable ({type(e).__name__}{': ' + why if why else ''})")
+            why = str(e).strip().split("\n")[0][:200]
+            skipped.append(f"{path} is unreadable ({type(e).__name__}: {why})")
     if not skipped:
         raise FileNotFoundError(f"{run_dir}: no checkpoint (ckpt-*.pt)")
     raise ValueError(f"{run_dir}: no checkpoint loads: " + "; ".join(skipped))

@@ -206,7 +206,8 @@ def train_main(args) -> int:
         if tdist.is_initialized():
             tdist.destroy_process_group()
     if dist.rank == 0:
-        print(f"done: {json.dumps(last)}\ngrid: {os.path.join(run_dir, 'fakes-latest.png')}\n"
+        grid = os.path.join(run_dir, "fakes-latest.png")              # recipes without a G_ema write none
+        print(f"done: {json.dumps(last)}\n" + (f"grid: {grid}\n" if os.path.exists(grid) else "") +
               f"plot: {os.path.join(run_dir, 'plot.png')}\nmetrics: {os.path.join(run_dir, 'metrics.jsonl')}")
     return 0
 

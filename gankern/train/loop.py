@@ -24,9 +24,9 @@ from . import checkpoint
 from .config import RunConfig
 from .dist import Dist, derive_seed
 from .feed import Feed
-from .outputs import JsonlLog, Progress, TensorBoard, tensorboard_available
-from .snapshots import generate, snapshot, write_run_files  # noqa: F401  (generate: gankern.train's API)
-from .stats import NonFiniteError, Stats, StatsWindow, first_nonfinite
+from .outputs import JsonlLog, Progress, tensorboard_available
+from .snapshots import generate, log_tick, snapshot, start_outputs  # noqa: F401  (generate: gankern.train's API)
+from .stats import NonFiniteError, Stats, StatsWindow  # noqa: F401  (NonFiniteError: gankern.train's API)
 from .recipes import RECIPES, Batch, Env, Phase
 
 
@@ -67,12 +67,10 @@ class Trainer:
         self.log = JsonlLog(os.path.join(run_dir, "metrics.jsonl"))
         self.progress = progress and self.rank0
         self.tensorboard = tensorboard_available() if tensorboard is None else tensorboard
-        self.tb: TensorBoard | None = None
-        self.resumed = False
+        self.tb, self.resumed = None, False                              # TensorBoard writer (rank 0, when on)
         self.metrics = t.metrics if t.metrics != "auto" else ("digits-fid" if t.data == "digits" else "none")
         self.window = StatsWindow(dev)
 
-    # ----------------------------------------------------------------------------------------------- phases
     def _autocast(self):
         dt = self.amp_dtype
         return torch.autocast(self.dist.device.type, dtype=dt or torch.float32, enabled=dt is not None)
@@ -106,8 +104,7 @@ class Trainer:
             self._scaler.unscale_(opt)
             grads = [torch.linalg.vector_norm(p.grad) for p in net.parameters() if p.grad is not None]
             if grads:
-                gn = torch.linalg.vector_norm(torch.stack(grads)) / ph.repeats
-                total[f"{ph.name}/gnorm"] = total.get(f"{ph.name}/gnorm", 0) + gn
+                total[f"{ph.name}/gnorm"] = total.get(f"{ph.name}/gnorm", 0) + torch.stack(grads).norm() / ph.repeats
             self._scaler.step(opt)
             self._scaler.update()
             self.recipe.after_step(ph.name, step)
@@ -126,15 +123,6 @@ class Trainer:
         for be, b in zip(self.G_ema.buffers(), src.buffers()):
             be.copy_(b)
 
-    # ---------------------------------------------------------------------------------------- safety net
-    def _fail(self, step: int, what: str) -> None:
-        path = os.path.join(self.run_dir, f"nonfinite-step{step:08d}.pt")
-        if self.rank0:
-            checkpoint.save(self.state_dict(), path)
-        raise NonFiniteError(f"step {step}: {what} is not finite (NaN/Inf); the state at step {self.step} was saved "
-                             f"to {path} for inspection. Lower the learning rates, or use amp=off / bf16.")
-
-    # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Everything a resume needs (plain tensors, numbers and strings: loadable with weights_only=True)."""
         return {
@@ -168,13 +156,11 @@ class Trainer:
             torch.cuda.set_rng_state_all([t.cpu() for t in s["rng_cuda"]])
 
     def save_checkpoint(self) -> str | None:
-        if not self.rank0:
-            return None
-        return checkpoint.save_step(self.state_dict(), self.run_dir, self.step, self.cfg.train.keep)
+        return checkpoint.save_step(self.state_dict(), self.run_dir, self.step, self.cfg.train.keep) \
+            if self.rank0 else None
 
     def resume(self) -> "Trainer":
-        """Load the newest checkpoint of run_dir that loads (saying which newer ones are corrupt) and drop the metric
-        rows written after it (at step 0 all of them: train() writes the step-0 snapshot again)."""
+        """Load run_dir's newest checkpoint that loads (naming corrupt newer ones); drop the log rows after it."""
         try:
             path, state, skipped = checkpoint.load_newest(self.run_dir, self.dist.device)
         except FileNotFoundError:
@@ -188,15 +174,11 @@ class Trainer:
             print(f"resumed {self.run_dir} at step {self.step} ({self.nimg / 1000:.1f} kimg) from {path}")
         return self
 
-    # -------------------------------------------------------------------------------------------- loop
     def train(self) -> dict:
         """Run the phases until train.kimg; returns the last JSONL row."""
         t = self.cfg.train
         if self.rank0:
-            write_run_files(self)
-            if self.tensorboard:                           # a resumed run drops the events after its checkpoint
-                purge = (self.nimg + 1 if self.step else 0) if self.resumed else None
-                self.tb = TensorBoard(self.run_dir, purge_nimg=purge)
+            start_outputs(self)
             if self.step == 0:
                 self.save_checkpoint()                     # a run killed before its first tick resumes too
                 snapshot(self, None)
@@ -214,19 +196,8 @@ class Trainer:
             self.step += 1
             self.nimg += t.batch
             end = self.step == self.total_steps
-            if self.step % t.log_steps == 0 or end:
-                means, bad = self.window.read({**{f"sigma/{n}/{k}": v for n, g in self.sn.items()
-                                                  for k, v in g.sigmas.items()}, **self.recipe.log_stats()})
-                if bad:
-                    self._fail(bad[0], f"loss '{bad[1]}' = {bad[2]}")
-                if bad := first_nonfinite({**self.nets, **({"G_ema": self.G_ema} if self.G_ema is not None else {})}):
-                    self._fail(self.step, f"tensor '{bad}'")
-                last = {"step": self.step, "kimg": self.nimg / 1000, "img_per_s": round(
-                    (self.step - s_tick) * t.batch / max(time.time() - t_tick, 1e-9), 2), **means}
-                if self.rank0:
-                    self.log.append(last)
-                    if self.tb:
-                        self.tb.scalars(last)
+            if self.step % t.log_steps == 0 or end:          # the one host sync of the window
+                last = log_tick(self, (self.step - s_tick) * t.batch / max(time.time() - t_tick, 1e-9))
                 t_tick, s_tick = time.time(), self.step
                 info = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k.endswith("loss"))
             if self.rank0 and (self.step % t.snap_steps == 0 or end):

@@ -7,8 +7,10 @@ import os
 
 import torch
 
+from . import checkpoint
 from .dist import derive_seed
-from .outputs import plot_run, save_grid
+from .outputs import TensorBoard, plot_run, save_grid
+from .stats import NonFiniteError, first_nonfinite
 
 
 def write_run_files(tr) -> None:
@@ -18,6 +20,38 @@ def write_run_files(tr) -> None:
     _write_atomic(os.path.join(tr.run_dir, "run.json"), json.dumps(
         {"recipe": tr.cfg.recipe, "world": tr.dist.world, "device": str(tr.dist.device),
          "torch": torch.__version__, "total_steps": tr.total_steps}, indent=2))
+
+
+def start_outputs(tr) -> None:
+    """Run files, and TensorBoard's writer when on (a resumed run drops the events after its checkpoint)."""
+    write_run_files(tr)
+    if tr.tensorboard:
+        tr.tb = TensorBoard(tr.run_dir, purge_nimg=(tr.nimg + 1 if tr.step else 0) if tr.resumed else None)
+
+
+def log_tick(tr, img_per_s: float) -> dict:
+    """The log row of Trainer ``tr`` at a log step: the window's means (one host read), SN sigmas and the recipe's
+    stats; raises NonFiniteError (saving the state) at the first non-finite loss of the window or weight."""
+    means, bad = tr.window.read({**{f"sigma/{n}/{k}": v for n, g in tr.sn.items() for k, v in g.sigmas.items()},
+                                 **tr.recipe.log_stats()})
+    if bad:
+        _fail(tr, bad[0], f"loss '{bad[1]}' = {bad[2]}")
+    if bad := first_nonfinite({**tr.nets, **({"G_ema": tr.G_ema} if tr.G_ema is not None else {})}):
+        _fail(tr, tr.step, f"tensor '{bad}'")
+    row = {"step": tr.step, "kimg": tr.nimg / 1000, "img_per_s": round(img_per_s, 2), **means}
+    if tr.rank0:
+        tr.log.append(row)
+        if tr.tb:
+            tr.tb.scalars(row)
+    return row
+
+
+def _fail(tr, step: int, what: str) -> None:
+    path = os.path.join(tr.run_dir, f"nonfinite-step{step:08d}.pt")
+    if tr.rank0:
+        checkpoint.save(tr.state_dict(), path)
+    raise NonFiniteError(f"step {step}: {what} is not finite (NaN/Inf); the state at step {tr.step} was saved to "
+                         f"{path} for inspection. Lower the learning rates, or use amp=off / bf16.")
 
 
 def sample(tr, n: int, seed: int, truncation: float | None = None, net: torch.nn.Module | None = None):
