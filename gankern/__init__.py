@@ -10,8 +10,9 @@ __all__ = ["BACKENDS", "BackendUnavailable", "use_backend", "info", "ops", "nn",
 
 
 def __getattr__(name: str):
-    """``gankern.train`` (trainers, recipes, CLI) is imported on first use, so ``import gankern`` stays light."""
-    if name == "train":
+    """``gankern.train`` (trainers, recipes, CLI), ``models``, ``data`` and ``augment`` are imported on first use, so
+    ``import gankern`` stays light."""
+    if name in ("train", "models", "data", "augment"):
         import importlib
-        return importlib.import_module(".train", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'gankern' has no attribute '{name}'")
