@@ -65,15 +65,6 @@ def _forced(name, fn):
     return run
 
 
-def _peak_mb(fn, device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn(0)
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
 def bench_discrimination(N, B, C, dtype, device, with_eager=True, peak=False) -> list[dict]:
@@ -102,10 +93,7 @@ def bench_discrimination(N, B, C, dtype, device, with_eager=True, peak=False) ->
                                                                mb._disc_kernels(n, Ms[i], gs[i])))(name)
         r = _bench.measure("minibatch", f"discrimination {phase} N={N} B={B} C={C}", (N, B, C), dtype, fns,
                            _bench.floor_ms(flops=flops, flop_rate=H100_FP32_FLOPS), n_inputs=N_INPUTS)
-        if peak:
-            for row in r:
-                row["peak_mb"] = _peak_mb(fns[row["backend"]], device) if row["ms"] is not None else None
-        rows += r
+        rows += _bench.with_peak(r, fns) if peak else r
     return rows
 
 

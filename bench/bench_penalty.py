@@ -88,23 +88,8 @@ def _conv_flops(channels, res, batch):
     return flops
 
 
-def _peak_mb(fn) -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn(0)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2 ** 20
 
 
-def _with_peak(rows, fns):
-    for row in rows:
-        try:
-            row["peak_mem_mb"] = _peak_mb(fns[row["backend"]]) if row["ms"] is not None else None
-        except Exception:  # the timing already recorded why this row cannot run
-            row["peak_mem_mb"] = None
-    return rows
 
 
 def r1_rows(device, quick):
@@ -144,7 +129,7 @@ def r1_rows(device, quick):
         # forward + 2x backward of one batch): about 3 + 3 + 4 forward-equivalents in all.
         floor = _bench.floor_ms(flops=10 * _conv_flops(channels, res, batch))
         shape = f"D {'-'.join(map(str, channels))} @ {res}px, batch {batch}, R1 gamma {R1_GAMMA:g}"
-        rows += _with_peak(_bench.measure("penalty", "r1-d-step", shape, label, fns, floor, n_inputs=3), fns)
+        rows += _bench.with_peak(_bench.measure("penalty", "r1-d-step", shape, label, fns, floor, n_inputs=3), fns)
     return rows
 
 

@@ -46,15 +46,6 @@ def _kernel_backends(device):
     return ("triton",) if device.type == "cuda" else ()
 
 
-def _peak_mb(fn, device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn(0)
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
 def _flops(weights, sizes) -> float:
@@ -78,10 +69,7 @@ def _measure(workload, shape, sets, device, peak):
     rows = _bench.measure("san", workload, shape, torch.float32, fns,
                           _bench.floor_ms(flops=_flops(weights, sizes), flop_rate=H100_FP32_FLOPS),
                           n_inputs=N_INPUTS)
-    if peak:
-        for row in rows:
-            row["peak_mb"] = _peak_mb(fns[row["backend"]], device) if row["ms"] is not None else None
-    return rows
+    return _bench.with_peak(rows, fns) if peak else rows
 
 
 def bench_layer(O, I, k, size, device) -> list[dict]:

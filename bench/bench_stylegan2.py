@@ -10,7 +10,7 @@ Workloads, each on gankern's default backends ("gankern": the fused kernels on a
 - "R1 phase": R1 on augmented reals (every 16th step, gamma 1 for paper256);
 - "step + R1 + PL": all four phases in one step (S2A's regularization steps);
 - "step, amortized": step + PL / 4 + R1 / 16, computed from the rows above (S2A's average step).
-Rows carry img_per_s (batch / time) and peak_mem_mb on a GPU. The floor: the matmul and convolution FLOPs of one
+Rows carry img_per_s (batch / time) and peak_mb on a GPU. The floor: the matmul and convolution FLOPs of one
 forward of G and of D (torch's FlopCounterMode) times the forward passes a workload makes (a backward ~ 2, a
 gradient w.r.t. the input alone ~ 1, a double backward ~ 2), at the bf16 ceiling: a loose lower bound. The target
 (>= 1.5x S2A's own loop, peak memory no higher) needs S2A's code next to this run and a GPU: not measured on a GPU.
@@ -27,9 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gankern  # noqa: E402
-from bench_penalty import _with_peak  # noqa: E402  (peak memory of a row's fn, on a GPU)
 from gankern import _bench  # noqa: E402
 from gankern.train.recipes.base import Batch, Env  # noqa: E402
 from gankern.train.recipes.stylegan2 import StyleGAN2Options, StyleGAN2Recipe  # noqa: E402
@@ -113,7 +111,7 @@ def run(quick: bool = False) -> list[dict]:
     rows, ms = [], {}
     for name, (fn, flops) in workloads.items():
         fns = {"eager": on("ref", fn), "gankern": on(None, fn)}
-        got = _with_peak(_bench.measure(FAMILY, name, tr.shape, tr.dtype, fns, _bench.floor_ms(flops=flops),
+        got = _bench.with_peak(_bench.measure(FAMILY, name, tr.shape, tr.dtype, fns, _bench.floor_ms(flops=flops),
                                         n_inputs=3), fns)
         for row in got:
             row["img_per_s"] = tr.batch / row["ms"] * 1e3 if row["ms"] and name.startswith("step") else None
@@ -125,7 +123,7 @@ def run(quick: bool = False) -> list[dict]:
             if None not in parts else None
         env = {k: v for k, v in rows[0].items() if k != "error"}
         rows.append({**env, "workload": "step, amortized (PL / 4, R1 / 16)", "backend": backend, "ms": t,
-                     "floor_ms": None, "vs_eager": None, "vs_compile": None, "vs_floor": None, "peak_mem_mb": None,
+                     "floor_ms": None, "vs_eager": None, "vs_compile": None, "vs_floor": None, "peak_mb": None,
                      "img_per_s": tr.batch / t * 1e3 if t else None, "derived": True})
     eager_t = rows[-2]["ms"]
     rows[-1]["vs_eager"] = rows[-1]["ms"] / eager_t if rows[-1]["ms"] and eager_t else None

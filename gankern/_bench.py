@@ -95,6 +95,24 @@ def measure(family: str, workload: str, shape: Sequence[int] | str, dtype: torch
     return rows
 
 
+def with_peak(rows: list[dict], fns: dict[str, Callable[[int], object]]) -> list[dict]:
+    """Adds ``peak_mb`` to each row: the CUDA memory (MiB) its fn(0) allocates above what was allocated before; None
+    without a GPU or where the row did not run (its timing already says why)."""
+    for row in rows:
+        row["peak_mb"] = None
+        if torch.cuda.is_available() and row["ms"] is not None:
+            try:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                fns[row["backend"]](0)
+                torch.cuda.synchronize()
+                row["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+            except Exception:  # noqa: BLE001 - the timing already recorded why this row cannot run
+                pass
+    return rows
+
+
 def format_rows(rows: list[dict]) -> str:
     """A markdown table of rows; a row that did not run says why in the last column."""
     def f(x, spec):
