@@ -14,7 +14,7 @@ from ...data.paired import split_ab
 from ...models.cyclegan import CycleDiscriminators, CycleGenerators
 from ...models.pix2pix import init_weights
 from .base import Batch, OptSpec, Phase, Recipe
-from .pix2pix import LinearDecay
+from .pix2pix import LinearDecay, eval_batches, held_out
 
 
 class ImagePool:
@@ -142,18 +142,8 @@ class CycleGANRecipe(Recipe):
             return {}
         from ..digits_features import fid_kid
         if self.val is None:
-            from ...data import open_dataset
-            ds = open_dataset(self.options.val_data, self.env.resolution, self.c)
-            if ds.channels != self.env.channels:
-                raise ValueError(f"recipe.val_data {self.options.val_data}: {ds.channels} channels, the training "
-                                 f"images {self.env.channels}")
-            n = min(self.options.val_n, len(ds))
-            self.val = split_ab(torch.stack([ds[i][0] for i in range(n)]))[1].to(self.env.device)
-        G = self.nets["G"]
-        was = G.training
-        G.eval()
-        out = torch.cat([G(self.val[i:i + 64], "BA") for i in range(0, len(self.val), 64)]).float()
-        G.train(was)
+            self.val = split_ab(held_out(self))[1]
+        out = eval_batches(self.nets["G"], self.val, "BA")
         fid = fid_kid(out.mean(1, keepdim=True).cpu(), self.env.resolution)["fid_digits"]
         return {"val/fid_digits_BA": torch.tensor(fid, device=self.env.device)}
 

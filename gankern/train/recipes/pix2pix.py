@@ -17,6 +17,26 @@ from ...models.pix2pix import PatchGAN, UNet, init_weights
 from .base import Batch, OptSpec, Phase, Recipe
 
 
+def held_out(recipe) -> torch.Tensor:
+    """The first ``options.val_n`` pairs (n, 2C, R, R) of ``options.val_data`` on the recipe's device."""
+    from ...data import open_dataset
+    o, env = recipe.options, recipe.env
+    ds = open_dataset(o.val_data, env.resolution, env.channels // 2)
+    if ds.channels != env.channels:
+        raise ValueError(f"recipe.val_data {o.val_data}: {ds.channels} channels, the training pairs {env.channels}")
+    return torch.stack([ds[i][0] for i in range(min(o.val_n, len(ds)))]).to(env.device)
+
+
+@torch.no_grad()
+def eval_batches(G: torch.nn.Module, x: torch.Tensor, *args, chunk: int = 64) -> torch.Tensor:
+    """G(x, *args) in eval mode, ``chunk`` images at a time (float32); G's mode is restored."""
+    was = G.training
+    G.eval()
+    out = torch.cat([G(x[i:i + chunk], *args) for i in range(0, len(x), chunk)]).float()
+    G.train(was)
+    return out
+
+
 class LinearDecay:
     """lr factor 1 for steps < decay_from * total, then linearly down to 1 / (n + 1) at the last of the n decaying
     steps (the official code's per-epoch rule, per step). ``before(net)`` copies the net's parameters (once per
@@ -144,18 +164,8 @@ class Pix2PixRecipe(Recipe):
         if not self.options.val_data:
             return {}
         if self.val is None:
-            from ...data import open_dataset
-            ds = open_dataset(self.options.val_data, self.env.resolution, self.c)
-            if ds.channels != self.env.channels:
-                raise ValueError(f"recipe.val_data {self.options.val_data}: {ds.channels} channels, the training "
-                                 f"pairs {self.env.channels}")
-            n = min(self.options.val_n, len(ds))
-            self.val = torch.stack([ds[i][0] for i in range(n)]).to(self.env.device)
+            self.val = held_out(self)
         a, b = split_ab(self.val)
-        G = self.nets["G"]
-        was = G.training
-        G.eval()
-        out = torch.cat([G(a[i:i + 64]) for i in range(0, len(a), 64)]).float()
-        G.train(was)
+        out = eval_batches(self.nets["G"], a)
         psnr, ssim = psnr_ssim(out, b)
         return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
