@@ -22,7 +22,7 @@ MODULES = [
     "gankern.train.cli",      # train, generate
     "gankern._steer_cli",     # steer
     "gankern.train.translate",  # translate (pix2pix, cyclegan)
-    "gankern.train.recipes.stylegan2",  # project, and S2A's options of generate (so after gankern.train.cli)
+    "gankern.train.recipes.stylegan2",  # project
 ]
 
 

@@ -167,8 +167,8 @@ def cgan_run(tmp_path_factory):
 @pytest.mark.parametrize("argv,message", [
     (["--n", "0"], "argument --n: must be >= 1, not 0"),
     (["--class", "-1"], "argument --class: expected K, A-B or A,B,... (class numbers), not '-1'"),
-    (["--truncation", "0"], "argument --truncation: must be a finite number > 0, not 0"),
-    (["--truncation", "-0.5"], "argument --truncation: must be a finite number > 0, not -0.5"),
+    (["--trunc", "nan"], "argument --trunc/--truncation: must be a finite number, not nan"),
+    (["--truncation", "x"], "argument --trunc/--truncation: expected a number, not 'x'"),
     (["--threads", "-3"], "argument --threads: must be >= 1, not -3"),
 ])
 def test_generate_bad_numbers_are_usage_errors(argv, message, tmp_path, capsys):
@@ -185,6 +185,8 @@ def test_generate_class_out_of_range_and_bad_out_are_messages(cgan_run, tmp_path
         assert err.startswith("gankern generate: error: ") and "Traceback" not in err
         return err
     assert "--class 99: the generator has classes 0..9" in err_of("--class", "99")
+    assert "--trunc 0.0: the latent threshold must be > 0" in err_of("--trunc", "0")
+    assert "--seeds: StyleGAN options, and " in err_of("--seeds", "1-3")
     assert "--class 10: the generator has classes 0..9" in err_of("--class", "10")
     assert "'.txt' names no image format; use one of .png, .jpg" in err_of("--out", str(tmp_path / "g.txt"))
     assert f"the folder {tmp_path / 'no'} does not exist" in err_of("--out", str(tmp_path / "no" / "g.png"))

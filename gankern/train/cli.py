@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -26,6 +28,12 @@ examples:
 
 configs: gankern train --list-configs
 """
+
+
+# Families with their own kind of ``gankern generate``: each module defines ``add_generate_options(parser)`` (an
+# argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
+# Tried in order; the plain grid of ``generate_main`` below when none takes the call.
+GENERATE_FAMILIES = ["gankern.train.recipes.stylegan2"]
 
 
 def add_parsers(sub) -> None:
@@ -83,13 +91,17 @@ def add_parsers(sub) -> None:
     q.add_argument("--out", default="grid.png", metavar="FILE",
                    help="output image; its suffix names the format: .png, .jpg, .webp, ... (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
-    q.add_argument("--truncation", type=positive_float, metavar="T", help="redraw latent entries with |z| > T (> 0)")
+    q.add_argument("--trunc", "--truncation", dest="trunc", type=_finite, metavar="T",
+                   help="truncation: the latent threshold (|z| > T redrawn, T > 0; BigGAN's trick) or, for StyleGAN "
+                        "runs and networks, psi (w pulled toward the mean w; 1: none)")
     q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
                    "(conditional configs); several: one row per class (BigGAN-PyTorch's sample sheets)")
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
     q.add_argument("--device", type=device, default="cpu", metavar="DEV", help="(default: %(default)s)")
     add_threads_arg(q)
     q.set_defaults(func=generate_main)
+    for module in GENERATE_FAMILIES:
+        importlib.import_module(module).add_generate_options(q)
 
 
 _FIELDS = {"data": "data", "kimg": "kimg", "batch": "batch", "seed": "seed", "res": "resolution",
@@ -238,6 +250,29 @@ def load_generator(run: str, device: str = "cpu", ema: bool = True):
     return G.to(device).eval(), cfg, k, recipe
 
 
+def run_recipe(run: str | None) -> str | None:
+    """The recipe name of a run directory (or of a checkpoint file in one), from its config.json; None when there is
+    none (e.g. a network file of another project)."""
+    if run is None:
+        return None
+    path = os.path.join(run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run)), "config.json")
+    try:
+        return json.load(open(path)).get("recipe", "classic")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _finite(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not '{text}'") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return v
+
+
 def _class_list(text: str) -> list[int]:
     """'3' -> [3], '0-9' -> [0, ..., 9], '1,4,7' -> [1, 4, 7]."""
     try:
@@ -257,9 +292,15 @@ def generate_main(args) -> int:
 
     from .loop import generate
     from .outputs import image_format, save_grid
+    for module in GENERATE_FAMILIES:
+        code = importlib.import_module(module).generate_main(args)
+        if code is not None:
+            return code
     if args.run is None:
         return _error("generate", "give --run DIR (or a checkpoint file)")
     try:
+        if args.trunc is not None and not args.trunc > 0:
+            raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")
         image_format(args.out)
         out_dir = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_dir):
@@ -280,7 +321,7 @@ def generate_main(args) -> int:
         n = per * max(len(classes), 1)
         labels = torch.tensor(classes).repeat_interleave(per) if len(classes) > 1 else \
             torch.full((n,), classes[0]) if classes else None
-        images = generate(G, n, z_dim, k, args.seed, args.truncation, args.device, labels, fn)
+        images = generate(G, n, z_dim, k, args.seed, args.trunc, args.device, labels, fn)
         save_grid(images, args.out, nrow=per if len(classes) > 1 else None)
     except (ValueError, OSError) as e:
         return _error("generate", e)

@@ -387,13 +387,22 @@ def _generator(args):
     return G
 
 
-def generate_stylegan_main(args) -> int:
-    """``gankern generate`` with --network or S2A's options (generate.py / style_mixing.py): images of --seeds
-    with --trunc, --noise-mode, --class into one PNG grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
+def generate_main(args) -> int | None:
+    """``gankern generate`` for --network files and stylegan2 runs (None for other runs), with S2A's options
+    (generate.py / style_mixing.py): images of --seeds (else --n seeds from --seed) with --trunc (psi), --noise-mode,
+    --class into one grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
     import sys
 
     from ...models import stylegan2_tools as tools
+    from ..cli import run_recipe
     from ..outputs import save_grid
+    if args.network is None and run_recipe(args.run) != "stylegan2":
+        given = [f"--{k.replace('_', '-')}" for k in _STYLEGAN_FLAGS if getattr(args, k) is not None]
+        if given and args.run is not None:
+            print(f"gankern generate: error: {', '.join(given)}: StyleGAN options, and {args.run} is not a "
+                  f"stylegan2 run", file=sys.stderr)
+            return 2
+        return None
     try:
         G = _generator(args)
         psi = 1.0 if args.trunc is None else args.trunc
@@ -406,9 +415,10 @@ def generate_stylegan_main(args) -> int:
             images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, args.cls)
             nrow, what = len(cols) + 1, f"a {len(rows)} x {len(cols)} style-mixing grid (styles {styles})"
         else:
-            seeds = tools.parse_range(args.seeds or "0-15")
+            seeds = tools.parse_range(args.seeds) if args.seeds else \
+                list(range(args.seed, args.seed + (args.n or 16)))
             images = tools.generate_images(G, seeds, psi, noise_mode, args.cls)
-            nrow, what = None, f"{len(seeds)} images (seeds {args.seeds or '0-15'})"
+            nrow, what = None, f"{len(seeds)} images (seeds {args.seeds or f'{seeds[0]}-{seeds[-1]}'})"
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern generate: error: {e}", file=sys.stderr)
         return 2
@@ -417,35 +427,19 @@ def generate_stylegan_main(args) -> int:
     return 0
 
 
-_STYLEGAN_FLAGS = ("network", "seeds", "trunc", "noise_mode", "mix_rows", "mix_cols", "styles")
+_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles")
 
 
-def _generate_dispatch(base, args) -> int:
-    """StyleGAN's generation when one of its flags is given, else ``gankern generate``'s own."""
-    if args.run is None and args.network is None:
-        import sys
-        print("gankern generate: error: give --run DIR or --network FILE", file=sys.stderr)
-        return 2
-    if any(getattr(args, k) is not None for k in _STYLEGAN_FLAGS):
-        return generate_stylegan_main(args)
-    return base(args)
-
-
-def _add_generate_options(gen) -> None:
-    """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser)."""
-    import functools
+def add_generate_options(gen) -> None:
+    """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser); --trunc is psi here."""
     g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
     g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of --run")
-    g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: 0-15)")
-    g.add_argument("--trunc", type=float, metavar="PSI", help="truncation psi (default: 1)")
+    g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: --n seeds from "
+                                                   "--seed)")
     g.add_argument("--noise-mode", choices=("const", "random", "none"), help="noise inputs (default: const)")
     g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
     g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
     g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
-    for action in gen._actions:           # --run or --network: argparse has no public way to relax a required flag
-        if action.dest == "run":
-            action.required = False
-    gen.set_defaults(func=functools.partial(_generate_dispatch, gen.get_default("func")))
 
 
 def add_parsers(sub) -> None:
@@ -463,6 +457,4 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
     p.set_defaults(func=project_main)
-    if "generate" in sub.choices:
-        _add_generate_options(sub.choices["generate"])
 
