@@ -230,6 +230,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   "0.001), M_global logged, ELU nets, Adam(1e-4, 0.5) (Berthelot et al. 2017)", recipe="began"),
     "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
                   "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
+    "pggan": _row("PGGAN: progressive growing 4 -> data resolution with fade-in (800 kimg fade, 800 stable per "
+                  "resolution), pixel norm, equalized lr, minibatch stddev, WGAN-GP 10 + drift 0.001, Adam(1e-3, 0, "
+                  "0.99), widths min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan",
+                  train=dict(batch=16, kimg=5600.0)),
+    "pggan-cpu": _row("PGGAN as a CPU preset: 4 -> 8 -> 16 -> 32 px, 10 kimg fade + 10 stable per resolution, "
+                      "widths min(1024 / res, 64), z 128 (Karras et al. 2018)", recipe="pggan",
+                      model=dict(z_dim=128, ch_base=1024, ch_max=64), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
+                      train=dict(batch=32, kimg=70.0)),
 }
 
 

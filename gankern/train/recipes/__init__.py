@@ -9,6 +9,7 @@ from .classic import ClassicRecipe
 from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
+from .pggan import PGGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
@@ -24,6 +25,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "unrolled": UnrolledRecipe,
     "began": BEGANRecipe,
     "ebgan": EBGANRecipe,
+    "pggan": PGGANRecipe,
 }
 
 
