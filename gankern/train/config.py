@@ -238,6 +238,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       "widths min(1024 / res, 64), z 128 (Karras et al. 2018)", recipe="pggan",
                       model=dict(z_dim=128, ch_base=1024, ch_max=64), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
                       train=dict(batch=32, kimg=70.0)),
+    "lapgan": _row("LAPGAN: a Laplacian pyramid of GANs, 8 -> 16 -> 32 px: an MLP GAN on the coarsest level, conv "
+                   "Gs of band-pass residuals conditioned on the upsampled coarser image (noise as an extra plane), "
+                   "levels trained independently on real pyramids, sampled coarse to fine; Adam(2e-4, 0.5) "
+                   "(Denton et al. 2015)", recipe="lapgan", train=dict(kimg=100.0)),
 }
 
 

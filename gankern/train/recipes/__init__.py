@@ -9,6 +9,7 @@ from .classic import ClassicRecipe
 from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
+from .lapgan import LAPGANRecipe
 from .pggan import PGGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .stylegan2 import StyleGAN2Recipe
@@ -26,6 +27,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "began": BEGANRecipe,
     "ebgan": EBGANRecipe,
     "pggan": PGGANRecipe,
+    "lapgan": LAPGANRecipe,
 }
 
 
