@@ -235,13 +235,13 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   "0.99), widths min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan",
                   train=dict(batch=16, kimg=5600.0)),
     "pggan-cpu": _row("PGGAN as a CPU preset: 4 -> 8 -> 16 -> 32 px, 10 kimg fade + 10 stable per resolution, "
-                      "widths min(1024 / res, 64), z 128 (Karras et al. 2018)", recipe="pggan",
-                      model=dict(z_dim=128, ch_base=1024, ch_max=64), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
+                      "widths min(512 / res, 32), z 128 (Karras et al. 2018)", recipe="pggan",
+                      model=dict(z_dim=128, ch_base=512, ch_max=32), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
                       train=dict(batch=32, kimg=70.0)),
     "lapgan": _row("LAPGAN: a Laplacian pyramid of GANs, 8 -> 16 -> 32 px: an MLP GAN on the coarsest level, conv "
                    "Gs of band-pass residuals conditioned on the upsampled coarser image (noise as an extra plane), "
                    "levels trained independently on real pyramids, sampled coarse to fine; Adam(2e-4, 0.5) "
-                   "(Denton et al. 2015)", recipe="lapgan", train=dict(kimg=100.0)),
+                   "(Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
 }
 
 
