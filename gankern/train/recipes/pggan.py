@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ... import losses
 from ...models.pggan import Discriminator, Generator, PGGANModelConfig, num_stages
 from ...ops import gradient_penalty
 from .base import Batch, OptSpec, Phase, Recipe
@@ -112,7 +113,7 @@ class PGGANRecipe(Recipe):
         with self.env.autocast():
             fake = self.run_G(b.z, None)      # in the D phase G's weights do not require grad: no graph
             if phase == "G":
-                loss = -self.run_D(fake, None).float().mean()
+                loss = losses.g_loss("wasserstein", self.run_D(fake, None))
                 stats = {"G/loss": loss}
             else:
                 real = self.reals(b.real)
@@ -120,7 +121,7 @@ class PGGANRecipe(Recipe):
                 lr, lf = self.run_D(real, None).float(), self.run_D(fake.detach(), None).float()
                 gp = gradient_penalty(lambda x: self.run_D(x, None), real, fake.detach().to(real.dtype))
                 drift = lr.square().mean()
-                loss = lf.mean() - lr.mean() + o.gp * gp + o.drift * drift
+                loss = losses.d_loss("wasserstein", lr, lf) + o.gp * gp + o.drift * drift
                 stats = {"D/loss": loss, "D/real": lr.mean(), "D/fake": lf.mean(), "D/gp": gp, "D/drift": drift}
         self.env.backward(loss * gain)
         return {k: v.detach().float() for k, v in stats.items()}
