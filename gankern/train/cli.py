@@ -132,8 +132,8 @@ def _resolve(args):
     for s in args.set:
         set_field(cfg, s)
     data = cfg.train.data
-    if not data.startswith("digits") and ":" not in data and not os.path.exists(data):   # built-ins, KIND:DIR apart
-        raise FileNotFoundError(f"--data {data}: no such file or folder (or 'digits', the embedded data set)")
+    if not data.startswith(("digits", "ring")) and ":" not in data and not os.path.exists(data):  # built-ins, KIND:X
+        raise FileNotFoundError(f"--data {data}: no such file or folder (or a built-in: digits, ring, ...)")
     return cfg.validate()
 
 
