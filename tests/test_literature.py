@@ -72,6 +72,15 @@ def test_infogan_information_term_rises_and_sweep_varies_one_code(tmp_path):
     assert (cont[:, 0] - cont[:, -1]).abs().max() > 0 and cont.shape == (3, 5, 64)
     with pytest.raises(ValueError, match="codes 0..2"):
         rec.sweep(tr.G_ema, 3)
+    from PIL import Image
+
+    from gankern.cli import main                          # the same from the command line
+    png = str(tmp_path / "sweep.png")
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "2", "--sweep-steps", "5", "--n", "3", "--seed", "1",
+                 "--out", png]) == 0
+    assert Image.open(png).size == (5 * 66 + 2, 3 * 66 + 2)            # 5 x 3 tiles (shown at 64 px) + padding
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "3", "--out", png]) == 2
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "0", "--sweep-steps", "1", "--out", png]) == 2
 
 
 def test_infogan_resumes_exactly(tmp_path):

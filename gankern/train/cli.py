@@ -33,7 +33,7 @@ configs: gankern train --list-configs
 # Families with their own kind of ``gankern generate``: each module defines ``add_generate_options(parser)`` (an
 # argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
-GENERATE_FAMILIES = ["gankern.train.recipes.stylegan2"]
+GENERATE_FAMILIES = ["gankern.train.recipes.stylegan2", "gankern.train.recipes.infogan"]
 
 
 def add_parsers(sub) -> None:
