@@ -37,6 +37,20 @@ def eval_batches(G: torch.nn.Module, x: torch.Tensor, *args, chunk: int = 64) ->
     return out
 
 
+@torch.no_grad()
+def held_out_scores(recipe, prepare=None) -> dict[str, torch.Tensor]:
+    """L1 (on [-1, 1]), PSNR and SSIM of ``recipe.nets["G"]`` (eval mode) on the first ``val_n`` held-out pairs of
+    ``options.val_data`` (read once into ``recipe.val``); ``prepare`` maps the inputs A to G's input."""
+    if not recipe.options.val_data:
+        return {}
+    if recipe.val is None:
+        recipe.val = held_out(recipe)
+    a, b = split_ab(recipe.val)
+    out = eval_batches(recipe.nets["G"], prepare(a) if prepare else a)
+    psnr, ssim = psnr_ssim(out, b)
+    return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
+
+
 class LinearDecay:
     """lr factor 1 for steps < decay_from * total, then linearly down to 1 / (n + 1) at the last of the n decaying
     steps (the official code's per-epoch rule, per step). ``before(net)`` copies the net's parameters (once per
@@ -158,14 +172,5 @@ class Pix2PixRecipe(Recipe):
     def after_step(self, phase, step):
         self.decay.after(phase, step)
 
-    @torch.no_grad()
     def log_stats(self):
-        """L1 (on [-1, 1]), PSNR and SSIM of G (eval mode) on the first val_n held-out pairs (``val_data``)."""
-        if not self.options.val_data:
-            return {}
-        if self.val is None:
-            self.val = held_out(self)
-        a, b = split_ab(self.val)
-        out = eval_batches(self.nets["G"], a)
-        psnr, ssim = psnr_ssim(out, b)
-        return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
+        return held_out_scores(self)

@@ -22,7 +22,7 @@ from ...models.cyclegan import ResnetGenerator
 from ...models.pix2pix import init_weights
 from ...models.pix2pixhd import LocalEnhancer, MultiscaleDiscriminator, VGG19Features
 from .base import Batch, OptSpec, Phase, Recipe
-from .pix2pix import LinearDecay, eval_batches, held_out, psnr_ssim
+from .pix2pix import LinearDecay, held_out_scores
 
 
 @dataclass
@@ -168,17 +168,8 @@ class Pix2PixHDRecipe(Recipe):
         self.decay.after(phase, step)
         self.g_steps += phase == "G"
 
-    @torch.no_grad()
     def log_stats(self):
-        """L1 (on [-1, 1]), PSNR and SSIM of G (eval mode) on the first val_n held-out pairs (``val_data``)."""
-        if not self.options.val_data:
-            return {}
-        if self.val is None:
-            self.val = held_out(self)
-        a, b = split_ab(self.val)
-        out = eval_batches(self.nets["G"], self.onehot(a))
-        psnr, ssim = psnr_ssim(out, b)
-        return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
+        return held_out_scores(self, self.onehot)
 
     def state_dict(self):
         return {"g_steps": self.g_steps}
