@@ -51,6 +51,19 @@ def held_out_scores(recipe, prepare=None) -> dict[str, torch.Tensor]:
     return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
 
 
+@torch.no_grad()
+def translation_sheet(recipe, columns, n: int = 8) -> dict[str, tuple[torch.Tensor, int]]:
+    """The snapshot sheet of an image-to-image recipe: {"translations": (images, columns per row)}, one row per held-out
+    pair of the first ``n`` (``options.val_data``; {} without it), its columns ``columns(a, b)``, a list of (n', C, R,
+    R) tensors (e.g. input | output | target)."""
+    if not recipe.options.val_data:
+        return {}
+    if recipe.val is None:
+        recipe.val = held_out(recipe)
+    cols = columns(*split_ab(recipe.val[:n]))
+    return {"translations": (torch.stack([c.float() for c in cols], 1).flatten(0, 1), len(cols))}
+
+
 class LinearDecay:
     """lr factor 1 for steps < decay_from * total, then linearly down to 1 / (n + 1) at the last of the n decaying
     steps (the official code's per-epoch rule, per step). ``before(net)`` copies the net's parameters (once per
@@ -174,3 +187,7 @@ class Pix2PixRecipe(Recipe):
 
     def log_stats(self):
         return held_out_scores(self)
+
+    def snapshot_sheets(self, G, seed):
+        """Held-out input | output | target, a pair per row."""
+        return translation_sheet(self, lambda a, b: [a, eval_batches(self.nets["G"], a), b])

@@ -22,7 +22,7 @@ from ...models.cyclegan import ResnetGenerator
 from ...models.pix2pix import init_weights
 from ...models.pix2pixhd import LocalEnhancer, MultiscaleDiscriminator, VGG19Features
 from .base import Batch, OptSpec, Phase, Recipe
-from .pix2pix import LinearDecay, held_out_scores
+from .pix2pix import LinearDecay, eval_batches, held_out_scores, translation_sheet
 
 
 @dataclass
@@ -170,6 +170,13 @@ class Pix2PixHDRecipe(Recipe):
 
     def log_stats(self):
         return held_out_scores(self, self.onehot)
+
+    def snapshot_sheets(self, G, seed):
+        """Held-out label map (ids spread over the gray levels) | output | target, a pair per row."""
+        def columns(a, b):
+            ids = self.onehot(a).argmax(1, keepdim=True).to(b.dtype).expand_as(b)
+            return [ids / (self.options.n_labels - 1) * 2 - 1, eval_batches(self.nets["G"], self.onehot(a)), b]
+        return translation_sheet(self, columns)
 
     def state_dict(self):
         return {"g_steps": self.g_steps}
