@@ -12,6 +12,7 @@ from .infogan import InfoGANRecipe
 from .lapgan import LAPGANRecipe
 from .pggan import PGGANRecipe
 from .pix2pix import Pix2PixRecipe
+from .pix2pixhd import Pix2PixHDRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -20,6 +21,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "stylegan2": StyleGAN2Recipe,
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
+    "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
