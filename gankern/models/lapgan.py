@@ -8,7 +8,8 @@ gankern.ops.resample's downsample2d / upsample2d.
 
 Levels are numbered coarse to fine here (level 0 = the coarsest; the paper numbers them fine to coarse). The latent
 z of G is (N, z0_dim + sum_l r_l^2): level 0's vector, then one noise plane per finer level, so one z fixes a
-sample of the whole pyramid. Widths and depths are ours (the paper's CIFAR-10 nets were wider)."""
+sample of the whole pyramid; it is Gaussian (the trainer's latents; the paper drew uniform noise). Widths and depths
+are ours (the paper's CIFAR-10 nets were wider)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
