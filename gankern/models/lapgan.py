@@ -33,9 +33,11 @@ class LAPGANModelConfig:
 
 def level_sizes(cfg: LAPGANModelConfig, resolution: int) -> list[int]:
     """Resolutions of the levels, coarse to fine (the last is ``resolution``)."""
-    if cfg.levels < 1 or resolution & (resolution - 1) or resolution >> (cfg.levels - 1) < 4:
-        raise ValueError(f"LAPGAN needs a power-of-two resolution with {cfg.levels} levels of at least 4 pixels, "
-                         f"not {resolution} (model.levels must be >= 1)")
+    if cfg.levels < 1:
+        raise ValueError(f"model.levels={cfg.levels} must be >= 1")
+    if resolution & (resolution - 1) or resolution >> (cfg.levels - 1) < 4:
+        raise ValueError(f"LAPGAN with model.levels={cfg.levels} needs a power-of-two resolution >= "
+                         f"{4 << (cfg.levels - 1)} (levels of at least 4 pixels), not {resolution}")
     return [resolution >> (cfg.levels - 1 - i) for i in range(cfg.levels)]
 
 
