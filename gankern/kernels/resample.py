@@ -14,7 +14,9 @@ import math
 import triton
 import triton.language as tl
 
-POSITIONS = 1024  # phase positions (m) per program (8 per thread): BLOCK_Y x BLOCK_X, BLOCK_X <= 64 fitted to the output width
+# phase positions (m) per program, BLOCK_Y x BLOCK_X with BLOCK_X <= 64 fitted to the output width: 8 per thread
+# when there are several phases (they share loads), 4 with one (at 8, the 16 taps of down 2 spill at sm_90)
+POSITIONS = {True: 1024, False: 512}
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -142,7 +144,7 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
     phy, phx = up[1] // math.gcd(up[1], down[1]), up[0] // math.gcd(up[0], down[0])
     block_x = min(64, triton.next_power_of_2(triton.cdiv(Wo, phx)))
-    block_y = min(POSITIONS // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
+    block_y = min(POSITIONS[phy * phx > 1] // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
     n_ty, n_tx = triton.cdiv(triton.cdiv(Ho, phy), block_y), triton.cdiv(triton.cdiv(Wo, phx), block_x)
     wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
     if N * C * n_ty * n_tx > INT32_MAX:
