@@ -122,7 +122,7 @@ def launch_poisoned(x, f, up, down, pad, flip, gain):
 @pytest.mark.parametrize("case", range(len(POLYPHASE)))
 def test_polyphase_kernel_matches_reference(case):
     up, down, pad, fshape, flip, layout = POLYPHASE[case]
-    x, f, gain = make_x(layout, (2, 3, 9, 11)), torch.randn(fshape), float(torch.rand(()) + 0.5)
+    x, f, gain = make_x(layout, (2, 2, 9, 11)), torch.randn(fshape), float(torch.rand(()) + 0.5)
     with backend_ctx("triton"):
         got = upfirdn2d(x, f, up, down, pad, flip, gain)
     torch.testing.assert_close(got, upfirdn2d_ref(x, f, up, down, pad, flip, gain), rtol=1e-5, atol=1e-5)
@@ -181,7 +181,7 @@ def test_int64_offsets_when_a_plane_does_not_fit_int32(monkeypatch):
 def test_polyphase_several_tiles_per_plane():
     """Planes wider and taller than one program's tile (several tiles along x and y, partial ones at the edges)."""
     f = torch.randn(4, 4)
-    x = torch.randn(1, 2, 75, 150)
+    x = torch.randn(1, 1, 37, 140)
     with backend_ctx("triton"):
         got = [upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d(x, f, down=2, padding=1)]
     want = [upfirdn2d_ref(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d_ref(x, f, down=2, padding=1)]
