@@ -14,9 +14,10 @@ import math
 import triton
 import triton.language as tl
 
-# phase positions (m) per program, BLOCK_Y x BLOCK_X with BLOCK_X <= 64 fitted to the output width: 8 per thread
-# when there are several phases (they share loads), 4 with one (at 8, the 16 taps of down 2 spill at sm_90)
-POSITIONS = {True: 1024, False: 512}
+# phase positions (m) per thread: 8 when the phases share loads (2 x 2, 2 x 1 or 1 x 2 phases), else 4 (at 8 the
+# 16 taps of down 2 spill at sm_90); a program has BLOCK_Y x BLOCK_X of them, BLOCK_X <= 64 fitted to the output
+# width, on up to 4 warps (fewer for small planes)
+PER_THREAD = {True: 8, False: 4}
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -144,7 +145,9 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
     phy, phx = up[1] // math.gcd(up[1], down[1]), up[0] // math.gcd(up[0], down[0])
     block_x = min(64, triton.next_power_of_2(triton.cdiv(Wo, phx)))
-    block_y = min(POSITIONS[phy * phx > 1] // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
+    per_thread = PER_THREAD[phy * phx > 1 and max(phy, phx) <= 2]
+    block_y = min(128 * per_thread // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
+    num_warps = max(1, block_y * block_x // (32 * per_thread))
     n_ty, n_tx = triton.cdiv(triton.cdiv(Ho, phy), block_y), triton.cdiv(triton.cdiv(Wo, phx), block_x)
     wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
     if N * C * n_ty * n_tx > INT32_MAX:
@@ -152,4 +155,4 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     upfirdn2d_kernel[(N * C * n_ty * n_tx,)](
         x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, UPX=up[0], UPY=up[1],
         DOWNX=down[0], DOWNY=down[1], PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=f.dim() == 1,
-        FLIP=not flip_filter, WIDE=wide, BLOCK_Y=block_y, BLOCK_X=block_x)
+        FLIP=not flip_filter, WIDE=wide, BLOCK_Y=block_y, BLOCK_X=block_x, num_warps=num_warps)
