@@ -179,12 +179,13 @@ def test_int64_offsets_when_a_plane_does_not_fit_int32(monkeypatch):
 
 
 def test_polyphase_several_tiles_per_plane():
-    """Planes wider and taller than one program's tile (several tiles along x and y, partial ones at the edges)."""
+    """Planes wider and taller than one program's tile (several tiles along x and y, partial ones at the edges);
+    the row-walking kernel of down 2 over several row blocks, column strips and a partial block of channels."""
     f = torch.randn(4, 4)
-    x = torch.randn(1, 1, 37, 140)
+    x, x2 = torch.randn(1, 1, 37, 140), make_x("sliced", (1, 3, 68, 258))
     with backend_ctx("triton"):
-        got = [upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d(x, f, down=2, padding=1)]
-    want = [upfirdn2d_ref(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d_ref(x, f, down=2, padding=1)]
+        got = [upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d(x2, f, down=2, padding=[1, 2, 1, 0])]
+    want = [upfirdn2d_ref(x, f, up=2, padding=[2, 1, 2, 1]), upfirdn2d_ref(x2, f, down=2, padding=[1, 2, 1, 0])]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 

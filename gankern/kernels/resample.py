@@ -5,6 +5,9 @@ i = base(r) + m * (D / g) + j. With U, D, the filter size and the padding compil
 unrolled loop over only its own taps, whose input offsets and filter indices are constants: no index arithmetic per
 tap beyond a constant offset and a bounds mask. Floor: read x once, write the output once.
 
+Down-sampling along y without up-sampling, with DOWNY < FH <= 2 * DOWNY (S2A's down 2 with 4 taps, and the
+gradient of its up 2), runs upfirdn2d_down_kernel instead: it walks down the rows and loads each input row once.
+
 Separable filters are not split into two 1-D passes: at S2A's 4-tap filters a polyphase output takes 2 x 2 taps
 (up 2) or 4 x 4 (down 2), while two passes would add an intermediate image to write and read (+80% of the floor's
 bytes at up 2 and down 2), in a kernel that is bound by memory traffic.
@@ -19,6 +22,8 @@ import triton.language as tl
 # width, on up to 4 warps (fewer for small planes)
 PER_THREAD = {True: 8, False: 4}
 INT32_MAX = 2 ** 31 - 1
+DOWN_ROWS = 32      # output rows per program of upfirdn2d_down_kernel
+DOWN_CHANNELS = 4   # channels per program of upfirdn2d_down_kernel (outputs per thread and step)
 
 
 @triton.jit
@@ -132,9 +137,77 @@ def upfirdn2d_kernel(x, f, out, C, H, W, Ho, Wo, n_tx, n_tiles, sxn, sxc, sxh, s
                          mask=(oy < Ho)[:, None] & (ox < Wo)[None, :])
 
 
+@triton.jit
+def _pick(taps, K: tl.constexpr, SIZE: tl.constexpr):
+    """taps[K] of a 1-D register tensor, as a scalar (pure: hoisted out of loops, unlike a load)."""
+    return tl.sum(tl.where(tl.arange(0, SIZE) == K, taps, 0.0), axis=0)
+
+
+@triton.jit
+def _row_tap(taps, KY: tl.constexpr, KX: tl.constexpr, FW: tl.constexpr, FH: tl.constexpr,
+             SEPARABLE: tl.constexpr, FLIP: tl.constexpr, SIZE: tl.constexpr):
+    """_tap from the filter held in registers (taps: f flattened, padded to SIZE)."""
+    FY: tl.constexpr = FH - 1 - KY if FLIP else KY
+    FX: tl.constexpr = FW - 1 - KX if FLIP else KX
+    if SEPARABLE:
+        return _pick(taps, FY, SIZE) * _pick(taps, FX, SIZE)
+    return _pick(taps, FY * FW + FX, SIZE)
+
+
+@triton.jit
+def upfirdn2d_down_kernel(x, f, out, C, H, W, Ho, Wo, n_tx, n_tiles, sxn, sxc, sxh, sxw, son, soc, soh, sow, gain,
+                          DOWNX: tl.constexpr, DOWNY: tl.constexpr, PX0: tl.constexpr, PY0: tl.constexpr,
+                          FW: tl.constexpr, FH: tl.constexpr, SEPARABLE: tl.constexpr, FLIP: tl.constexpr,
+                          WIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr):
+    """upfirdn2d_kernel's output for up = 1 and DOWNY < FH <= 2 * DOWNY, where each input row feeds at most two
+    output rows: a (BLOCK_C channels, BLOCK_X columns) strip walks down ROWS output rows and loads each input row
+    once; the rows that also feed the next output row add to a carried accumulator (half the loads of the tile
+    kernel at down 2 with 4 taps). Grid: (N * cdiv(C, BLOCK_C) * n_tiles,), n_tiles = row blocks x n_tx strips."""
+    SIZE: tl.constexpr = triton.next_power_of_2(FW if SEPARABLE else FH * FW)
+    taps = tl.load(f + tl.arange(0, SIZE), mask=tl.arange(0, SIZE) < (FW if SEPARABLE else FH * FW),
+                   other=0.0).to(tl.float32)
+    pid = tl.program_id(0)
+    cblock = pid // n_tiles
+    tile = pid % n_tiles
+    n_cb = tl.cdiv(C, BLOCK_C)
+    n = cblock // n_cb
+    c = (cblock % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ox = (tile % n_tx) * BLOCK_X + tl.arange(0, BLOCK_X)
+    oy0 = (tile // n_tx) * ROWS
+    if WIDE:
+        ox = ox.to(tl.int64)
+        oy0 = oy0.to(tl.int64)
+    x_plane = x + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc    # [BLOCK_C] pointers
+    o_plane = out + n.to(tl.int64) * son + c.to(tl.int64) * soc
+    c_ok = c < C
+    ix0 = ox * DOWNX - PX0
+    nxt = tl.zeros([BLOCK_C, BLOCK_X], tl.float32)
+    for oy in range(oy0 - 1, tl.minimum(oy0 + ROWS, Ho)):  # the first step only fills the carry
+        acc = nxt
+        nxt = tl.zeros([BLOCK_C, BLOCK_X], tl.float32)
+        for ky in tl.static_range(FH - DOWNY, FH):  # the rows that the previous step did not load
+            iy = oy * DOWNY + (ky - PY0)
+            row = x_plane + iy * sxh
+            row_ok = c_ok & (iy >= 0) & (iy < H)
+            for kx in tl.static_range(FW):
+                ix = ix0 + kx
+                v = tl.load(row[:, None] + (ix * sxw)[None, :], mask=row_ok[:, None] & ((ix >= 0) & (ix < W))[None, :],
+                            other=0.0).to(tl.float32)
+                acc += _row_tap(taps, ky, kx, FW, FH, SEPARABLE, FLIP, SIZE) * v
+                if ky >= DOWNY:
+                    nxt += _row_tap(taps, ky - DOWNY, kx, FW, FH, SEPARABLE, FLIP, SIZE) * v
+        tl.store(o_plane[:, None] + (oy * soh + ox * sow)[None, :], (acc * gain).to(out.dtype.element_ty),
+                 mask=c_ok[:, None] & ((ox < Wo) & (oy >= oy0))[None, :])
+
+
 def _max_offset(t) -> int:
     """The largest element offset inside one (n, c) plane of a 4-D tensor."""
     return (t.shape[2] - 1) * t.stride(2) + (t.shape[3] - 1) * t.stride(3)
+
+
+def _check_grid(programs: int) -> None:
+    if programs > INT32_MAX:
+        raise ValueError(f"upfirdn2d: {programs} programs, over the grid's 2^31 (split the batch)")
 
 
 def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
@@ -143,15 +216,25 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2:]
     fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
+    wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
+    if tuple(up) == (1, 1) and down[1] < fh <= 2 * down[1]:
+        block_x = min(128, max(32, triton.next_power_of_2(Wo)))
+        n_ty, n_tx = triton.cdiv(Ho, DOWN_ROWS), triton.cdiv(Wo, block_x)
+        block_c = min(DOWN_CHANNELS, triton.next_power_of_2(C))
+        grid = N * triton.cdiv(C, block_c) * n_ty * n_tx
+        _check_grid(grid)
+        upfirdn2d_down_kernel[(grid,)](
+            x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, DOWNX=down[0],
+            DOWNY=down[1], PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=f.dim() == 1, FLIP=not flip_filter,
+            WIDE=wide, ROWS=DOWN_ROWS, BLOCK_C=block_c, BLOCK_X=block_x, num_warps=block_x // 32)
+        return
     phy, phx = up[1] // math.gcd(up[1], down[1]), up[0] // math.gcd(up[0], down[0])
     block_x = min(64, triton.next_power_of_2(triton.cdiv(Wo, phx)))
     per_thread = PER_THREAD[phy * phx > 1 and max(phy, phx) <= 2]
     block_y = min(128 * per_thread // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
     num_warps = max(1, block_y * block_x // (32 * per_thread))
     n_ty, n_tx = triton.cdiv(triton.cdiv(Ho, phy), block_y), triton.cdiv(triton.cdiv(Wo, phx), block_x)
-    wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
-    if N * C * n_ty * n_tx > INT32_MAX:
-        raise ValueError(f"upfirdn2d: {N * C} planes of {n_ty * n_tx} tiles is over the grid's 2^31 programs")
+    _check_grid(N * C * n_ty * n_tx)
     upfirdn2d_kernel[(N * C * n_ty * n_tx,)](
         x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, UPX=up[0], UPY=up[1],
         DOWNX=down[0], DOWNY=down[1], PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=f.dim() == 1,
