@@ -164,18 +164,20 @@ def test_polyphase_nan_inf_where_the_reference_has_them(case):
 
 
 def test_int64_offsets_when_a_plane_does_not_fit_int32(monkeypatch):
-    """Planes whose offsets pass the int32 limit run the kernel's int64 (WIDE) indexing: the limit lowered here so
-    that a small plane takes that path, results unchanged."""
+    """Planes whose offsets pass the int32 limit run the kernels' int64 (WIDE) indexing (the tile kernel and the
+    row-walking one of down 2): the limit lowered here so that a small plane takes that path, results unchanged."""
     from gankern.kernels import resample as k
     launches = []
     monkeypatch.setattr(k, "INT32_MAX", 10)
-    run = k.upfirdn2d_kernel.run
-    monkeypatch.setattr(k.upfirdn2d_kernel, "run", lambda *a, **kw: launches.append(kw["WIDE"]) or run(*a, **kw))
+    for kernel in (k.upfirdn2d_kernel, k.upfirdn2d_down_kernel):
+        monkeypatch.setattr(kernel, "run",
+                            lambda *a, run=kernel.run, **kw: launches.append(kw["WIDE"]) or run(*a, **kw))
     x, f = make_x("channels_last", (1, 3, 6, 5)), torch.randn(4)
     with backend_ctx("triton"):
-        got = upsample2d(x, f, 2)
-    assert launches == [True]
-    torch.testing.assert_close(got, upsample2d(x, f, 2, impl="ref"), rtol=1e-5, atol=1e-5)
+        got = [upsample2d(x, f, 2), downsample2d(x, f, 2)]
+    assert launches == [True, True]
+    torch.testing.assert_close(got[0], upsample2d(x, f, 2, impl="ref"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], downsample2d(x, f, 2, impl="ref"), rtol=1e-5, atol=1e-5)
 
 
 def test_polyphase_several_tiles_per_plane():
