@@ -10,6 +10,7 @@ from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
 from .pix2pix import Pix2PixRecipe
+from .singan import SinGANRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -19,6 +20,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
     "cyclegan": CycleGANRecipe,
+    "singan": SinGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
