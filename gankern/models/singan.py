@@ -81,12 +81,12 @@ def resize(x: torch.Tensor, shape) -> torch.Tensor:
 def pyramid_shapes(h: int, w: int, n_scales: int, min_size: int) -> list[tuple[int, int]]:
     """Shapes of scales 0..n-1 of an h x w image: the finest is h x w, the coarsest's shorter side ``min_size``, the
     ratio between scales r = (min_size / min(h, w)) ** (1 / (n - 1)) (the official code's fit of its scale factor)."""
-    if n_scales == 1:
-        return [(h, w)]
     short = min(h, w)
     if short < min_size:
         raise ValueError(f"SinGAN: the image is {w}x{h} px, its shorter side below recipe.min_size={min_size}: raise "
                          f"--res (the longer side) or lower recipe.min_size")
+    if n_scales == 1:
+        return [(h, w)]
     r = (min_size / short) ** (1.0 / (n_scales - 1))
     return [(max(1, round(h * r ** (n_scales - 1 - s))), max(1, round(w * r ** (n_scales - 1 - s))))
             for s in range(n_scales)]
@@ -154,6 +154,7 @@ class SinGANGenerator(nn.Module):
         z = self.noise(1, shapes[:1], g)
         return z + [self.noise_amp.new_zeros(1, self.channels, *sh) for sh in shapes[1:]]
 
+    @torch.no_grad()
     def sample(self, n: int, generator=None, size: tuple[int, int] | None = None,
                start: int = 0, inject: torch.Tensor | None = None) -> torch.Tensor:
         """n images (n, C, h, w) of the finest trained scale (``size`` (h, w): another size, noise scaled);
