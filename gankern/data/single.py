@@ -24,7 +24,7 @@ def _image(spec: str) -> Image.Image:
     if spec.startswith("sample:"):
         name = spec.partition(":")[2]
         if name not in SAMPLES:
-            raise ValueError(f"--data {spec}: the bundled sample images are {', '.join('sample:' + s for s in SAMPLES)}")
+            raise ValueError(f"--data {spec}: the bundled images are {', '.join('sample:' + s for s in SAMPLES)}")
         from sklearn.datasets import load_sample_image
         return Image.fromarray(load_sample_image(f"{name}.jpg"))
     if not os.path.isfile(spec):

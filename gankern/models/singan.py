@@ -137,19 +137,22 @@ class SinGANGenerator(nn.Module):
         return [(max(1, round(h * fh)), max(1, round(w * fw))) for h, w in shapes]
 
     def noise(self, n: int, shapes: list[tuple[int, int]], generator=None, start: int = 0) -> list[torch.Tensor]:
-        """N(0, 1) maps for scales start.. of ``shapes``: (n, 1, h, w) at scale 0, (n, C, h, w) above; drawn on the
-        CPU (the same on every device), returned on the module's device. generator: a torch.Generator, None or a
-        list of n (sample i's maps from generator i alone)."""
+        """N(0, 1) maps for scales start.. of ``shapes``: (n, 1, h, w) at scale 0, (n, C, h, w) above, on the module's
+        device, drawn on the generator's (a CPU generator gives the same maps on every device). generator: a
+        torch.Generator, None (torch's global one on the module's device) or a list of n (sample i's maps from
+        generator i alone)."""
         if isinstance(generator, (list, tuple)):
             if len(generator) != n:
                 raise ValueError(f"{len(generator)} generators for {n} samples")
             return [torch.cat(z) for z in zip(*(self.noise(1, shapes, g, start) for g in generator))]
         dev = self.noise_amp.device
-        return [torch.randn(n, 1 if s == 0 else self.channels, *shapes[s], generator=generator).to(dev)
+        at = dev if generator is None else generator.device
+        return [torch.randn(n, 1 if s == 0 else self.channels, *shapes[s], generator=generator, device=at).to(dev)
                 for s in range(start, len(shapes))]
 
     def rec_noise(self, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
-        """The reconstruction's maps: the fixed z_rec at scale 0, zeros above (G(rec_noise) reproduces the image)."""
+        """The reconstruction's maps: the fixed z_rec at scale 0 (drawn on the CPU: the same on every device), zeros
+        above (G(rec_noise) reproduces the image)."""
         g = torch.Generator().manual_seed(int(self.rec_seed))
         z = self.noise(1, shapes[:1], g)
         return z + [self.noise_amp.new_zeros(1, self.channels, *sh) for sh in shapes[1:]]

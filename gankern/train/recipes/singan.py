@@ -101,6 +101,7 @@ class SinGANRecipe(Recipe):
         T = env.total_steps
         self.bounds = [s * T // self.n for s in range(self.n)] + [T]      # scale s: steps [bounds[s], bounds[s + 1])
         self.done = 0                 # steps done (set by the last phase's after_step)
+        self.s, self.shapes = -1, []  # G.scale and G.shapes as Python values: no host sync per step
         self.decaying = False         # this step's lr is x0.1 (fixed in the step's first D phase)
         self.old: dict[str, list[torch.Tensor]] = {}
         self.reals: list[torch.Tensor] = []
@@ -112,14 +113,15 @@ class SinGANRecipe(Recipe):
         """The real images (B, C, h_s, w_s) of every scale; on first sight of the data, G's shapes and scale 0."""
         G = self.nets["G"]
         shapes = pyramid_shapes(*real.shape[-2:], self.n, self.options.min_size)
-        if G.trained < 0:
+        if self.s < 0:
             G.shapes.copy_(torch.tensor(shapes))
             G.rec_seed.fill_(derive_seed(self.env.seed, "singan-rec") % 2 ** 31)
             G.noise_amp[0] = 1.0
             G.scale.fill_(0)
-        elif [tuple(v) for v in G.shapes.tolist()] != shapes:
-            raise ValueError(f"SinGAN: this run was trained on a {G.shapes[-1, 1]}x{G.shapes[-1, 0]} image, the data "
-                             f"is {real.shape[-1]}x{real.shape[-2]}: resume with the run's data and --res")
+            self.s, self.shapes = 0, shapes
+        elif self.shapes != shapes:
+            raise ValueError(f"SinGAN: this run was trained on a {self.shapes[-1][1]}x{self.shapes[-1][0]} image, "
+                             f"the data is {real.shape[-1]}x{real.shape[-2]}: resume with the run's data and --res")
         return [resize(real, sh) for sh in shapes]
 
     @torch.no_grad()
@@ -127,8 +129,8 @@ class SinGANRecipe(Recipe):
         """Move G (and D) on to the scale of step ``done``: freeze, copy the weights, set the noise amplitude."""
         G, D, o = self.nets["G"], self.nets["D"], self.options
         target = max(s for s in range(self.n) if self.bounds[s] <= self.done)
-        while G.trained < target:
-            s = G.trained + 1
+        while self.s < target:
+            s = self.s + 1
             for nets in (G.scales, D.scales):
                 if nets[s].body[0].out_channels == nets[s - 1].body[0].out_channels:
                     nets[s].load_state_dict(nets[s - 1].state_dict())
@@ -136,15 +138,14 @@ class SinGANRecipe(Recipe):
                 up = resize(G.reconstruct(s - 1), self.reals[s].shape[-2:])
             G.noise_amp[s] = o.noise_amp * F.mse_loss(up, self.reals[s][:1]).sqrt()
             G.scale.fill_(s)
-            self.rec_in = None
+            self.s, self.rec_in = s, None
         a, b = self.bounds[target], self.bounds[target + 1]
         self.decaying = self.done - a >= o.decay_at * (b - a) and o.decay_at < 1.0
 
     def _rec_inputs(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(prev, z) of the reconstruction at scale s: the frozen scales' reconstruction upsampled, and z_rec or 0."""
         if self.rec_in is None or self.rec_in[0] != s:
-            G = self.nets["G"]
-            shapes = G.pyramid()
+            G, shapes = self.nets["G"], self.shapes[:s + 1]
             z = G.rec_noise(shapes)
             with torch.no_grad():
                 prev = resize(G(z[:s]), shapes[s]) if s else torch.zeros_like(self.reals[0][:1])
@@ -153,8 +154,7 @@ class SinGANRecipe(Recipe):
 
     def _fake(self, n: int, s: int, gen: torch.Generator) -> torch.Tensor:
         """n random images at scale s: the frozen scales without gradients, G_s with."""
-        G = self.nets["G"]
-        shapes = G.pyramid()
+        G, shapes = self.nets["G"], self.shapes[:s + 1]
         z = G.noise(n, shapes, gen)
         with torch.no_grad():
             prev = resize(G(z[:s]), shapes[s]) if s else z[0].new_zeros(n, G.channels, *shapes[0])
@@ -166,19 +166,19 @@ class SinGANRecipe(Recipe):
         self.reals = self._pyramid(b.real)
         if phase == "D":
             self._advance()
-        s = G.trained
+        s = self.s
         for nets in (G.scales, D.scales):               # the frozen scales use their running batch-norm statistics
             for i, m in enumerate(nets):
                 m.train(i == s)
         if self.decaying:
             self.old.setdefault(phase, [p.detach().clone() for p in self.nets[phase].scales[s].parameters()])
-        gen = torch.Generator().manual_seed(b.seed)
         x = self.reals[s]
+        gen = torch.Generator(x.device).manual_seed(b.seed)         # on the device: no host copies per step
         with self.env.autocast():
             fake = self._fake(len(x), s, gen)
             if phase == "D":
                 d_real, d_fake = D(x, s).mean(), D(fake, s).mean()
-                eps = torch.rand(len(x), generator=gen).to(x)
+                eps = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype)
                 x_hat = interpolate(x, fake.detach().to(x.dtype), eps).requires_grad_(True)
                 (g,) = torch.autograd.grad(D(x_hat, s).sum(), x_hat, create_graph=True)
                 gp = grad_norm_penalty(g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]), 1.0)   # per pixel, as official
@@ -197,21 +197,21 @@ class SinGANRecipe(Recipe):
     def after_step(self, phase: str, step: int) -> None:
         old = self.old.pop(phase, None)
         if old is not None:                                     # the update scaled by 0.1: lr x0.1 for Adam
-            for p, q in zip(self.nets[phase].scales[self.nets["G"].trained].parameters(), old):
+            for p, q in zip(self.nets[phase].scales[self.s].parameters(), old):
                 p.copy_(torch.lerp(q, p, 0.1))
         if phase == self.phases[-1].name:
             self.done = step + 1
 
     @torch.no_grad()
     def log_stats(self):
-        G = self.nets["G"]
-        s = G.trained
+        G, s = self.nets["G"], self.s
         if s < 0 or not self.reals:
             return {}
         real = self.reals[s][:1]
         dev = real.device
         with eval_mode(G):
-            out = {"rec/rmse": F.mse_loss(G.reconstruct(s), real).sqrt(), "rec/scale": torch.tensor(float(s), device=dev)}
+            out = {"rec/rmse": F.mse_loss(G.reconstruct(s), real).sqrt(),
+                   "rec/scale": torch.tensor(float(s), device=dev)}
             if self.options.sifid != "off":
                 from ..sifid import resolve, sifid
                 self.features = self.features or resolve(self.options.sifid)
@@ -220,10 +220,12 @@ class SinGANRecipe(Recipe):
         return out
 
     def state_dict(self):
-        return {"done": self.done, "bounds": torch.tensor(self.bounds)}
+        return {"done": self.done, "bounds": torch.tensor(self.bounds), "scale": self.s,
+                "shapes": torch.tensor(self.shapes or [[0, 0]] * self.n)}
 
     def load_state_dict(self, state):
-        self.done, self.bounds = int(state["done"]), [int(v) for v in state["bounds"]]
+        self.done, self.bounds, self.s = int(state["done"]), [int(v) for v in state["bounds"]], int(state["scale"])
+        self.shapes = [tuple(v) for v in state["shapes"].tolist()] if self.s >= 0 else []
 
     # -- sampling -------------------------------------------------------------------------------------------------
     def sample(self, G: SinGANGenerator, z: torch.Tensor, size: tuple[int, int] | None = None, start: int = 0,
