@@ -73,6 +73,8 @@ def test_trains_and_reconstruction_error_falls(run):
     assert all(math.isfinite(v) for r in rows for v in r.values())
     assert [r["rec/scale"] for r in rows] == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
     assert rows[0]["G/rec"] > 3 * rows[3]["G/rec"]                    # scale 0 learns to reconstruct from z_rec
+    assert rows[0]["rec/rmse"] > 2 * rows[3]["rec/rmse"]              # the logged metric (G in eval mode) too
+    assert rows[-1]["sifid_digits"] < 0.5 * rows[0]["sifid_digits"]   # and the samples' patches near the image's
     G = load_generator(run)[0]
     real = open_dataset("sample:china", 32).images
     assert G.trained == 2 and tuple(G.pyramid()[-1]) == tuple(real.shape[-2:])
