@@ -13,7 +13,8 @@ and the upsampled reconstruction of s - 1. Each step: ``d_steps`` critic steps (
 rate drops x0.1 after ``decay_at`` of each scale's steps (the official 1600 of 2000), done as pix2pix's LinearDecay
 does, by scaling the optimizer's update (exact for Adam). Where the schedule stands (the scale, noise amplitudes,
 shapes, the seed of z_rec) lives in G's buffers, so checkpoints, G_ema and ``gankern generate`` carry it; the
-recipe's own state is the step count and the schedule's bounds: a resume continues bit-identically, mid-scale too.
+recipe's own state is the step count, the schedule's bounds and Python copies of the scale and shapes (no host sync
+per step): a resume continues bit-identically, mid-scale too.
 
 Logged: ``rec/rmse`` (RMSE, on [-1, 1], of the reconstruction at the scale being trained), ``rec/scale`` and SIFID
 of ``sifid_n`` samples (gankern/train/sifid.py; ``sifid_inception`` or ``sifid_digits``, by the features used).
