@@ -270,8 +270,8 @@ def generate_main(args) -> int | None:
     flags = [f for f, k in (("--size", "size"), ("--scale-start", "scale_start"), ("--inject", "inject"))
              if getattr(args, k, None) is not None]
     if run_recipe(args.run) != "singan":
-        return _error("generate", f"{', '.join(flags)}: SinGAN's options, and {args.run} is no singan run") \
-            if flags else None
+        return _error("generate", f"{', '.join(flags)}: SinGAN's options, for runs of --config singan (--run "
+                                  f"{args.run} is not one)") if flags else None
     import os
 
     from ...data.single import load_image
