@@ -13,6 +13,7 @@ from .lapgan import LAPGANRecipe
 from .pggan import PGGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .pix2pixhd import Pix2PixHDRecipe
+from .singan import SinGANRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -23,6 +24,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "pix2pix": Pix2PixRecipe,
     "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
+    "singan": SinGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
