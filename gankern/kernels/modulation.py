@@ -204,7 +204,9 @@ def _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT: tl.constexpr):
     """(xhat, dv) on one tile: dv = dy * f'(xhat * gamma + beta), both 0 outside the mask m."""
     xh = tl.where(m, (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
     gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
-    if ACT != 0:
+    if ACT == 1:  # torch's relu backward tests its output (v <= 0): a NaN v passes the gradient, as in the ref
+        gy = tl.where(m & (xh * g[:, None] + bt[:, None] <= 0), 0.0, gy)
+    elif ACT != 0:
         gy = tl.where(m, gy * act_eval(xh * g[:, None] + bt[:, None], alpha, ACT, 1), 0.0)
     return xh, gy
 
