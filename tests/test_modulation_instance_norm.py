@@ -26,7 +26,7 @@ def tiles(request, monkeypatch):
     """The one-pass kernels, or the two-pass ones with small tiles so that the pixel loops take several steps."""
     if request.param == "two-pass":
         monkeypatch.setattr(kernels, "ADAIN_ONE_PASS_MAX_HW", 1)
-        monkeypatch.setattr(kernels, "ADAIN_TWO_PASS_TILE", {False: (2, 4), True: (4, 2)})
+        monkeypatch.setattr(kernels, "ADAIN_TWO_PASS_TILE", {False: (8, 4), True: (8, 4)})
     return request.param
 
 
