@@ -254,6 +254,25 @@ def test_instance_norm_custom_ops_pass_opcheck():
                                                                 "triton"), test_utils=utils)
 
 
+def test_wgan_gp_through_a_discriminator_with_instance_norm():
+    """WGAN-GP differentiates D's input gradient again w.r.t. D's parameters (instance norm's double backward): the
+    penalty and its gradients equal those of the reference twin."""
+    torch.manual_seed(3)
+    D = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), InstanceNorm2d(6, affine=True, act="lrelu"), nn.Conv2d(6, 1, 3))
+    with torch.no_grad():
+        D[1].weight.normal_()
+        D[1].bias.normal_()
+    real, fake = torch.randn(4, 3, 10, 10), torch.randn(4, 3, 10, 10)
+    out = {}
+    for name in ("ref", "triton"):
+        with backend_ctx(name):
+            gp = gankern.ops.gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0))
+            out[name] = (gp,) + torch.autograd.grad(gp, list(D.parameters()), allow_unused=True, materialize_grads=True)
+    for g, r in zip(out["triton"], out["ref"]):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    assert float(out["ref"][2].abs().sum()) > 0  # the norm's weight gets a second-order gradient
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the module
 
