@@ -141,7 +141,7 @@ def test_instance_norm_layouts_of_every_argument(layout, param_layout):
 
 @pytest.mark.parametrize("act", ACTS)
 def test_instance_norm_nan_and_inf_propagate_where_ref_has_them(tiles, act):
-    """A NaN or an Inf in x spoils its plane; a NaN weight or an Inf bias its channel: the same NaN / Inf
+    """A NaN or an Inf in x spoils its plane; a NaN or Inf weight or an Inf bias its channel: the same NaN / Inf
     positions as ref in the output and in the gradients, the same values elsewhere."""
     x = torch.randn(3, 4, 3, 5)
     x[0, 1, 1, 2] = float("nan")
@@ -149,6 +149,7 @@ def test_instance_norm_nan_and_inf_propagate_where_ref_has_them(tiles, act):
     x[2, 0, 2, 4] = -float("inf")
     weight, bias = torch.randn(4), torch.randn(4)
     weight[3] = float("nan")
+    weight[1] = -float("inf")
     bias[2] = float("inf")
     bias[0] = -float("inf")
     dy = torch.randn(3, 4, 3, 5)

@@ -222,13 +222,15 @@ def adain_bwd_kernel(x, gamma, beta, mean_in, rstd_in, dy, dx, dgamma, dbeta, C,
     g, bt = _norm_affine(gamma, beta, n, c, cmask, sgn, HAS_W, HAS_B, BLOCK_C)
     mean = tl.load(mean_in + n * C + c, mask=cmask, other=0.0)
     rstd = tl.load(rstd_in + n * C + c, mask=cmask, other=0.0)
+    # gamma factored out of the sums: an Inf gamma gives NaN, as dxhat = dv * gamma minus its mean does in the ref
+    gr = tl.where(tl.abs(g) < float("inf"), g * rstd, float("nan"))
     if ONE_PASS:
         m = cmask[:, None] & (p < HW)[None, :]
         off = row[:, None] + p[None, :].to(tl.int64) * sxp
         xh, gy = _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT)
         sdy = tl.sum(gy, axis=1)
         sdyx = tl.sum(gy * xh, axis=1)
-        out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+        out = gr[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
         tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
     else:
         a1 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
@@ -245,7 +247,7 @@ def adain_bwd_kernel(x, gamma, beta, mean_in, rstd_in, dy, dx, dgamma, dbeta, C,
             m = cmask[:, None] & (p0 + p < HW)[None, :]
             off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
             xh, gy = _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT)
-            out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+            out = gr[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
             tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
     tl.store(dgamma + n * C + c, sdyx, mask=cmask)
     tl.store(dbeta + n * C + c, sdy, mask=cmask)
