@@ -430,8 +430,9 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
 def instance_norm_ref(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                       eps: float = 1e-5, act: str = "linear", alpha: float | None = 0.2) -> torch.Tensor:
     """Eager twin of :func:`instance_norm`: ``f(F.instance_norm(x, eps=eps) * weight + bias)`` with f the activation
-    (no gain), computed in fp32 for 16-bit inputs. The affine comes after the normalization, as in the kernels (torch
-    folds it into one multiply-add on the CPU, which turns an Inf weight's -Inf into NaN where x > mean)."""
+    (no gain), computed in fp32 for 16-bit inputs. The affine comes after the normalization, as in the kernels and
+    adain_ref (torch's CPU kernel folds mean, rstd and the affine into one multiply-add, which makes some of an Inf
+    weight's +-Inf NaN)."""
     spec, alpha = _act_params(act, alpha, None, None)[:2]
     xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     y = F.instance_norm(xc, eps=eps)
