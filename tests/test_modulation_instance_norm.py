@@ -10,6 +10,7 @@ from torch import nn
 
 import gankern
 from gankern.kernels import modulation as kernels
+from gankern.models.pix2pix import FusedAct
 from gankern.nn import InstanceNorm2d
 from gankern.ops.modulation import instance_norm, instance_norm_ref
 
@@ -368,7 +369,7 @@ def test_module_bad_arguments_raise():
 
 def _unfused(model: nn.Module) -> nn.Module:
     """A copy of model with torch modules in place of each fused norm: nn.InstanceNorm2d, and the activation where
-    the next nn.Identity (in module order) keeps its place: the layout the models had before the fusion."""
+    the next FusedAct (in module order) keeps its place: the layout the models had before the fusion."""
     model = copy.deepcopy(model)
     pending = None
     for name, m in list(model.named_modules()):
@@ -377,21 +378,32 @@ def _unfused(model: nn.Module) -> nn.Module:
         if isinstance(m, InstanceNorm2d):
             setattr(parent, attr, nn.InstanceNorm2d(m.num_features))
             pending = {"relu": lambda: nn.ReLU(True), "lrelu": lambda: nn.LeakyReLU(0.2, True)}.get(m.act)
-        elif type(m) is nn.Identity and pending is not None:
+        elif isinstance(m, FusedAct) and pending is not None:
             setattr(parent, attr, pending())
             pending = None
     assert pending is None
     return model
 
 
-@pytest.mark.parametrize("which", ["unet", "patchgan", "resnet"])
+def _flat_outputs(out):
+    return [t for o in out for t in _flat_outputs(o)] if isinstance(out, (list, tuple)) else [out]
+
+
+@pytest.mark.parametrize("which", ["unet", "patchgan", "resnet", "local_enhancer", "multiscale_d"])
 def test_models_fuse_instance_norm_and_keep_keys_and_values(which):
+    """pix2pix, CycleGAN and pix2pixHD with instance norm: the state_dict keys of the unfused layout (checkpoints
+    load both ways, strict) and its outputs (pix2pixHD's D: every feature of its feature-matching loss)."""
     from gankern.models.cyclegan import ResnetGenerator
     from gankern.models.pix2pix import PatchGAN, UNet
+    from gankern.models.pix2pixhd import LocalEnhancer, MultiscaleDiscriminator
     torch.manual_seed(0)
     model, x = {"unet": (UNet(3, 2, ngf=4, depth=4, norm="instance"), torch.randn(2, 3, 16, 16)),
                 "patchgan": (PatchGAN(5, ndf=4, norm="instance"), torch.randn(2, 5, 32, 32)),
-                "resnet": (ResnetGenerator(3, 3, ngf=4, n_blocks=2), torch.randn(2, 3, 16, 16))}[which]
+                "resnet": (ResnetGenerator(3, 3, ngf=4, n_blocks=2), torch.randn(2, 3, 16, 16)),
+                "local_enhancer": (LocalEnhancer(3, 3, ngf=2, n_blocks=1, n_down_global=2, n_blocks_global=1),
+                                   torch.randn(2, 3, 16, 16)),
+                "multiscale_d": (MultiscaleDiscriminator(4, ndf=4, n_layers=2, num_D=2), torch.randn(2, 4, 32, 32)),
+                }[which]
     model.eval()  # the U-Net's dropout off (instance norm without running stats is the same in both modes)
     fused = [m for m in model.modules() if isinstance(m, InstanceNorm2d)]
     assert fused and any(m.act != "linear" for m in fused)
@@ -399,10 +411,13 @@ def test_models_fuse_instance_norm_and_keep_keys_and_values(which):
     assert not any(isinstance(m, InstanceNorm2d) for m in old.modules())
     old.load_state_dict(model.state_dict(), strict=True)
     model.load_state_dict(old.state_dict(), strict=True)
-    want = old(x.clone())
+    want = _flat_outputs(old(x.clone()))
     for name in ("ref", "triton"):
         with backend_ctx(name):
-            torch.testing.assert_close(model(x.clone()), want, rtol=1e-4, atol=1e-4)
+            got = _flat_outputs(model(x.clone()))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,12 +20,17 @@ def norm_layer(kind: str, ch: int, act: str = "linear") -> nn.Module:
     raise ValueError(f"norm must be batch or instance, not '{kind}'")
 
 
+class FusedAct(nn.Identity):
+    """The place of an activation that the instance norm before it applies (fused): it keeps Sequential indices,
+    so state_dict keys, those of the unfused pair, and marks where the activation's output is (pix2pixHD's feature
+    matching reads the outputs of the activations)."""
+
+
 def norm_act(kind: str, ch: int, act: str) -> list[nn.Module]:
-    """[norm, activation] over ch channels, act "relu" or "lrelu" (slope 0.2). Instance norm: one fused op, and an
-    nn.Identity in the activation's place, so that Sequential indices (state_dict keys) stay those of the unfused
-    pair."""
+    """[norm, activation] over ch channels, act "relu" or "lrelu" (slope 0.2); instance norm: [the fused norm,
+    FusedAct()]."""
     if kind == "instance":
-        return [norm_layer(kind, ch, act), nn.Identity()]
+        return [norm_layer(kind, ch, act), FusedAct()]
     return [norm_layer(kind, ch), ACT_MODULES[act]()]
 
 
@@ -46,11 +51,11 @@ class UNet(nn.Module):
         w = [ngf * min(2 ** i, 8) for i in range(depth)]
         bias = norm == "instance"                   # BatchNorm's shift replaces the bias (as the official code)
         # a down block's LeakyReLU acts in place on the previous block's output, which is also its skip: instance
-        # norm takes it into its fused op (same values in both places) and an Identity keeps its index
+        # norm takes it into its fused op (same values in both places) and a FusedAct keeps its index
         fused = norm == "instance"
         self.down = nn.ModuleList()
         for i in range(depth):
-            layers = [] if i == 0 else [nn.Identity() if fused and 1 < i else nn.LeakyReLU(0.2, True)]
+            layers = [] if i == 0 else [FusedAct() if fused and 1 < i else nn.LeakyReLU(0.2, True)]
             layers.append(nn.Conv2d(in_ch if i == 0 else w[i - 1], w[i], 4, 2, 1, bias=bias or i in (0, depth - 1)))
             if 0 < i < depth - 1:
                 layers.append(norm_layer(norm, w[i], "lrelu" if fused else "linear"))
