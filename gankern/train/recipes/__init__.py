@@ -11,6 +11,7 @@ from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
 from .pix2pix import Pix2PixRecipe
 from .pix2pixhd import Pix2PixHDRecipe
+from .singan import SinGANRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -21,6 +22,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "pix2pix": Pix2PixRecipe,
     "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
+    "singan": SinGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
