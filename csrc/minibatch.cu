@@ -28,15 +28,25 @@ struct alignas(16) Vec4 {
 // the banks.
 __host__ __device__ __forceinline__ int64_t vec_stride(int64_t C) { return ((C + 3) / 4) | 1; }
 
-// tile[r, c] = M[r0 + r, b, c] in fp32 for r < MB_TILE, c < 4 * vec_stride(C); zeros past N or C.
+// tile[r, c] = M[r0 + r, b, c] in fp32 for r < MB_TILE, c < 4 * vec_stride(C); zeros past N or C. 32-bit tile
+// indices stepped incrementally (no division per element: the tile is at most MB_TILE x 52 floats).
 template <typename T>
 __device__ __forceinline__ void load_tile(Vec4* tile, const T* M, int64_t r0, int64_t b, int64_t N, int64_t B,
                                           int64_t C) {
-  const int64_t width = 4 * vec_stride(C);
+  const int width = 4 * (int)vec_stride(C), c_end = (int)C;
+  const int rows = N - r0 < MB_TILE ? (int)(N - r0) : MB_TILE;
+  const int dr = kThreads / width, dc = kThreads - dr * width;  // the step of kThreads elements in (rows, cols)
+  const T* src = M + (r0 * B + b) * C;                           // row r at src + r * B * C
   float* t = reinterpret_cast<float*>(tile);
-  for (int64_t e = threadIdx.x; e < MB_TILE * width; e += kThreads) {
-    const int64_t r = e / width, c = e % width;
-    t[e] = r0 + r < N && c < C ? to_float(M[((r0 + r) * B + b) * C + c]) : 0.0f;
+  int r = (int)threadIdx.x / width, c = (int)threadIdx.x - r * width;
+  for (int e = threadIdx.x; e < MB_TILE * width; e += kThreads) {
+    t[e] = r < rows && c < c_end ? to_float(src[r * B * C + c]) : 0.0f;
+    r += dr;
+    c += dc;
+    if (c >= width) {
+      c -= width;
+      ++r;
+    }
   }
 }
 
@@ -109,14 +119,20 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
   float* gj = gi + MB_TILE;                           // [MB_TILE]
   const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE;
   const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
-  const int64_t n_items = MB_TILE * n4;  // item e: row e / n4, columns 4 (e % n4) .. + 3
+  // item e = threadIdx.x + kThreads * k (k < kItems, e < MB_TILE * n4): row e / n4, columns 4 (e % n4) .. + 3;
+  // rows past the tile mark items that do not exist. 32-bit division once per item, not per tile of rows j.
+  int item_row[kItems], item_col[kItems];
+  for (int k = 0; k < kItems; ++k) {
+    const int e = (int)threadIdx.x + kThreads * k;
+    item_row[k] = e / (int)n4;
+    item_col[k] = e - item_row[k] * (int)n4;
+  }
   load_tile(mi, M, i0, b, N, B, C);
   if (threadIdx.x < MB_TILE) gi[threadIdx.x] = i0 + threadIdx.x < N ? to_float(g[(i0 + threadIdx.x) * B + b]) : 0.0f;
   __syncthreads();
   Vec4 xi[kItems], acc[kItems];
   for (int k = 0; k < kItems; ++k) {
-    const int64_t e = threadIdx.x + (int64_t)kThreads * k;
-    xi[k] = e < n_items ? mi[(e / n4) * s4 + e % n4] : Vec4{0.0f, 0.0f, 0.0f, 0.0f};
+    xi[k] = item_row[k] < MB_TILE ? mi[item_row[k] * s4 + item_col[k]] : Vec4{0.0f, 0.0f, 0.0f, 0.0f};
     acc[k] = Vec4{0.0f, 0.0f, 0.0f, 0.0f};
   }
   for (int64_t j0 = 0; j0 < N; j0 += MB_TILE) {
@@ -134,10 +150,9 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
     __syncthreads();
     const int64_t rows_j = N - j0 < MB_TILE ? N - j0 : MB_TILE;
     for (int k = 0; k < kItems; ++k) {
-      const int64_t e = threadIdx.x + (int64_t)kThreads * k;
-      if (e >= n_items) break;
-      const float* wr = w + (e / n4) * kWStride;
-      const Vec4* y = mj + e % n4;
+      if (item_row[k] >= MB_TILE) break;
+      const float* wr = w + item_row[k] * kWStride;
+      const Vec4* y = mj + item_col[k];
       for (int64_t l = 0; l < rows_j; ++l) {
         const float wv = wr[l];
         const Vec4 m = y[l * s4];
@@ -149,8 +164,8 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
     }
   }
   for (int k = 0; k < kItems; ++k) {
-    const int64_t e = threadIdx.x + (int64_t)kThreads * k, r = e / n4, c = 4 * (e % n4);
-    if (e >= n_items || i0 + r >= N) continue;
+    const int r = item_row[k], c = 4 * item_col[k];
+    if (r >= MB_TILE || i0 + r >= N) continue;
     T* dst = dM + ((i0 + r) * B + b) * C;
     const float v[4] = {acc[k].x, acc[k].y, acc[k].z, acc[k].w};
     for (int q = 0; q < 4 && c + q < C; ++q) dst[c + q] = from_float<T>(v[q]);

@@ -112,6 +112,28 @@ def test_bias_act_non_dense_input_and_empty_batch(name):
     assert empty.shape == (0, 3, 5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("name", KERNELS)
+def test_bias_act_vector_and_misaligned_paths(name, dtype):
+    """x, dy and the outputs 16-byte aligned: the CUDA kernel's vector path (channels changing inside a vector) and
+    its scalar tail; the same values one element past an aligned address: the scalar path throughout."""
+    n = 2 * 3 * 11 * 5  # not a multiple of 8
+    for offset in (0, 1):
+        x = torch.randn(n + 8, dtype=dtype)[offset:offset + n].view(2, 3, 11, 5)
+        dy = torch.randn(n + 8, dtype=dtype)[offset:offset + n].view(2, 3, 11, 5)
+        assert (x.data_ptr() % 16 != 0) == bool(offset)
+        b = torch.randn(11, dtype=dtype)
+        xg = x.clone().requires_grad_(True)
+        with backend_ctx(name):
+            y = bias_act(x, b, 2, "lrelu", clamp=1.0)
+            (gx,) = torch.autograd.grad(bias_act(xg, b, 2, "swish"), xg, dy)
+        xr = x.float().requires_grad_(True)
+        (gr,) = torch.autograd.grad(bias_act_ref(xr, b.float(), 2, "swish"), xr, dy.float())
+        tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(y.float(), bias_act_ref(x.float(), b.float(), 2, "lrelu", clamp=1.0), **tol)
+        torch.testing.assert_close(gx.float(), gr, **tol)
+
+
 def test_bias_act_reference_meaning():
     """The table's defaults: act linear (StyleGAN2-ADA's default); lrelu slope 0.2 with gain sqrt(2); clamp after
     the gain."""
