@@ -57,6 +57,23 @@ __device__ __forceinline__ T load_global(const T* p) {
 #endif
 }
 
+// (q, r) = (e / d, e % d) along e = start, start + step, ...: one division up front, then additions (a division per
+// element costs tens of instructions, 64-bit ones far more).
+template <typename I>
+struct DivStep {
+  I q, r, dq, dr, d;
+  __device__ __forceinline__ DivStep(I start, I step, I d_)
+      : q(start / d_), r(start - start / d_ * d_), dq(step / d_), dr(step - step / d_ * d_), d(d_) {}
+  __device__ __forceinline__ void next() {
+    q += dq;
+    r += dr;
+    if (r >= d) {
+      r -= d;
+      ++q;
+    }
+  }
+};
+
 // Whether p is a multiple of `bytes` (a power of two).
 __host__ __device__ __forceinline__ bool aligned_to(const void* p, unsigned bytes) {
   return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
