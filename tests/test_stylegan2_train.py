@@ -377,3 +377,17 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
                  "--outdir", str(tmp_path / "p")]) == 0
     assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
     assert "no such network file" in capsys.readouterr().err
+
+
+def test_train_flags_of_s2a_map_onto_the_recipe(capsys):
+    import json
+
+    from gankern.cli import main
+    assert main(["train", "--config", "stylegan", "--gamma", "0.5", "--aug", "fixed", "--p", "0.2", "--target", "0.7",
+                 "--device", "cpu", "--dry-run"]) == 0
+    o = json.loads(capsys.readouterr().out)["options"]
+    assert (o["gamma"], o["aug"], o["p"], o["target"], o["layer"]) == (0.5, "fixed", 0.2, 0.7, "adain")
+    assert main(["train", "--config", "dcgan", "--gamma", "1", "--dry-run"]) == 2       # not ignored: an error
+    assert "--gamma: config 'dcgan' (recipe classic) has no such option" in capsys.readouterr().err
+    assert main(["train", "--config", "stylegan2", "--p", "1.5", "--dry-run"]) == 2
+    assert "recipe.p must be in [0, 1]" in capsys.readouterr().err

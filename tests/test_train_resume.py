@@ -1,5 +1,6 @@
 """`gankern train` killed with SIGKILL mid-run resumes from its last checkpoint and ends bit-identical to a run that
-was never interrupted; DDP over 2 CPU processes (torchrun, gloo) matches one process with the same global batch."""
+was never interrupted; DDP over 2 CPU processes (`--gpus 2 --device cpu`: torchrun, gloo) matches one process with the
+same global batch."""
 import glob
 import os
 import signal
@@ -59,10 +60,9 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     args = ARGS + ["--kimg", "0.48", "--snap", "30", "--set", "train.log_steps=10"]   # 30 steps
     r = gankern("train", *args, "--outdir", str(tmp_path / "one"))
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "gankern", "train", *args, "--outdir", str(tmp_path / "two")],
-                       env=ENV, capture_output=True, text=True, timeout=120)
+    r = gankern("train", *args, "--outdir", str(tmp_path / "two"), "--gpus", "2", "--device", "cpu")   # torchrun
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "launching: -m torch.distributed.run --standalone --nproc_per_node 2 -m gankern train" in r.stderr
     run, two = final_state(tmp_path / "two")
     _, one = final_state(tmp_path / "one")
     assert '"world": 2' in open(os.path.join(run, "run.json")).read()
@@ -72,3 +72,13 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     # and the two runs did move away from the initial weights (so the comparison means something)
     assert not torch.equal(one["G"]["net.0.weight"], torch.load(sorted(glob.glob(os.path.join(
         run, "ckpt-*.pt")))[0], weights_only=True)["G"]["net.0.weight"]) or one["step"] == 30
+
+
+def test_torchrun_command_drops_gpus_and_keeps_the_rest():
+    from gankern.train.cli import torchrun_command
+    for argv in (["train", "--gpus", "4", "--config", "stylegan2", "--gamma", "1"],
+                 ["train", "--config", "stylegan2", "--gpus=4", "--gamma", "1"],
+                 ["train", "--config", "stylegan2", "--gamma", "1", "--gpu", "4"]):
+        cmd = torchrun_command(argv, 4)
+        assert cmd == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m",
+                       "gankern", "train", "--config", "stylegan2", "--gamma", "1"], argv
