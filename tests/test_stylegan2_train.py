@@ -80,6 +80,41 @@ def test_style_mixing_grid_is_s2a_figure():
         tools.style_mixing_grid(G, rows, cols, [G.num_ws])
 
 
+def test_slerp_is_on_the_sphere_and_uniform_in_angle():
+    a, b = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)[:, None]
+    s = tools.slerp(a, b, t)
+    torch.testing.assert_close(s.norm(dim=1), torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(s[0], a / a.norm())
+    torch.testing.assert_close(s[-1], b / b.norm())
+    angles = torch.acos((s[1:] * s[:-1]).sum(1).clamp(-1, 1))                 # equal steps along the great circle
+    torch.testing.assert_close(angles, angles[:1].expand(4))
+    torch.testing.assert_close(tools.slerp(a, a, t), (a / a.norm()).expand(5, 7))    # same seed: no NaN
+
+
+@pytest.mark.parametrize("space", ["z", "z-lerp", "w"])
+def test_interpolation_frames_go_from_seed_to_seed(space):
+    G = tiny_G(c_dim=3)
+    frames = tools.interpolation_frames(G, [4, 5, 6], 5, space, 0.8, "const", class_idx=2)
+    assert frames.shape == (2, 5, 3, 16, 16)
+    ends = tools.generate_images(G, [4, 5, 6], 0.8, "const", class_idx=2)
+    for i in range(2):
+        torch.testing.assert_close(frames[i, 0], ends[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(frames[i, -1], ends[i + 1], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        c = torch.nn.functional.one_hot(torch.tensor([2, 2]), 3).float()
+        z = tools.seed_latents([4, 5], 32)
+        if space == "w":                                                     # the middle frame: the mean w
+            mid = G.synthesis(G.mapping(z, c, truncation_psi=0.8).mean(0, keepdim=True), noise_mode="const")
+        else:
+            zm = tools.slerp(z[0], z[1], torch.tensor([[0.5]])) if space == "z" else z.mean(0, keepdim=True)
+            mid = G(zm, c[:1], truncation_psi=0.8, noise_mode="const")
+    torch.testing.assert_close(frames[0, 2], mid[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(frames[0, 2], ends[0], atol=1e-3)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        tools.interpolation_frames(G, [4], 5, space, class_idx=0)
+
+
 @pytest.mark.parametrize("use_D", [False, True])
 def test_projection_finds_a_generated_image(use_D):
     G = tiny_G()
@@ -377,6 +412,21 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
                  "--outdir", str(tmp_path / "p")]) == 0
     assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
     assert "no such network file" in capsys.readouterr().err
+    sheet = str(tmp_path / "interp.png")
+    assert main(["generate", "--network", path, "--interp", "w", "--seeds", "0-3", "--frames", "5", "--out",
+                 sheet]) == 0
+    from PIL import Image
+    assert Image.open(sheet).size == (5 * 64 + 6 * 2, 3 * 64 + 4 * 2)      # 3 seed pairs x 5 frames, tiles >= 64 px
+    assert main(["generate", "--network", path, "--interp", "z", "--seeds", "0-2", "--frames", "4", "--out",
+                 str(tmp_path / "frames")]) == 0                            # a folder: 2 x 3 + 1 frames of the path
+    names = sorted(os.listdir(tmp_path / "frames"))
+    assert names == [f"frame{i:05d}.png" for i in range(7)] and Image.open(tmp_path / "frames" / names[0]).size == (
+        16, 16)
+    first = np.asarray(Image.open(tmp_path / "frames" / names[0]), dtype=np.float32) / 127.5 - 1
+    torch.testing.assert_close(torch.from_numpy(first).permute(2, 0, 1),
+                               tools.generate_images(G, [0], noise_mode="const")[0].clamp(-1, 1), atol=0.01, rtol=0)
+    assert main(["generate", "--network", path, "--interp", "w", "--seeds", "3", "--out", sheet]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
 
 
 def test_train_flags_of_s2a_map_onto_the_recipe(capsys):

@@ -1,6 +1,7 @@
 """What people do with a trained StyleGAN2 / StyleGAN, as StyleGAN2-ADA's (S2A's) scripts do it: images from seeds
 (``generate.py``: z = numpy RandomState(seed).randn(z_dim), so a seed gives S2A's image for the same network),
-style-mixing grids (``style_mixing.py``) and projection of an image into W (``projector.py``).
+style-mixing grids (``style_mixing.py``), interpolation frames between seeds (slerp or lerp in z, lerp in w, as
+StyleGAN's videos and its perceptual path length do) and projection of an image into W (``projector.py``).
 
 Projection differs from S2A's in its distance: S2A measures LPIPS with a VGG16 that it downloads; nothing downloads
 here, so the distance is a multi-scale pixel distance (mean squared error of the images and of their 2x, 4x, ...
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 
 from .stylegan2 import Discriminator, Generator
 
-__all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid",
+__all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid", "slerp",
+           "interpolation_frames",
            "discriminator_features", "project"]
 
 
@@ -107,6 +109,49 @@ def style_mixing_grid(G: Generator, row_seeds: list[int], col_seeds: list[int], 
             mixed[col_styles] = w[s][col_styles]
             grid.append(synth(mixed))
     return torch.stack(grid)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of the directions of a and b (..., D) at t (..., 1): unit vectors (..., D), a / |a|
+    at t = 0 and b / |b| at t = 1 (StyleGAN's mapping normalizes z, so the length of z does not matter)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    d = (a * b).sum(dim=-1, keepdim=True).clamp(-1, 1)
+    c = F.normalize(b - d * a, dim=-1)                     # the unit direction from a toward b (0 when b = a)
+    p = t * torch.acos(d)
+    return F.normalize(a * torch.cos(p) + c * torch.sin(p), dim=-1)
+
+
+INTERPOLATIONS = ("z", "z-lerp", "w")
+
+
+@torch.no_grad()
+def interpolation_frames(G: Generator, seeds: list[int], frames: int, space: str = "z",
+                         truncation_psi: float = 1.0, noise_mode: str = "const",
+                         class_idx: int | None = None) -> torch.Tensor:
+    """Images (len(seeds) - 1, frames, C, R, R): row i goes from seeds[i]'s image to seeds[i + 1]'s in ``frames``
+    equal steps of t in [0, 1], interpolating ``space``: 'z' (slerp of the latents), 'z-lerp' or 'w' (lerp of the
+    mapped, truncated ws)."""
+    if space not in INTERPOLATIONS:
+        raise ValueError(f"interpolation space must be one of {INTERPOLATIONS}, got {space!r}")
+    if len(seeds) < 2 or frames < 2:
+        raise ValueError(f"interpolation needs at least 2 seeds and 2 frames, got {len(seeds)} seeds and {frames} "
+                         f"frames")
+    dev = next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(dev)
+    c = class_labels(G, class_idx, frames)
+    c = None if c is None else c.to(dev)
+    t = torch.linspace(0, 1, frames, device=dev)[:, None]                                   # (frames, 1)
+    kw = _synthesis_kwargs(noise_mode, dev)
+    rows = []
+    for i in range(len(seeds) - 1):
+        if space == "w":
+            w = G.mapping(z[i:i + 2], None if c is None else c[:2], truncation_psi=truncation_psi)   # (2, L, D)
+            ws = w[0].lerp(w[1], t[:, :, None])                                              # (frames, L, D)
+        else:
+            zi = slerp(z[i], z[i + 1], t) if space == "z" else z[i].lerp(z[i + 1], t)        # (frames, z_dim)
+            ws = G.mapping(zi, c, truncation_psi=truncation_psi)
+        rows.append(G.synthesis(ws, **kw))
+    return torch.stack(rows)
 
 
 def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Tensor]:

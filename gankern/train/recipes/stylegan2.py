@@ -387,10 +387,36 @@ def _generator(args):
     return G
 
 
+def _interpolation(G, args, psi: float, noise_mode: str) -> int:
+    """--interp: a grid with one row of --frames images per pair of consecutive seeds, or, when --out is a folder
+    (or has no suffix), the frames of the whole path seed 0 -> 1 -> ... as frame00000.png, ... (each seed once)."""
+    import os
+
+    from PIL import Image
+
+    from ...models import stylegan2_tools as tools
+    from ..outputs import image_grid, save_grid
+    frames = 8 if args.frames is None else args.frames
+    seeds = tools.parse_range(args.seeds) if args.seeds else list(range(args.seed, args.seed + (args.n or 4)))
+    images = tools.interpolation_frames(G, seeds, frames, args.interp or "z", psi, noise_mode, args.cls)
+    what = f"{len(seeds) - 1} x {frames} frames ({args.interp or 'z'} interpolation, seeds {seeds})"
+    if os.path.isdir(args.out) or not os.path.splitext(args.out)[1]:
+        os.makedirs(args.out, exist_ok=True)
+        path = torch.cat([images[:, :-1].flatten(0, 1), images[-1, -1:]])      # (pairs * (frames - 1) + 1, C, R, R)
+        for i, x in enumerate(path):
+            Image.fromarray(image_grid(x[None], pad=0, scale=1)).save(os.path.join(args.out, f"frame{i:05d}.png"))
+        print(f"wrote {len(path)} frames of {what} to {args.out}/frame*.png")
+    else:
+        save_grid(images.flatten(0, 1), args.out, frames)
+        print(f"wrote {what} to {args.out}")
+    return 0
+
+
 def generate_main(args) -> int | None:
     """``gankern generate`` for --network files and stylegan2 runs (None for other runs), with S2A's options
     (generate.py / style_mixing.py): images of --seeds (else --n seeds from --seed) with --trunc (psi), --noise-mode,
-    --class into one grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
+    --class into one grid; with --mix-rows/--mix-cols, S2A's style-mixing figure; with --interp/--frames,
+    interpolation frames between consecutive seeds (a grid, or PNG frames in a folder)."""
     import sys
 
     from ...models import stylegan2_tools as tools
@@ -407,6 +433,8 @@ def generate_main(args) -> int | None:
         G = _generator(args)
         psi = 1.0 if args.trunc is None else args.trunc
         noise_mode = args.noise_mode or "const"
+        if args.interp or args.frames:
+            return _interpolation(G, args, psi, noise_mode)
         if args.mix_rows or args.mix_cols:
             if not (args.mix_rows and args.mix_cols):
                 raise ValueError("--mix-rows and --mix-cols go together")
@@ -427,11 +455,12 @@ def generate_main(args) -> int | None:
     return 0
 
 
-_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles")
+_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles", "interp", "frames")
 
 
 def add_generate_options(gen) -> None:
     """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser); --trunc is psi here."""
+    from ...cli import int_at_least
     g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
     g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of --run")
     g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: --n seeds from "
@@ -440,6 +469,11 @@ def add_generate_options(gen) -> None:
     g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
     g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
     g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
+    g.add_argument("--interp", choices=("z", "z-lerp", "w"), help="interpolation frames between consecutive "
+                   "--seeds: slerp in z, lerp in z, or lerp in w (default z); --out a grid (one row per seed pair) "
+                   "or a folder of PNG frames (an existing folder or a name without suffix)")
+    g.add_argument("--frames", type=int_at_least(2), metavar="N", help="interpolation: frames per seed pair, both "
+                   "ends included (default: 8)")
 
 
 def add_parsers(sub) -> None:
