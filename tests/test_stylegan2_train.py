@@ -115,24 +115,129 @@ def test_interpolation_frames_go_from_seed_to_seed(space):
         tools.interpolation_frames(G, [4], 5, space, class_idx=0)
 
 
-@pytest.mark.parametrize("use_D", [False, True])
-def test_projection_finds_a_generated_image(use_D):
-    G = tiny_G()
+def vgg16_state_dict(seed=0):
+    """torchvision's vgg16().state_dict() layout (features and classifier) with He-initialized random weights."""
+    g = torch.Generator().manual_seed(seed)
+    sd, c, i = {}, 3, 0
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+        if v == "M":
+            i += 1
+            continue
+        sd[f"features.{i}.weight"] = torch.randn(v, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5
+        sd[f"features.{i}.bias"] = torch.zeros(v)
+        c, i = v, i + 2
+    sd["classifier.0.weight"], sd["classifier.0.bias"] = torch.zeros(8, 25088), torch.zeros(8)   # ignored
+    return sd
+
+
+def noisy_G(layer="modconv", strength=0.05):
+    """tiny_G whose noise inputs matter (S2A initializes their strengths at 0)."""
+    G = tiny_G(layer=layer)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(strength)
+    return G
+
+
+@pytest.mark.parametrize("distance", ["pixels", "D", "vgg16"])
+def test_projection_finds_a_generated_image(distance):
+    G = noisy_G()
     with torch.no_grad():
         target = G(tools.seed_latents([9], 32), None, noise_mode="const")[0]
-    dists = []
-    ws = tools.project(G, target, num_steps=120, D=tiny_D() if use_D else None, w_avg_samples=500,
-                       progress=lambda step, d: dists.append(d))
-    assert ws.shape == (120, G.num_ws, 32) and len(dists) == 120
-    assert dists[-1] < 0.25 * dists[0]
+    vgg = None
+    if distance == "vgg16":
+        vgg = tools.VGG16Features().eval().requires_grad_(False)
+        vgg.features.load_state_dict({k[9:]: v for k, v in vgg16_state_dict().items() if k.startswith("features.")})
+    dists, n = [], 40 if vgg else 100                           # VGG16 on 32 px: 0.2 s a step on one CPU thread
+    ws, noise = tools.project(G, target, num_steps=n, D=tiny_D() if distance == "D" else None, vgg16=vgg,
+                              w_avg_samples=500, progress=lambda step, d: dists.append(d))
+    assert ws.shape == (n, G.num_ws, 32) and len(dists) == n
+    assert dists[-1] < 0.2 * dists[0], (dists[0], dists[-1])
+    bufs = dict(G.synthesis.named_buffers())
+    assert sorted(noise) == sorted(n for n in bufs if n.endswith("noise_const")) and len(noise) == 5
+    for n, m in noise.items():                                   # S2A's normalization after each step
+        assert m.shape == bufs[n].shape and abs(float(m.mean())) < 1e-5 and abs(float(m.square().mean()) - 1) < 1e-4
+    G2 = noisy_G()                                               # the network itself was not modified
+    assert all(torch.equal(v, G2.state_dict()[k]) for k, v in G.state_dict().items())
     with torch.no_grad():
-        out = G.synthesis(ws[-1:], noise_mode="const")[0]
         far = G.synthesis(ws[:1], noise_mode="const")[0]
-    assert (out - target).square().mean() < 0.5 * (far - target).square().mean()
+        for n, m in noise.items():
+            bufs[n].copy_(m)
+        out = G.synthesis(ws[-1:], noise_mode="const")[0]
+    assert (out - target).square().mean() < 0.2 * (far - target).square().mean()
     with pytest.raises(ValueError, match="target must be a tensor of shape"):
         tools.project(G, target[:1], num_steps=1)
     with pytest.raises(ValueError, match="unconditional"):
         tools.project(tiny_G(c_dim=2), target, num_steps=1)
+
+
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_projection_optimizes_the_noise_maps(layer):
+    def maps(strength, **kw):
+        G = noisy_G(layer, strength)
+        with torch.no_grad():
+            target = G(tools.seed_latents([3], 32), None, noise_mode="const")[0]
+        return tools.project(G, target, num_steps=10, w_avg_samples=100, seed=5, **kw)[1]
+    still = maps(0.0, regularize_noise_weight=0)
+    g = torch.Generator().manual_seed(5)                         # the initial draws of the maps, normalized
+    first = {n: torch.randn(m.shape, generator=g) for n, m in still.items()}
+    first = {n: (m - m.mean()) / (m - m.mean()).square().mean().sqrt() for n, m in first.items()}
+    # without the regularizer, the distance's gradient moves the maps when they matter (strength != 0) and only then
+    for n, m in still.items():
+        torch.testing.assert_close(m, first[n])
+    for n, m in maps(0.3, regularize_noise_weight=0).items():
+        assert (m - first[n]).abs().max() > 1e-2, n
+    for n, m in maps(0.0).items():                               # the regularizer alone moves them too
+        assert (m - first[n]).abs().max() > 1e-2, n
+    assert maps(0.3, optimize_noise=False) == {}
+    x = torch.linspace(-1, 1, 16)                                # S2A's regularizer: large on a correlated map
+    smooth = (x[:, None] + x[None, :]) / 0.82
+    white = torch.randn(16, 16, generator=g)
+    assert tools._noise_regularization(smooth) > 100 * tools._noise_regularization(white)
+
+
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_synthesis_layers_take_a_noise_map_that_requires_grad(layer):
+    blk = noisy_G(layer, 0.3).synthesis.b8.conv1.double()
+    x, w = torch.randn(2, blk.in_channels, 8, 8, dtype=torch.float64), torch.randn(2, 32, dtype=torch.float64)
+    want = blk(x, w, noise_mode="const")                          # the fused path: noise a constant
+    noise = blk.noise_const.clone().requires_grad_(True)
+
+    def f(m):
+        blk.noise_const = m
+        return blk(x, w, noise_mode="const")
+    torch.testing.assert_close(f(noise), want)
+    assert torch.autograd.gradcheck(f, (noise,))
+
+
+def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    sd = vgg16_state_dict(1)
+    torch.save(sd, tmp_path / "vgg16.pth")
+    save_file(sd, str(tmp_path / "vgg16.safetensors"))
+    a, b = tools.load_vgg16(tmp_path / "vgg16.pth"), tools.load_vgg16(tmp_path / "vgg16.safetensors")
+    assert torch.equal(a.features[28].weight, sd["features.28.weight"])
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    feats = a(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4),
+                                               (2, 512, 2, 2)]                  # 16 px up-sampled to 32
+    for f, g in zip(feats, b(x)):
+        torch.testing.assert_close(f, g)
+    d = tools.VGG16Features.distance(feats, a(x.flip(0)))
+    assert d.shape == (2,) and torch.all(d > 0) and torch.allclose(tools.VGG16Features.distance(feats, feats),
+                                                                   torch.zeros(2))
+    assert tools.load_vgg16(tmp_path / "vgg16.pth").features[0].weight.requires_grad is False
+    script = torch.jit.script(torch.nn.Linear(2, 2))             # S2A's vgg16.pt is such a file
+    script.save(str(tmp_path / "vgg16.pt"))
+    with pytest.raises(ValueError, match="TorchScript file.*run the code"):
+        tools.load_vgg16(tmp_path / "vgg16.pt")
+    del sd["features.26.bias"]
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"not torchvision's vgg16 state dict \(features.26.bias"):
+        tools.load_vgg16(tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError):
+        tools.load_vgg16(tmp_path / "none.pth")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,7 +497,7 @@ def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys
     assert main(["generate", "--run", run, "--mix-rows", "1,2", "--mix-cols", "3", "--out", grid]) == 0
     assert main(["generate", "--run", run, "--n", "4", "--out", grid]) == 0       # the trainer's own path
     assert main(["project", "--run", run, "--target", grid, "--num-steps", "5", "--outdir", str(tmp_path / "p")]) == 0
-    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_w.npz", "target.png"]
+    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_noise.npz", "projected_w.npz", "target.png"]
     assert np.load(tmp_path / "p" / "projected_w.npz")["w"].shape[0] == 1
     assert main(["generate", "--run", run, "--seeds", "x", "--out", grid]) == 2
     assert "integers and ranges" in capsys.readouterr().err
@@ -410,6 +515,14 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
     assert os.path.exists(grid)
     assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--d-weight", "0",
                  "--outdir", str(tmp_path / "p")]) == 0
+    torch.save(vgg16_state_dict(), tmp_path / "vgg16.pth")
+    assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--vgg16",
+                 str(tmp_path / "vgg16.pth"), "--outdir", str(tmp_path / "v")]) == 0
+    noise = np.load(tmp_path / "v" / "projected_noise.npz")
+    assert sorted(noise.files) == sorted(n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const"))
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "vgg16.pt"))
+    assert main(["project", "--network", path, "--target", grid, "--vgg16", str(tmp_path / "vgg16.pt")]) == 2
+    assert "TorchScript" in capsys.readouterr().err
     assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
     assert "no such network file" in capsys.readouterr().err
     sheet = str(tmp_path / "interp.png")

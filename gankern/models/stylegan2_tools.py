@@ -3,29 +3,33 @@
 style-mixing grids (``style_mixing.py``), interpolation frames between seeds (slerp or lerp in z, lerp in w, as
 StyleGAN's videos and its perceptual path length do) and projection of an image into W (``projector.py``).
 
-Projection differs from S2A's in its distance: S2A measures LPIPS with a VGG16 that it downloads; nothing downloads
-here, so the distance is a multi-scale pixel distance (mean squared error of the images and of their 2x, 4x, ...
-average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of D's block
-features (each block's features divided by their RMS on the target). The rest follows S2A: W initialized at the
-mean of 10000 mapped latents, Adam on w, noise on w ramped down, learning rate ramped up and down. Unlike S2A, the
-per-layer noise images are not optimized (they stay the network's ``noise_const``): gankern's fused modulated
-convolution takes noise as a constant input (no gradient), so S2A's noise optimization and its noise
-regularization are left out.
+Projection follows S2A: W initialized at the mean of 10000 mapped latents, Adam on w and on the per-layer noise maps
+(re-drawn at the start, regularized toward no spatial correlation over a pyramid down to 8 px, normalized to zero mean
+and unit variance after each step), noise on w ramped down, learning rate ramped up and down. The distance is S2A's
+when a VGG16 is given (:class:`VGG16Features`, torchvision's weights: the squared distance of channel-normalized
+relu1_2 ... relu5_3 features, LPIPS' form without its learned per-channel weights, which only S2A's TorchScript file
+holds); without one (nothing downloads) a multi-scale pixel distance (mean squared error of the images and of their
+2x, 4x, ... average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of
+D's block features (each block's features divided by their RMS on the target).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
+import zipfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from .stylegan2 import Discriminator, Generator
 
 __all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid", "slerp",
            "interpolation_frames",
-           "discriminator_features", "project"]
+           "discriminator_features", "VGG16Features", "load_vgg16", "project"]
 
 
 def parse_range(text: str) -> list[int]:
@@ -168,6 +172,92 @@ def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Te
     return feats
 
 
+# torchvision's vgg16().features: 3x3 convolutions (out channels) with ReLUs, "M" a 2x2 max pool; the features of
+# LPIPS (and S2A's vgg16.pt) are the ReLU outputs before each pool: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16Features(nn.Module):
+    """torchvision's VGG16 feature layers (state_dict keys ``features.N.weight`` / ``.bias`` as torchvision's
+    ``vgg16().state_dict()``; its classifier is not needed) -> LPIPS' five feature maps.
+
+    Shapes: img (N, 1 or 3, H, W) in [-1, 1] -> [(N, 64, H, W), (N, 128, H/2, W/2), ..., (N, 512, H/16, W/16)];
+    images below 32 px are up-sampled (bilinear) to 32, grey images repeated to RGB, ImageNet's mean and std applied.
+    """
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for v in _VGG16:
+            layers += [nn.MaxPool2d(2)] if v == "M" else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+            c = c if v == "M" else v
+        self.features = nn.Sequential(*layers)
+        self.taps = {i - 1 for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)}    # the ReLUs before pools
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = img.float().expand(-1, 3, -1, -1) if img.shape[1] == 1 else img.float()
+        if x.shape[-1] < 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+    @staticmethod
+    def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """sum over layers of the spatial mean of ||a / |a| - b / |b|||^2 (norms over channels), per sample (N,)."""
+        return sum((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)).square().sum(1).mean((1, 2))
+                   for x, y in zip(a, b))
+
+
+def load_vgg16(path: str | os.PathLike, device="cpu") -> VGG16Features:
+    """VGG16Features with the weights of a torchvision ``vgg16().state_dict()`` saved by torch.save (read with
+    weights_only=True) or as .safetensors. S2A's vgg16.pt is TorchScript, whose loading runs the code it holds: it is
+    refused."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such VGG16 weights file: {path}")
+    if zipfile.is_zipfile(path) and any(n.split("/")[-2:-1] == ["code"] or n.endswith("/constants.pkl")
+                                        for n in zipfile.ZipFile(path).namelist()):
+        raise ValueError(f"{path} is a TorchScript file (as S2A's vgg16.pt): loading it would run the code it holds, "
+                         "so gankern does not; give torchvision's VGG16 weights as a state dict "
+                         "(torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state_dict(), 'vgg16.pth')) "
+                         "or as .safetensors")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        sd = load_file(path)
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:              # not a torch.save file, or one holding more than tensors
+            raise ValueError(f"{path}: not a state dict readable with weights_only=True ({type(e).__name__})") from None
+    vgg = VGG16Features()
+    want = {k: v.shape for k, v in vgg.features.state_dict().items()}
+    got = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")} if isinstance(sd, dict) else {}
+    bad = [k for k in want if k not in got or tuple(got[k].shape) != tuple(want[k])]
+    if bad:
+        raise ValueError(f"{path}: not torchvision's vgg16 state dict (features.{bad[0]}: expected shape "
+                         f"{tuple(want[bad[0]])}, got {tuple(got[bad[0]].shape) if bad[0] in got else 'none'})")
+    vgg.features.load_state_dict({k: got[k] for k in want})
+    return vgg.to(device).eval().requires_grad_(False)
+
+
+def _noise_regularization(noise: torch.Tensor) -> torch.Tensor:
+    """S2A's: squared mean autocorrelation at a 1-pixel shift in x and in y of a (H, W) map and of its 2x, 4x, ...
+    average-pooled versions down to 8 px."""
+    x, reg = noise[None, None], 0
+    while True:
+        reg = reg + (x * x.roll(1, dims=3)).mean().square() + (x * x.roll(1, dims=2)).mean().square()
+        if x.shape[2] <= 8:
+            return reg
+        x = F.avg_pool2d(x, 2)
+
+
 def _pyramid(img: torch.Tensor) -> list[torch.Tensor]:
     out = [img]
     while out[-1].shape[-1] > 8:
@@ -176,18 +266,25 @@ def _pyramid(img: torch.Tensor) -> list[torch.Tensor]:
 
 
 def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discriminator | None = None,
-            d_weight: float = 1.0, w_avg_samples: int = 10000, initial_learning_rate: float = 0.1,
+            d_weight: float = 1.0, vgg16: VGG16Features | None = None, optimize_noise: bool = True,
+            regularize_noise_weight: float = 1e5, w_avg_samples: int = 10000, initial_learning_rate: float = 0.1,
             initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05,
             noise_ramp_length: float = 0.75, seed: int = 303,
-            progress=None) -> torch.Tensor:
-    """Find ws with G.synthesis(ws, noise_mode='const') close to ``target``; returns the w of every step,
-    (num_steps, num_ws, w_dim) on G's device (the last row is the result).
+            progress=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Find ws (and noise maps) with G.synthesis(ws, noise_mode='const') close to ``target``.
 
     Args:
         G: an unconditional generator (it is not modified: a copy is optimized).
         target: (C, R, R) image of G's shape, in [-1, 1].
-        D: a discriminator of G's resolution whose block features join the distance (``d_weight``), or None.
+        D: a discriminator of G's resolution whose block features join the pixel distance (``d_weight``), or None.
+        vgg16: S2A's distance (VGG16 features) instead of the pixel and D distances, or None.
+        optimize_noise: optimize the noise maps too (S2A), regularized by ``regularize_noise_weight``; False: they
+            stay the network's ``noise_const``.
         progress: called as progress(step, dist) after each step (dist: a float), or None.
+    Returns:
+        ws: the w of every step, (num_steps, num_ws, w_dim) on G's device (the last row is the result);
+        noise: {name in G.synthesis.named_buffers(): (res, res) map} after the last step ({} without
+            optimize_noise): copy them into G's ``noise_const`` buffers to render the projection.
     """
     if G.c_dim:
         raise ValueError("projection needs an unconditional generator (as S2A's projector)")
@@ -208,6 +305,10 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
     target = target.to(dev, torch.float32)[None]
     target_pyr = _pyramid(target)
     target_feats = scales = None
+    if vgg16 is not None:
+        D = None
+        with torch.no_grad():
+            target_vgg = vgg16(_at_most_256(target))
     if D is not None:
         if D.img_resolution != G.img_resolution or D.img_channels != G.img_channels:
             raise ValueError("D must take G's images (same resolution and channels)")
@@ -217,7 +318,11 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
             scales = [f.square().mean().sqrt().clamp_min(1e-8) for f in target_feats]
     gen = torch.Generator(device=dev).manual_seed(seed)
     w_opt = w_avg.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w_opt], betas=(0.9, 0.999), lr=initial_learning_rate)
+    noise_bufs = {n: b for n, b in G.synthesis.named_buffers() if n.endswith("noise_const")} if optimize_noise else {}
+    for buf in noise_bufs.values():
+        buf.copy_(torch.randn(buf.shape, generator=gen, device=dev))
+        buf.requires_grad_(True)
+    opt = torch.optim.Adam([w_opt, *noise_bufs.values()], betas=(0.9, 0.999), lr=initial_learning_rate)
     w_out = torch.zeros([num_steps, G.num_ws, G.w_dim], device=dev)
     for step in range(num_steps):
         t = step / num_steps
@@ -228,14 +333,27 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
             group["lr"] = initial_learning_rate * lr_ramp
         w_noise = torch.randn(w_opt.shape, generator=gen, device=dev) * w_noise_scale
         synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), **kw)
-        dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
+        if vgg16 is not None:
+            dist = VGG16Features.distance(vgg16(_at_most_256(synth)), target_vgg).sum()
+        else:
+            dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
         if D is not None:
             dist = dist + d_weight * sum(((f - tf) / s).square().mean() for f, tf, s in
                                          zip(discriminator_features(D, synth), target_feats, scales))
+        reg = sum(_noise_regularization(b) for b in noise_bufs.values())
         opt.zero_grad(set_to_none=True)
-        dist.backward()
+        (dist + reg * regularize_noise_weight).backward()
         opt.step()
         w_out[step] = w_opt.detach()[0]
+        with torch.no_grad():                                 # S2A: noise maps back to zero mean, unit variance
+            for buf in noise_bufs.values():
+                buf -= buf.mean()
+                buf *= buf.square().mean().rsqrt()
         if progress is not None:
             progress(step, float(dist.detach()))
-    return w_out
+    return w_out, {n: b.detach().clone() for n, b in noise_bufs.items()}
+
+
+def _at_most_256(img: torch.Tensor) -> torch.Tensor:
+    """S2A's projector: images above 256 px are area-downsampled to 256 before VGG16."""
+    return F.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img

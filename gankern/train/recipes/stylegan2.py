@@ -288,13 +288,16 @@ class StyleGAN2Recipe(Recipe):
 
 
 PROJECT_DESCRIPTION = """\
-Project an image into the W space of a StyleGAN2 / StyleGAN generator, as StyleGAN2-ADA's projector.py does, and
-write the projected image, the target and the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]).
+Project an image into the W space of a StyleGAN2 / StyleGAN generator, as StyleGAN2-ADA's projector.py does: Adam on
+w and on the per-layer noise maps (S2A's noise regularization and normalization). Writes the projected image, the
+target, the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]) and the noise maps
+(projected_noise.npz, one array per noise_const buffer of the synthesis network).
 
-The distance is NOT S2A's LPIPS/VGG16 (nothing is downloaded): it is a multi-scale pixel distance (mean squared
-error of the images and of their average-pooled 2x, 4x, ... versions down to 8 px), plus the distance of the
-discriminator's block features when the network file has a D (--d-weight; 0 turns it off). The noise images stay
-the network's constant noise (S2A also optimizes them)."""
+The distance is S2A's VGG16 perceptual distance when --vgg16 gives torchvision's VGG16 weights (a state dict file or
+.safetensors; S2A's own vgg16.pt is TorchScript, which runs code when loaded: refused). Without it (nothing
+downloads) it is a multi-scale pixel distance (mean squared error of the images and of their average-pooled 2x, 4x,
+... versions down to 8 px), plus the distance of the discriminator's block features when the network file has a D
+(--d-weight; 0 turns it off)."""
 
 
 def load_networks(path: str, device: str = "cpu") -> dict:
@@ -348,7 +351,7 @@ def project_main(args) -> int:
 
     from PIL import Image
 
-    from ...models.stylegan2_tools import project
+    from ...models.stylegan2_tools import load_vgg16, project
     from ..outputs import image_grid
     try:
         nets = load_networks(args.network or args.run, args.device)
@@ -358,6 +361,7 @@ def project_main(args) -> int:
         target = _load_target(args.target, G)
         if args.num_steps < 1:
             raise ValueError(f"--num-steps must be >= 1, got {args.num_steps}")
+        vgg16 = load_vgg16(args.vgg16, args.device) if args.vgg16 else None
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern project: error: {e}", file=sys.stderr)
         return 2
@@ -368,13 +372,20 @@ def project_main(args) -> int:
     def progress(step, dist):
         if step % 100 == 0 or step == args.num_steps - 1:
             print(f"step {step + 1:>5d}/{args.num_steps}: dist {dist:.4f}", file=sys.stderr)
-    ws = project(G, target, args.num_steps, D=D, d_weight=args.d_weight, seed=args.seed, progress=progress)
+    ws, noise = project(G, target, args.num_steps, D=D, d_weight=args.d_weight, vgg16=vgg16,
+                        optimize_noise=not args.fixed_noise, seed=args.seed, progress=progress)
     with torch.no_grad():
+        for name, buf in G.synthesis.named_buffers():
+            if name in noise:
+                buf.copy_(noise[name])
         img = G.synthesis(ws[-1:], noise_mode="const", force_fp32=ws.device.type == "cpu")
     for name, x in (("proj.png", img), ("target.png", target[None])):   # at G's resolution, as S2A writes them
         Image.fromarray(image_grid(x, pad=0, scale=1)).save(os.path.join(args.outdir, name))
     np.savez(os.path.join(args.outdir, "projected_w.npz"), w=ws[-1:].cpu().numpy())
-    print(f"projected in {time.time() - t0:.1f} s: {args.outdir}/proj.png, target.png, projected_w.npz")
+    if noise:
+        np.savez(os.path.join(args.outdir, "projected_noise.npz"), **{k: v.cpu().numpy() for k, v in noise.items()})
+    print(f"projected in {time.time() - t0:.1f} s: {args.outdir}/proj.png, target.png, projected_w.npz" +
+          (", projected_noise.npz" if noise else ""))
     return 0
 
 
@@ -488,7 +499,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
     p.add_argument("--d-weight", type=float, default=1.0, metavar="W",
                    help="weight of D's feature distance (0: pixels only; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
+    p.add_argument("--vgg16", metavar="FILE", help="torchvision's VGG16 weights (state dict .pt/.pth or "
+                   ".safetensors): S2A's perceptual distance instead of the pixel and D distances")
+    p.add_argument("--fixed-noise", action="store_true", help="keep the network's constant noise maps (S2A "
+                   "optimizes them)")
+    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w and of the initial noise maps "
+                   "(default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
     p.set_defaults(func=project_main)
 
