@@ -87,7 +87,7 @@ def add_parsers(sub) -> None:
                              "configs whose recipe has that option (stylegan2, stylegan)")
     s.add_argument("--gamma", type=float, metavar="G", help="R1 regularization weight")
     s.add_argument("--aug", choices=["ada", "fixed", "noaug"], help="augmentation mode")
-    s.add_argument("--p", type=float, metavar="P", help="augmentation probability (initial for ada, constant for fixed)")
+    s.add_argument("--p", type=float, metavar="P", help="augmentation probability (ada: initial; fixed: constant)")
     s.add_argument("--target", type=float, metavar="T", help="ADA target value of r_t = E[sign(D(real))]")
     p.set_defaults(func=train_main)
 
