@@ -195,8 +195,6 @@ def train_main(args) -> int:
         cfg = _resolve(args)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _error("train", e)
-    if (args.gpus or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(args)
     if f"{cfg.config}-cpu" in CONFIGS and not args.resume and _on_cpu(args.device):
         print(f"note: {cfg.config} is slow on a CPU (README: seconds per kimg); --config {cfg.config}-cpu is its "
               f"CPU preset", file=sys.stderr)
@@ -207,6 +205,8 @@ def train_main(args) -> int:
     if args.tensorboard and not tensorboard_available():
         return _error("train", "--tensorboard: the tensorboard package is not installed "
                                "(pip install 'gankern[tensorboard]'), or pass --no-tensorboard")
+    if (args.gpus or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
     import torch.distributed as tdist
 
     from .loop import Dist, NonFiniteError, Trainer
