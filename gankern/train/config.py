@@ -208,6 +208,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                     "100 L1, Adam(2e-4, 0.5), lr constant then linear decay; built-in digits-edges (edge map -> "
                     "digit), held-out L1/PSNR/SSIM", recipe="pix2pix", ngf=32, ndf=32, val_data="digits-edges:val",
                     train=dict(data="digits-edges", batch=16, kimg=100.0)),
+    "pix2pixhd": _row("pix2pixHD (Wang et al. 2018): one-hot label map -> image, global ResNet G (recipe.local=1: "
+                      "the local enhancer around a global run's G, recipe.init_global=RUN), multi-scale PatchGAN Ds, "
+                      "LSGAN + feature matching 10 (+ VGG19 10 with recipe.vgg=WEIGHTS); built-in digits-labels "
+                      "(11 labels, 32 px: widths 16, 3 levels, 3 blocks, 2 D scales), held-out L1/PSNR/SSIM",
+                      recipe="pix2pixhd", n_labels=11, ngf=16, n_down_global=3, n_blocks_global=3, ndf=16, num_D=2,
+                      d_layers=2, val_data="digits-labels:val", train=dict(data="digits-labels", batch=8, kimg=50.0)),
     "cyclegan": _row("CycleGAN (Zhu et al. 2017): ResNet Gs (reflection padding, instance norm), PatchGAN Ds, LSGAN, "
                      "cycle 10 + identity 0.5 x 10, pool of 50 fakes, lr constant then linear decay; built-in "
                      "digits-styles (thin gray <-> thick orange digits, 32 px: 6 blocks, widths 32), held-out "

@@ -10,6 +10,7 @@ from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
 from .pix2pix import Pix2PixRecipe
+from .pix2pixhd import Pix2PixHDRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -18,6 +19,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "stylegan2": StyleGAN2Recipe,
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
+    "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
