@@ -234,7 +234,7 @@ def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path
         tools.load_vgg16(tmp_path / "vgg16.pt")
     del sd["features.26.bias"]
     torch.save(sd, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=r"not torchvision's vgg16 state dict \(features.26.bias"):
+    with pytest.raises(ValueError, match=r"not torchvision's VGG16 state dict \(features.26.bias"):
         tools.load_vgg16(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError):
         tools.load_vgg16(tmp_path / "none.pth")

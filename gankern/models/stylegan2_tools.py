@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import zipfile
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .stylegan2 import Discriminator, Generator
+from .vgg import VGG16, load_features, vgg_layers
 
 __all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid", "slerp",
            "interpolation_frames",
@@ -172,14 +172,10 @@ def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Te
     return feats
 
 
-# torchvision's vgg16().features: 3x3 convolutions (out channels) with ReLUs, "M" a 2x2 max pool; the features of
-# LPIPS (and S2A's vgg16.pt) are the ReLU outputs before each pool: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
-_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
 class VGG16Features(nn.Module):
-    """torchvision's VGG16 feature layers (state_dict keys ``features.N.weight`` / ``.bias`` as torchvision's
-    ``vgg16().state_dict()``; its classifier is not needed) -> LPIPS' five feature maps.
+    """torchvision's VGG16 feature layers (gankern.models.vgg; state_dict keys ``features.N.weight`` / ``.bias`` as
+    torchvision's ``vgg16().state_dict()``) -> the five feature maps of LPIPS and S2A's vgg16.pt: relu1_2, relu2_2,
+    relu3_3, relu4_3, relu5_3 (the ReLUs before each pool).
 
     Shapes: img (N, 1 or 3, H, W) in [-1, 1] -> [(N, 64, H, W), (N, 128, H/2, W/2), ..., (N, 512, H/16, W/16)];
     images below 32 px are up-sampled (bilinear) to 32, grey images repeated to RGB, ImageNet's mean and std applied.
@@ -187,12 +183,8 @@ class VGG16Features(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, c = [], 3
-        for v in _VGG16:
-            layers += [nn.MaxPool2d(2)] if v == "M" else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
-            c = c if v == "M" else v
-        self.features = nn.Sequential(*layers)
-        self.taps = {i - 1 for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)}    # the ReLUs before pools
+        self.features = vgg_layers(VGG16)
+        self.taps = {i - 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)}
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
@@ -216,34 +208,10 @@ class VGG16Features(nn.Module):
 
 
 def load_vgg16(path: str | os.PathLike, device="cpu") -> VGG16Features:
-    """VGG16Features with the weights of a torchvision ``vgg16().state_dict()`` saved by torch.save (read with
-    weights_only=True) or as .safetensors. S2A's vgg16.pt is TorchScript, whose loading runs the code it holds: it is
-    refused."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such VGG16 weights file: {path}")
-    if zipfile.is_zipfile(path) and any(n.split("/")[-2:-1] == ["code"] or n.endswith("/constants.pkl")
-                                        for n in zipfile.ZipFile(path).namelist()):
-        raise ValueError(f"{path} is a TorchScript file (as S2A's vgg16.pt): loading it would run the code it holds, "
-                         "so gankern does not; give torchvision's VGG16 weights as a state dict "
-                         "(torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state_dict(), 'vgg16.pth')) "
-                         "or as .safetensors")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        sd = load_file(path)
-    else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:              # not a torch.save file, or one holding more than tensors
-            raise ValueError(f"{path}: not a state dict readable with weights_only=True ({type(e).__name__})") from None
+    """VGG16Features with the weights of torchvision's ``vgg16().state_dict()`` in ``path`` (torch.save file read
+    with weights_only=True, or .safetensors). S2A's vgg16.pt is TorchScript, whose loading runs code: refused."""
     vgg = VGG16Features()
-    want = {k: v.shape for k, v in vgg.features.state_dict().items()}
-    got = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")} if isinstance(sd, dict) else {}
-    bad = [k for k in want if k not in got or tuple(got[k].shape) != tuple(want[k])]
-    if bad:
-        raise ValueError(f"{path}: not torchvision's vgg16 state dict (features.{bad[0]}: expected shape "
-                         f"{tuple(want[bad[0]])}, got {tuple(got[bad[0]].shape) if bad[0] in got else 'none'})")
-    vgg.features.load_state_dict({k: got[k] for k in want})
+    load_features(path, vgg.features, "VGG16")
     return vgg.to(device).eval().requires_grad_(False)
 
 
