@@ -581,3 +581,22 @@ def test_train_flags_of_s2a_map_onto_the_recipe(capsys):
     assert "--gamma: config 'dcgan' (recipe classic) has no such option" in capsys.readouterr().err
     assert main(["train", "--config", "stylegan2", "--p", "1.5", "--dry-run"]) == 2
     assert "recipe.p must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_generates_from_a_conditional_network_by_class(tmp_path, capsys):
+    from PIL import Image
+
+    from gankern.cli import main
+    G = tiny_G(c_dim=3)
+    path, out = str(tmp_path / "cond.pt"), str(tmp_path / "c.png")
+    torch.save({"G": G.state_dict(), "G_ema": G.state_dict()}, path)
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--class", "2", "--out", out]) == 0
+    want = tools.generate_images(G, [0, 1], class_idx=2)
+    got = torch.from_numpy(np.asarray(Image.open(out), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    torch.testing.assert_close(got[:, 2:66:4, 2:66:4], want[0].clamp(-1, 1), atol=0.01, rtol=0)   # tile 1, x4
+    assert main(["generate", "--network", path, "--seeds", "0-2", "--class", "1", "--interp", "z", "--frames",
+                 "3", "--out", out]) == 0
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--class", "0,1", "--out", out]) == 2
+    assert "one class for StyleGAN networks" in capsys.readouterr().err
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--out", out]) == 2
+    assert "conditional: give a class" in capsys.readouterr().err

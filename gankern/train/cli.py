@@ -84,10 +84,10 @@ def add_parsers(sub) -> None:
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     s = p.add_argument_group("StyleGAN2 (S2A) options", "S2A's train.py flags; shorthands of --set recipe.NAME=V for "
                              "configs whose recipe has that option (stylegan2, stylegan)")
-    s.add_argument("--gamma", type=float, metavar="G", help="R1 regularization weight")
+    s.add_argument("--gamma", type=finite_float, metavar="G", help="R1 regularization weight")
     s.add_argument("--aug", choices=["ada", "fixed", "noaug"], help="augmentation mode")
-    s.add_argument("--p", type=float, metavar="P", help="augmentation probability (ada: initial; fixed: constant)")
-    s.add_argument("--target", type=float, metavar="T", help="ADA target value of r_t = E[sign(D(real))]")
+    s.add_argument("--p", type=finite_float, metavar="P", help="augmentation probability (ada: initial, fixed: all)")
+    s.add_argument("--target", type=finite_float, metavar="T", help="ADA target value of r_t = E[sign(D(real))]")
     p.set_defaults(func=train_main)
 
     q = sub.add_parser("generate", help="write an image grid from a trained run",

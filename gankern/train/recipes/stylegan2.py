@@ -398,7 +398,7 @@ def _generator(args):
     return G
 
 
-def _interpolation(G, args, psi: float, noise_mode: str) -> int:
+def _interpolation(G, args, psi: float, noise_mode: str, cls: int | None) -> int:
     """--interp: a grid with one row of --frames images per pair of consecutive seeds, or, when --out is a folder
     (or has no suffix), the frames of the whole path seed 0 -> 1 -> ... as frame00000.png, ... (each seed once)."""
     import os
@@ -409,7 +409,7 @@ def _interpolation(G, args, psi: float, noise_mode: str) -> int:
     from ..outputs import image_grid, save_grid
     frames = 8 if args.frames is None else args.frames
     seeds = tools.parse_range(args.seeds) if args.seeds else list(range(args.seed, args.seed + (args.n or 4)))
-    images = tools.interpolation_frames(G, seeds, frames, args.interp or "z", psi, noise_mode, args.cls)
+    images = tools.interpolation_frames(G, seeds, frames, args.interp or "z", psi, noise_mode, cls)
     what = f"{len(seeds) - 1} x {frames} frames ({args.interp or 'z'} interpolation, seeds {seeds})"
     if os.path.isdir(args.out) or not os.path.splitext(args.out)[1]:
         os.makedirs(args.out, exist_ok=True)
@@ -444,19 +444,22 @@ def generate_main(args) -> int | None:
         G = _generator(args)
         psi = 1.0 if args.trunc is None else args.trunc
         noise_mode = args.noise_mode or "const"
+        if args.cls is not None and len(args.cls) > 1:
+            raise ValueError(f"--class: one class for StyleGAN networks (S2A's --class), got {len(args.cls)}")
+        cls = args.cls[0] if args.cls else None
         if args.interp or args.frames:
-            return _interpolation(G, args, psi, noise_mode)
+            return _interpolation(G, args, psi, noise_mode, cls)
         if args.mix_rows or args.mix_cols:
             if not (args.mix_rows and args.mix_cols):
                 raise ValueError("--mix-rows and --mix-cols go together")
             rows, cols = tools.parse_range(args.mix_rows), tools.parse_range(args.mix_cols)
             styles = tools.parse_range(args.styles) if args.styles else list(range(min(7, G.num_ws)))
-            images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, args.cls)
+            images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, cls)
             nrow, what = len(cols) + 1, f"a {len(rows)} x {len(cols)} style-mixing grid (styles {styles})"
         else:
             seeds = tools.parse_range(args.seeds) if args.seeds else \
                 list(range(args.seed, args.seed + (args.n or 16)))
-            images = tools.generate_images(G, seeds, psi, noise_mode, args.cls)
+            images = tools.generate_images(G, seeds, psi, noise_mode, cls)
             nrow, what = None, f"{len(seeds)} images (seeds {args.seeds or f'{seeds[0]}-{seeds[-1]}'})"
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern generate: error: {e}", file=sys.stderr)
