@@ -1,5 +1,6 @@
 """StyleGAN2 / StyleGAN training (the stylegan2 recipe: S2A's loss, lazy R1 and path length, style mixing, ADA, exact
-resume), generation from seeds and style-mixing grids as S2A's scripts, projection into W, and their CLI."""
+resume, a short run on digits whose FID falls), generation from seeds, style-mixing grids and interpolation frames as
+S2A's scripts, projection into W and the noise maps (pixel, D or VGG16 distance), and their CLI."""
 from __future__ import annotations
 
 import numpy as np
