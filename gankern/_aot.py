@@ -168,6 +168,12 @@ def gpu_workloads() -> None:
             x = torch.randn(2, 512, 32, 32, dtype=dt)
             run(lambda x, g, b: ops.adain(x, g, b), x, torch.randn(2, 512, dtype=dt), torch.randn(2, 512, dtype=dt))
             run(lambda x, b: ops.bias_act(x, b), x, torch.randn(512, dtype=dt))
+            xi = torch.randn(2, 256, 64, 64, dtype=dt)  # CycleGAN's 64x64 stage (two-pass), and 32x32 (one pass)
+            run(lambda x: ops.instance_norm(x, act="lrelu"), xi)
+            run(lambda x, w, b: ops.instance_norm(x, w, b, act="relu"), xi[:, :, :32, :32], torch.randn(256),
+                torch.randn(256))
+            run(lambda w, s: ops.modulation.demodulation_coefficients(w, s), torch.randn(512, 512, 3, 3, dtype=dt),
+                torch.randn(32, 512, dtype=dt))  # StyleGAN2's N = 32, I = O = 512 (I split in slices)
             y = torch.randn(2, 512, 64, 64, dtype=dt)
             f = torch.tensor([1.0, 3.0, 3.0, 1.0])
             run(lambda y: ops.upsample2d(y, f), y)

@@ -386,8 +386,29 @@ def test_modulated_conv2d_matches_reference_to_second_order(case):
         torch.testing.assert_close(g, r, rtol=2e-4, atol=2e-4, msg=lambda m: f"{label}: {m}")
 
 
+@pytest.fixture(params=["one-slice", "default", "slice-per-block"])
+def demod_slices(request, monkeypatch):
+    """The demodulation kernel over I in one slice (d written directly), the default split, or one slice per block
+    of I (the partial sums added by the second kernel)."""
+    from gankern.kernels import modulation as k
+    monkeypatch.setattr(k, "DEMOD_MIN_PROGRAMS", {"one-slice": 1, "default": k.DEMOD_MIN_PROGRAMS,
+                                                  "slice-per-block": 10 ** 6}[request.param])
+    return request.param
+
+
+def test_demodulation_grid_fills_132_sms():
+    """StyleGAN2's N = 32, I = O = 512: 32 tiles of d, so I is split until the grid fills the 132 SMs of an H100 /
+    H200 (about two programs per SM); slices are whole blocks of I and cover it; large batches need no split."""
+    from gankern.kernels import modulation as k
+    slices, per = k.demod_split(32, 512, 512)
+    tiles = math.ceil(32 / k.DEMOD_BLOCK_N) * math.ceil(512 / k.DEMOD_BLOCK_O)
+    assert tiles == 32 and tiles * slices >= 132 and per % k.DEMOD_BLOCK_I == 0 and (slices - 1) * per < 512 <= \
+        slices * per
+    assert k.demod_split(4096, 512, 512)[0] == 1
+
+
 @pytest.mark.parametrize("k", [1, 3])
-def test_demodulation_kernel_matches_reference_to_second_order(k):
+def test_demodulation_kernel_matches_reference_to_second_order(k, demod_slices):
     weight, styles = torch.randn(37, 45, k, k), torch.randn(19, 45)  # more than one tile of N, O and I
 
     def grads(fn):
@@ -402,6 +423,14 @@ def test_demodulation_kernel_matches_reference_to_second_order(k):
     want = grads(lambda w, s: (w[None] * s[:, None, :, None, None]).square().sum((2, 3, 4)).add(1e-8).rsqrt())
     for label, g, r in zip(("d", "dw", "ds", "d2w", "d2s"), got, want):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5, msg=lambda m: f"{label}: {m}")
+    weight[3, 5, 0, 0] = float("inf")  # an Inf weight: NaN for output channel 3 (see the op), in every slicing
+    styles[7, 44] = float("nan")       # a NaN style: NaN for sample 7
+    with backend_ctx("triton"):
+        d = demodulation_coefficients(weight, styles)
+    with backend_ctx("ref"):
+        torch.testing.assert_close(d, demodulation_coefficients(weight, styles), rtol=1e-4, atol=1e-5,
+                                   equal_nan=True)
+    assert d[:, 3].isnan().all() and d[7].isnan().all() and d.isfinite().sum() == 18 * 36
 
 
 def test_modulated_conv2d_half_precision():

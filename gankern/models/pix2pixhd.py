@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cyclegan import ResBlock, ResnetGenerator
-from .pix2pix import PatchGAN, norm_layer
+from .pix2pix import FusedAct, PatchGAN, norm_act
 
 
 def downsample(x: torch.Tensor) -> torch.Tensor:
@@ -32,12 +32,12 @@ class LocalEnhancer(nn.Module):
         super().__init__()
         bias = norm == "instance"
         self.global_ = ResnetGenerator(in_ch, out_ch, 2 * ngf, n_blocks_global, n_down_global, norm)
-        self.front = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias), norm_layer(norm, ngf),
-                                   nn.ReLU(True), nn.Conv2d(ngf, 2 * ngf, 3, 2, 1, bias=bias),
-                                   norm_layer(norm, 2 * ngf), nn.ReLU(True))
+        self.front = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias),
+                                   *norm_act(norm, ngf, "relu"), nn.Conv2d(ngf, 2 * ngf, 3, 2, 1, bias=bias),
+                                   *norm_act(norm, 2 * ngf, "relu"))
         self.back = nn.Sequential(*[ResBlock(2 * ngf, norm) for _ in range(n_blocks)],
                                   nn.ConvTranspose2d(2 * ngf, ngf, 3, 2, 1, output_padding=1, bias=bias),
-                                  norm_layer(norm, ngf), nn.ReLU(True), nn.ReflectionPad2d(3),
+                                  *norm_act(norm, ngf, "relu"), nn.ReflectionPad2d(3),
                                   nn.Conv2d(ngf, out_ch, 7), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class MultiscaleDiscriminator(nn.Module):
         out = []
         for layer in d.net:
             x = layer(x)
-            if isinstance(layer, nn.LeakyReLU):
+            if isinstance(layer, (nn.LeakyReLU, FusedAct)):  # FusedAct: a LeakyReLU fused into the norm
                 out.append(x)
         return out + [x]
 

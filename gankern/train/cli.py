@@ -36,7 +36,7 @@ configs: gankern train --list-configs
 # Families with their own kind of ``gankern generate``: each module defines ``add_generate_options(parser)`` (an
 # argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
-GENERATE_FAMILIES = ["gankern.train.recipes.stylegan2", "gankern.train.recipes.infogan"]
+GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan")]
 
 
 def add_parsers(sub) -> None:
@@ -48,8 +48,8 @@ def add_parsers(sub) -> None:
     g = p.add_argument_group("general options")
     g.add_argument("--config", metavar="NAME", default="dcgan", help="named config (default: %(default)s)")
     g.add_argument("--list-configs", action="store_true", help="print the named configs and exit")
-    g.add_argument("--data", metavar="PATH", help="'digits' (embedded), folder, .zip, .npz or .npy "
-                                                  "(default: digits)")
+    g.add_argument("--data", metavar="PATH", help="'digits' (embedded), folder, .zip, .npz or .npy; "
+                                                  "one image for SinGAN: sample:china or IMG.png (default: digits)")
     g.add_argument("--outdir", metavar="DIR", default="runs", help="where to make the run directory "
                                                                    "(default: %(default)s)")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
