@@ -114,6 +114,7 @@ def _log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # `train --gpus N` runs it again under torchrun
     _log_to_stderr()
     if hasattr(args, "threads"):
         _set_threads(args.threads)

@@ -1,5 +1,6 @@
 """StyleGAN2 / StyleGAN training (the stylegan2 recipe: S2A's loss, lazy R1 and path length, style mixing, ADA, exact
-resume), generation from seeds and style-mixing grids as S2A's scripts, projection into W, and their CLI."""
+resume, a short run on digits whose FID falls), generation from seeds, style-mixing grids and interpolation frames as
+S2A's scripts, projection into W and the noise maps (pixel, D or VGG16 distance), and their CLI."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,24 +81,164 @@ def test_style_mixing_grid_is_s2a_figure():
         tools.style_mixing_grid(G, rows, cols, [G.num_ws])
 
 
-@pytest.mark.parametrize("use_D", [False, True])
-def test_projection_finds_a_generated_image(use_D):
-    G = tiny_G()
+def test_slerp_is_on_the_sphere_and_uniform_in_angle():
+    a, b = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)[:, None]
+    s = tools.slerp(a, b, t)
+    torch.testing.assert_close(s.norm(dim=1), torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(s[0], a / a.norm())
+    torch.testing.assert_close(s[-1], b / b.norm())
+    angles = torch.acos((s[1:] * s[:-1]).sum(1).clamp(-1, 1))                 # equal steps along the great circle
+    torch.testing.assert_close(angles, angles[:1].expand(4))
+    torch.testing.assert_close(tools.slerp(a, a, t), (a / a.norm()).expand(5, 7))    # same seed: no NaN
+
+
+@pytest.mark.parametrize("space", ["z", "z-lerp", "w"])
+def test_interpolation_frames_go_from_seed_to_seed(space):
+    G = tiny_G(c_dim=3)
+    frames = tools.interpolation_frames(G, [4, 5, 6], 5, space, 0.8, "const", class_idx=2)
+    assert frames.shape == (2, 5, 3, 16, 16)
+    ends = tools.generate_images(G, [4, 5, 6], 0.8, "const", class_idx=2)
+    for i in range(2):
+        torch.testing.assert_close(frames[i, 0], ends[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(frames[i, -1], ends[i + 1], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        c = torch.nn.functional.one_hot(torch.tensor([2, 2]), 3).float()
+        z = tools.seed_latents([4, 5], 32)
+        if space == "w":                                                     # the middle frame: the mean w
+            mid = G.synthesis(G.mapping(z, c, truncation_psi=0.8).mean(0, keepdim=True), noise_mode="const")
+        else:
+            zm = tools.slerp(z[0], z[1], torch.tensor([[0.5]])) if space == "z" else z.mean(0, keepdim=True)
+            mid = G(zm, c[:1], truncation_psi=0.8, noise_mode="const")
+    torch.testing.assert_close(frames[0, 2], mid[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(frames[0, 2], ends[0], atol=1e-3)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        tools.interpolation_frames(G, [4], 5, space, class_idx=0)
+
+
+def vgg16_state_dict(seed=0):
+    """torchvision's vgg16().state_dict() layout (features and classifier) with He-initialized random weights."""
+    g = torch.Generator().manual_seed(seed)
+    sd, c, i = {}, 3, 0
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+        if v == "M":
+            i += 1
+            continue
+        sd[f"features.{i}.weight"] = torch.randn(v, c, 3, 3, generator=g) * (2 / (9 * c)) ** 0.5
+        sd[f"features.{i}.bias"] = torch.zeros(v)
+        c, i = v, i + 2
+    sd["classifier.0.weight"], sd["classifier.0.bias"] = torch.zeros(8, 25088), torch.zeros(8)   # ignored
+    return sd
+
+
+def noisy_G(layer="modconv", strength=0.05):
+    """tiny_G whose noise inputs matter (S2A initializes their strengths at 0)."""
+    G = tiny_G(layer=layer)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(strength)
+    return G
+
+
+@pytest.mark.parametrize("distance", ["pixels", "D", "vgg16"])
+def test_projection_finds_a_generated_image(distance):
+    G = noisy_G()
     with torch.no_grad():
         target = G(tools.seed_latents([9], 32), None, noise_mode="const")[0]
-    dists = []
-    ws = tools.project(G, target, num_steps=120, D=tiny_D() if use_D else None, w_avg_samples=500,
-                       progress=lambda step, d: dists.append(d))
-    assert ws.shape == (120, G.num_ws, 32) and len(dists) == 120
-    assert dists[-1] < 0.25 * dists[0]
+    vgg = None
+    if distance == "vgg16":
+        vgg = tools.VGG16Features().eval().requires_grad_(False)
+        vgg.features.load_state_dict({k[9:]: v for k, v in vgg16_state_dict().items() if k.startswith("features.")})
+    dists, n = [], 40 if vgg else 100                           # VGG16 on 32 px: 0.2 s a step on one CPU thread
+    ws, noise = tools.project(G, target, num_steps=n, D=tiny_D() if distance == "D" else None, vgg16=vgg,
+                              w_avg_samples=500, progress=lambda step, d: dists.append(d))
+    assert ws.shape == (n, G.num_ws, 32) and len(dists) == n
+    assert dists[-1] < 0.2 * dists[0], (dists[0], dists[-1])
+    bufs = dict(G.synthesis.named_buffers())
+    assert sorted(noise) == sorted(n for n in bufs if n.endswith("noise_const")) and len(noise) == 5
+    for n, m in noise.items():                                   # S2A's normalization after each step
+        assert m.shape == bufs[n].shape and abs(float(m.mean())) < 1e-5 and abs(float(m.square().mean()) - 1) < 1e-4
+    G2 = noisy_G()                                               # the network itself was not modified
+    assert all(torch.equal(v, G2.state_dict()[k]) for k, v in G.state_dict().items())
     with torch.no_grad():
-        out = G.synthesis(ws[-1:], noise_mode="const")[0]
         far = G.synthesis(ws[:1], noise_mode="const")[0]
-    assert (out - target).square().mean() < 0.5 * (far - target).square().mean()
+        for n, m in noise.items():
+            bufs[n].copy_(m)
+        out = G.synthesis(ws[-1:], noise_mode="const")[0]
+    assert (out - target).square().mean() < 0.2 * (far - target).square().mean()
     with pytest.raises(ValueError, match="target must be a tensor of shape"):
         tools.project(G, target[:1], num_steps=1)
     with pytest.raises(ValueError, match="unconditional"):
         tools.project(tiny_G(c_dim=2), target, num_steps=1)
+
+
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_projection_optimizes_the_noise_maps(layer):
+    def maps(strength, **kw):
+        G = noisy_G(layer, strength)
+        with torch.no_grad():
+            target = G(tools.seed_latents([3], 32), None, noise_mode="const")[0]
+        return tools.project(G, target, num_steps=10, w_avg_samples=100, seed=5, **kw)[1]
+    still = maps(0.0, regularize_noise_weight=0)
+    g = torch.Generator().manual_seed(5)                         # the initial draws of the maps, normalized
+    first = {n: torch.randn(m.shape, generator=g) for n, m in still.items()}
+    first = {n: (m - m.mean()) / (m - m.mean()).square().mean().sqrt() for n, m in first.items()}
+    # without the regularizer, the distance's gradient moves the maps when they matter (strength != 0) and only then
+    for n, m in still.items():
+        torch.testing.assert_close(m, first[n])
+    for n, m in maps(0.3, regularize_noise_weight=0).items():
+        assert (m - first[n]).abs().max() > 1e-2, n
+    for n, m in maps(0.0).items():                               # the regularizer alone moves them too
+        assert (m - first[n]).abs().max() > 1e-2, n
+    assert maps(0.3, optimize_noise=False) == {}
+    x = torch.linspace(-1, 1, 16)                                # S2A's regularizer: large on a correlated map
+    smooth = (x[:, None] + x[None, :]) / 0.82
+    white = torch.randn(16, 16, generator=g)
+    assert tools._noise_regularization(smooth) > 100 * tools._noise_regularization(white)
+
+
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_synthesis_layers_take_a_noise_map_that_requires_grad(layer):
+    blk = noisy_G(layer, 0.3).synthesis.b8.conv1.double()
+    x, w = torch.randn(2, blk.in_channels, 8, 8, dtype=torch.float64), torch.randn(2, 32, dtype=torch.float64)
+    want = blk(x, w, noise_mode="const")                          # the fused path: noise a constant
+    noise = blk.noise_const.clone().requires_grad_(True)
+
+    def f(m):
+        blk.noise_const = m
+        return blk(x, w, noise_mode="const")
+    torch.testing.assert_close(f(noise), want)
+    assert torch.autograd.gradcheck(f, (noise,))
+
+
+def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    sd = vgg16_state_dict(1)
+    torch.save(sd, tmp_path / "vgg16.pth")
+    save_file(sd, str(tmp_path / "vgg16.safetensors"))
+    a, b = tools.load_vgg16(tmp_path / "vgg16.pth"), tools.load_vgg16(tmp_path / "vgg16.safetensors")
+    assert torch.equal(a.features[28].weight, sd["features.28.weight"])
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    feats = a(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4),
+                                               (2, 512, 2, 2)]                  # 16 px up-sampled to 32
+    for f, g in zip(feats, b(x)):
+        torch.testing.assert_close(f, g)
+    d = tools.VGG16Features.distance(feats, a(x.flip(0)))
+    assert d.shape == (2,) and torch.all(d > 0) and torch.allclose(tools.VGG16Features.distance(feats, feats),
+                                                                   torch.zeros(2))
+    assert tools.load_vgg16(tmp_path / "vgg16.pth").features[0].weight.requires_grad is False
+    script = torch.jit.script(torch.nn.Linear(2, 2))             # S2A's vgg16.pt is such a file
+    script.save(str(tmp_path / "vgg16.pt"))
+    with pytest.raises(ValueError, match="TorchScript file.*run the code"):
+        tools.load_vgg16(tmp_path / "vgg16.pt")
+    del sd["features.26.bias"]
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"not torchvision's VGG16 state dict \(features.26.bias"):
+        tools.load_vgg16(tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError):
+        tools.load_vgg16(tmp_path / "none.pth")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -303,6 +444,33 @@ def tiny_run(steps=8, batch=8, res=16, layer="modconv", **train):
     return cfg
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["modconv", "adain"])
+def test_tiny_training_on_digits_lowers_fid(tmp_path, one_thread, monkeypatch, layer):
+    """A 16 px StyleGAN2 (StyleGAN with adain), 16 channels, on digits for 140 steps of 8 with S2A's lazy R1 (every
+    16) and path length (every 4), style mixing 0.9 and ADA: no NaN (the trainer stops on one) and digits-FID falls."""
+    import json
+    import os
+
+    from gankern.train import Trainer
+    monkeypatch.setattr("gankern.train.snapshots.plot_run", lambda *a, **k: None)   # matplotlib: seconds, not tested
+    steps = 140
+    cfg = tiny_run(steps=steps, batch=8, layer=layer, metrics="digits-fid", metric_samples=500, log_steps=20,
+                   snap_steps=steps, ckpt_steps=steps)
+    o = cfg.options
+    o.fmaps, o.r1_interval, o.pl_interval, o.ada_interval, o.ada_kimg, o.p = 1 / 256, 16, 4, 4, 2.0, 0.0
+    tr = Trainer(cfg, str(tmp_path), progress=False)
+    assert tr.recipe.style_mixing == 0.9 and tr.recipe.gamma > 0 and tr.recipe.pl_weight == 2
+    tr.train()
+    rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
+    fids = [r["fid_digits"] for r in rows if "fid_digits" in r]
+    assert len(fids) == 2 and fids[1] < 0.7 * fids[0], fids
+    ps = [r["ada/p"] for r in rows if "ada/p" in r]
+    assert len(ps) == steps // 20 and max(ps) > 0                       # ADA moved p
+    assert all(r["D/r1_penalty"] > 0 and r["G/pl_penalty"] >= 0 for r in rows if "D/loss" in r)
+    assert float(tr.recipe.pl_mean) > 0
+
+
 def test_training_resumes_exactly_with_pl_mean_and_ada_p(tmp_path, one_thread):
     from gankern.train import Trainer
     cfg = tiny_run(res=8)
@@ -357,7 +525,7 @@ def test_cli_train_generate_project_with_digits_fid(tmp_path, one_thread, capsys
     assert main(["generate", "--run", run, "--mix-rows", "1,2", "--mix-cols", "3", "--out", grid]) == 0
     assert main(["generate", "--run", run, "--n", "4", "--out", grid]) == 0       # the trainer's own path
     assert main(["project", "--run", run, "--target", grid, "--num-steps", "5", "--outdir", str(tmp_path / "p")]) == 0
-    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_w.npz", "target.png"]
+    assert sorted(os.listdir(tmp_path / "p")) == ["proj.png", "projected_noise.npz", "projected_w.npz", "target.png"]
     assert np.load(tmp_path / "p" / "projected_w.npz")["w"].shape[0] == 1
     assert main(["generate", "--run", run, "--seeds", "x", "--out", grid]) == 2
     assert "integers and ranges" in capsys.readouterr().err
@@ -375,5 +543,61 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
     assert os.path.exists(grid)
     assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--d-weight", "0",
                  "--outdir", str(tmp_path / "p")]) == 0
+    torch.save(vgg16_state_dict(), tmp_path / "vgg16.pth")
+    assert main(["project", "--network", path, "--target", grid, "--num-steps", "3", "--vgg16",
+                 str(tmp_path / "vgg16.pth"), "--outdir", str(tmp_path / "v")]) == 0
+    noise = np.load(tmp_path / "v" / "projected_noise.npz")
+    assert sorted(noise.files) == sorted(n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const"))
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "vgg16.pt"))
+    assert main(["project", "--network", path, "--target", grid, "--vgg16", str(tmp_path / "vgg16.pt")]) == 2
+    assert "TorchScript" in capsys.readouterr().err
     assert main(["project", "--network", str(tmp_path / "none.pkl"), "--target", grid]) == 2
     assert "no such network file" in capsys.readouterr().err
+    sheet = str(tmp_path / "interp.png")
+    assert main(["generate", "--network", path, "--interp", "w", "--seeds", "0-3", "--frames", "5", "--out",
+                 sheet]) == 0
+    from PIL import Image
+    assert Image.open(sheet).size == (5 * 64 + 6 * 2, 3 * 64 + 4 * 2)      # 3 seed pairs x 5 frames, tiles >= 64 px
+    assert main(["generate", "--network", path, "--interp", "z", "--seeds", "0-2", "--frames", "4", "--out",
+                 str(tmp_path / "frames")]) == 0                            # a folder: 2 x 3 + 1 frames of the path
+    names = sorted(os.listdir(tmp_path / "frames"))
+    assert names == [f"frame{i:05d}.png" for i in range(7)] and Image.open(tmp_path / "frames" / names[0]).size == (
+        16, 16)
+    first = np.asarray(Image.open(tmp_path / "frames" / names[0]), dtype=np.float32) / 127.5 - 1
+    torch.testing.assert_close(torch.from_numpy(first).permute(2, 0, 1),
+                               tools.generate_images(G, [0], noise_mode="const")[0].clamp(-1, 1), atol=0.01, rtol=0)
+    assert main(["generate", "--network", path, "--interp", "w", "--seeds", "3", "--out", sheet]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
+
+
+def test_train_flags_of_s2a_map_onto_the_recipe(capsys):
+    import json
+
+    from gankern.cli import main
+    assert main(["train", "--config", "stylegan", "--gamma", "0.5", "--aug", "fixed", "--p", "0.2", "--target", "0.7",
+                 "--device", "cpu", "--dry-run"]) == 0
+    o = json.loads(capsys.readouterr().out)["options"]
+    assert (o["gamma"], o["aug"], o["p"], o["target"], o["layer"]) == (0.5, "fixed", 0.2, 0.7, "adain")
+    assert main(["train", "--config", "dcgan", "--gamma", "1", "--dry-run"]) == 2       # not ignored: an error
+    assert "--gamma: config 'dcgan' (recipe classic) has no such option" in capsys.readouterr().err
+    assert main(["train", "--config", "stylegan2", "--p", "1.5", "--dry-run"]) == 2
+    assert "recipe.p must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_generates_from_a_conditional_network_by_class(tmp_path, capsys):
+    from PIL import Image
+
+    from gankern.cli import main
+    G = tiny_G(c_dim=3)
+    path, out = str(tmp_path / "cond.pt"), str(tmp_path / "c.png")
+    torch.save({"G": G.state_dict(), "G_ema": G.state_dict()}, path)
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--class", "2", "--out", out]) == 0
+    want = tools.generate_images(G, [0, 1], class_idx=2)
+    got = torch.from_numpy(np.asarray(Image.open(out), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    torch.testing.assert_close(got[:, 2:66:4, 2:66:4], want[0].clamp(-1, 1), atol=0.01, rtol=0)   # tile 1, x4
+    assert main(["generate", "--network", path, "--seeds", "0-2", "--class", "1", "--interp", "z", "--frames",
+                 "3", "--out", out]) == 0
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--class", "0,1", "--out", out]) == 2
+    assert "one class for StyleGAN networks" in capsys.readouterr().err
+    assert main(["generate", "--network", path, "--seeds", "0-1", "--out", out]) == 2
+    assert "conditional: give a class" in capsys.readouterr().err

@@ -1,29 +1,35 @@
 """What people do with a trained StyleGAN2 / StyleGAN, as StyleGAN2-ADA's (S2A's) scripts do it: images from seeds
 (``generate.py``: z = numpy RandomState(seed).randn(z_dim), so a seed gives S2A's image for the same network),
-style-mixing grids (``style_mixing.py``) and projection of an image into W (``projector.py``).
+style-mixing grids (``style_mixing.py``), interpolation frames between seeds (slerp or lerp in z, lerp in w, as
+StyleGAN's videos and its perceptual path length do) and projection of an image into W (``projector.py``).
 
-Projection differs from S2A's in its distance: S2A measures LPIPS with a VGG16 that it downloads; nothing downloads
-here, so the distance is a multi-scale pixel distance (mean squared error of the images and of their 2x, 4x, ...
-average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of D's block
-features (each block's features divided by their RMS on the target). The rest follows S2A: W initialized at the
-mean of 10000 mapped latents, Adam on w, noise on w ramped down, learning rate ramped up and down. Unlike S2A, the
-per-layer noise images are not optimized (they stay the network's ``noise_const``): gankern's fused modulated
-convolution takes noise as a constant input (no gradient), so S2A's noise optimization and its noise
-regularization are left out.
+Projection follows S2A: W initialized at the mean of 10000 mapped latents, Adam on w and on the per-layer noise maps
+(re-drawn at the start, regularized toward no spatial correlation over a pyramid down to 8 px, normalized to zero mean
+and unit variance after each step), noise on w ramped down, learning rate ramped up and down. The distance is S2A's
+when a VGG16 is given (:class:`VGG16Features`, torchvision's weights: the squared distance of channel-normalized
+relu1_2 ... relu5_3 features, LPIPS' form without its learned per-channel weights, which only S2A's TorchScript file
+holds); without one (nothing downloads) a multi-scale pixel distance (mean squared error of the images and of their
+2x, 4x, ... average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of
+D's block features (each block's features divided by their RMS on the target).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .stylegan2 import Discriminator, Generator
+from torch import nn
 
-__all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid",
-           "discriminator_features", "project"]
+from .stylegan2 import Discriminator, Generator
+from .vgg import VGG16, load_features, vgg_layers
+
+__all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid", "slerp",
+           "interpolation_frames",
+           "discriminator_features", "VGG16Features", "load_vgg16", "project"]
 
 
 def parse_range(text: str) -> list[int]:
@@ -109,6 +115,49 @@ def style_mixing_grid(G: Generator, row_seeds: list[int], col_seeds: list[int], 
     return torch.stack(grid)
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of the directions of a and b (..., D) at t (..., 1): unit vectors (..., D), a / |a|
+    at t = 0 and b / |b| at t = 1 (StyleGAN's mapping normalizes z, so the length of z does not matter)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    d = (a * b).sum(dim=-1, keepdim=True).clamp(-1, 1)
+    c = F.normalize(b - d * a, dim=-1)                     # the unit direction from a toward b (0 when b = a)
+    p = t * torch.acos(d)
+    return F.normalize(a * torch.cos(p) + c * torch.sin(p), dim=-1)
+
+
+INTERPOLATIONS = ("z", "z-lerp", "w")
+
+
+@torch.no_grad()
+def interpolation_frames(G: Generator, seeds: list[int], frames: int, space: str = "z",
+                         truncation_psi: float = 1.0, noise_mode: str = "const",
+                         class_idx: int | None = None) -> torch.Tensor:
+    """Images (len(seeds) - 1, frames, C, R, R): row i goes from seeds[i]'s image to seeds[i + 1]'s in ``frames``
+    equal steps of t in [0, 1], interpolating ``space``: 'z' (slerp of the latents), 'z-lerp' or 'w' (lerp of the
+    mapped, truncated ws)."""
+    if space not in INTERPOLATIONS:
+        raise ValueError(f"interpolation space must be one of {INTERPOLATIONS}, got {space!r}")
+    if len(seeds) < 2 or frames < 2:
+        raise ValueError(f"interpolation needs at least 2 seeds and 2 frames, got {len(seeds)} seeds and {frames} "
+                         f"frames")
+    dev = next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(dev)
+    c = class_labels(G, class_idx, frames)
+    c = None if c is None else c.to(dev)
+    t = torch.linspace(0, 1, frames, device=dev)[:, None]                                   # (frames, 1)
+    kw = _synthesis_kwargs(noise_mode, dev)
+    rows = []
+    for i in range(len(seeds) - 1):
+        if space == "w":
+            w = G.mapping(z[i:i + 2], None if c is None else c[:2], truncation_psi=truncation_psi)   # (2, L, D)
+            ws = w[0].lerp(w[1], t[:, :, None])                                              # (frames, L, D)
+        else:
+            zi = slerp(z[i], z[i + 1], t) if space == "z" else z[i].lerp(z[i + 1], t)        # (frames, z_dim)
+            ws = G.mapping(zi, c, truncation_psi=truncation_psi)
+        rows.append(G.synthesis(ws, **kw))
+    return torch.stack(rows)
+
+
 def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Tensor]:
     """The outputs of D's blocks (highest resolution first) and of its 4x4 conv on ``img`` (N, C, R, R), fp32."""
     x, feats = None, []
@@ -123,6 +172,60 @@ def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Te
     return feats
 
 
+class VGG16Features(nn.Module):
+    """torchvision's VGG16 feature layers (gankern.models.vgg; state_dict keys ``features.N.weight`` / ``.bias`` as
+    torchvision's ``vgg16().state_dict()``) -> the five feature maps of LPIPS and S2A's vgg16.pt: relu1_2, relu2_2,
+    relu3_3, relu4_3, relu5_3 (the ReLUs before each pool).
+
+    Shapes: img (N, 1 or 3, H, W) in [-1, 1] -> [(N, 64, H, W), (N, 128, H/2, W/2), ..., (N, 512, H/16, W/16)];
+    images below 32 px are up-sampled (bilinear) to 32, grey images repeated to RGB, ImageNet's mean and std applied.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.features = vgg_layers(VGG16)
+        self.taps = {i - 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)}
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = img.float().expand(-1, 3, -1, -1) if img.shape[1] == 1 else img.float()
+        if x.shape[-1] < 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+    @staticmethod
+    def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """sum over layers of the spatial mean of ||a / |a| - b / |b|||^2 (norms over channels), per sample (N,)."""
+        return sum((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)).square().sum(1).mean((1, 2))
+                   for x, y in zip(a, b))
+
+
+def load_vgg16(path: str | os.PathLike, device="cpu") -> VGG16Features:
+    """VGG16Features with the weights of torchvision's ``vgg16().state_dict()`` in ``path`` (torch.save file read
+    with weights_only=True, or .safetensors). S2A's vgg16.pt is TorchScript, whose loading runs code: refused."""
+    vgg = VGG16Features()
+    load_features(path, vgg.features, "VGG16")
+    return vgg.to(device).eval().requires_grad_(False)
+
+
+def _noise_regularization(noise: torch.Tensor) -> torch.Tensor:
+    """S2A's: squared mean autocorrelation at a 1-pixel shift in x and in y of a (H, W) map and of its 2x, 4x, ...
+    average-pooled versions down to 8 px."""
+    x, reg = noise[None, None], 0
+    while True:
+        reg = reg + (x * x.roll(1, dims=3)).mean().square() + (x * x.roll(1, dims=2)).mean().square()
+        if x.shape[2] <= 8:
+            return reg
+        x = F.avg_pool2d(x, 2)
+
+
 def _pyramid(img: torch.Tensor) -> list[torch.Tensor]:
     out = [img]
     while out[-1].shape[-1] > 8:
@@ -131,18 +234,25 @@ def _pyramid(img: torch.Tensor) -> list[torch.Tensor]:
 
 
 def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discriminator | None = None,
-            d_weight: float = 1.0, w_avg_samples: int = 10000, initial_learning_rate: float = 0.1,
+            d_weight: float = 1.0, vgg16: VGG16Features | None = None, optimize_noise: bool = True,
+            regularize_noise_weight: float = 1e5, w_avg_samples: int = 10000, initial_learning_rate: float = 0.1,
             initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05,
             noise_ramp_length: float = 0.75, seed: int = 303,
-            progress=None) -> torch.Tensor:
-    """Find ws with G.synthesis(ws, noise_mode='const') close to ``target``; returns the w of every step,
-    (num_steps, num_ws, w_dim) on G's device (the last row is the result).
+            progress=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Find ws (and noise maps) with G.synthesis(ws, noise_mode='const') close to ``target``.
 
     Args:
         G: an unconditional generator (it is not modified: a copy is optimized).
         target: (C, R, R) image of G's shape, in [-1, 1].
-        D: a discriminator of G's resolution whose block features join the distance (``d_weight``), or None.
+        D: a discriminator of G's resolution whose block features join the pixel distance (``d_weight``), or None.
+        vgg16: S2A's distance (VGG16 features) instead of the pixel and D distances, or None.
+        optimize_noise: optimize the noise maps too (S2A), regularized by ``regularize_noise_weight``; False: they
+            stay the network's ``noise_const``.
         progress: called as progress(step, dist) after each step (dist: a float), or None.
+    Returns:
+        ws: the w of every step, (num_steps, num_ws, w_dim) on G's device (the last row is the result);
+        noise: {name in G.synthesis.named_buffers(): (res, res) map} after the last step ({} without
+            optimize_noise): copy them into G's ``noise_const`` buffers to render the projection.
     """
     if G.c_dim:
         raise ValueError("projection needs an unconditional generator (as S2A's projector)")
@@ -163,6 +273,10 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
     target = target.to(dev, torch.float32)[None]
     target_pyr = _pyramid(target)
     target_feats = scales = None
+    if vgg16 is not None:
+        D = None
+        with torch.no_grad():
+            target_vgg = vgg16(_at_most_256(target))
     if D is not None:
         if D.img_resolution != G.img_resolution or D.img_channels != G.img_channels:
             raise ValueError("D must take G's images (same resolution and channels)")
@@ -172,7 +286,11 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
             scales = [f.square().mean().sqrt().clamp_min(1e-8) for f in target_feats]
     gen = torch.Generator(device=dev).manual_seed(seed)
     w_opt = w_avg.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w_opt], betas=(0.9, 0.999), lr=initial_learning_rate)
+    noise_bufs = {n: b for n, b in G.synthesis.named_buffers() if n.endswith("noise_const")} if optimize_noise else {}
+    for buf in noise_bufs.values():
+        buf.copy_(torch.randn(buf.shape, generator=gen, device=dev))
+        buf.requires_grad_(True)
+    opt = torch.optim.Adam([w_opt, *noise_bufs.values()], betas=(0.9, 0.999), lr=initial_learning_rate)
     w_out = torch.zeros([num_steps, G.num_ws, G.w_dim], device=dev)
     for step in range(num_steps):
         t = step / num_steps
@@ -183,14 +301,27 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
             group["lr"] = initial_learning_rate * lr_ramp
         w_noise = torch.randn(w_opt.shape, generator=gen, device=dev) * w_noise_scale
         synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), **kw)
-        dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
+        if vgg16 is not None:
+            dist = VGG16Features.distance(vgg16(_at_most_256(synth)), target_vgg).sum()
+        else:
+            dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
         if D is not None:
             dist = dist + d_weight * sum(((f - tf) / s).square().mean() for f, tf, s in
                                          zip(discriminator_features(D, synth), target_feats, scales))
+        reg = sum(_noise_regularization(b) for b in noise_bufs.values())
         opt.zero_grad(set_to_none=True)
-        dist.backward()
+        (dist + reg * regularize_noise_weight).backward()
         opt.step()
         w_out[step] = w_opt.detach()[0]
+        with torch.no_grad():                                 # S2A: noise maps back to zero mean, unit variance
+            for buf in noise_bufs.values():
+                buf -= buf.mean()
+                buf *= buf.square().mean().rsqrt()
         if progress is not None:
             progress(step, float(dist.detach()))
-    return w_out
+    return w_out, {n: b.detach().clone() for n, b in noise_bufs.items()}
+
+
+def _at_most_256(img: torch.Tensor) -> torch.Tensor:
+    """S2A's projector: images above 256 px are area-downsampled to 256 before VGG16."""
+    return F.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img

@@ -215,10 +215,12 @@ class SynthesisLayer(nn.Module):
         same result; gankern's op has one (x * s, convolution, fused epilogue), so it does not change the call."""
         styles = self.affine(w)
         noise = _layer_noise(self, x, noise_mode)
+        strength = self.noise_strength if noise is not None else None
+        if noise is not None and noise.requires_grad:     # a noise map being optimized (projection): S2A's form
+            noise, strength = noise * self.noise_strength, None
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return _modulated(x, self.weight, styles, demodulate=True, padding=self.padding, up=self.up,
-                          resample_filter=self.resample_filter, noise=noise,
-                          noise_strength=self.noise_strength if noise is not None else None, bias=self.bias,
+                          resample_filter=self.resample_filter, noise=noise, noise_strength=strength, bias=self.bias,
                           act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
     def extra_repr(self) -> str:
@@ -335,7 +337,9 @@ class AdaINSynthesisLayer(nn.Module):
         noise = _layer_noise(self, x, noise_mode)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         b, act_gain = self.bias.to(x.dtype), self.act_gain * gain
-        if noise is None:
+        if noise is not None and noise.requires_grad:     # a noise map being optimized (projection): not fused
+            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype).reshape(1, -1, 1, 1)
+        if noise is None or noise.requires_grad:
             x = mod_ops.bias_act(x, b, act=self.activation, gain=act_gain, clamp=clamp)
         else:
             x = mod_ops.noise_bias_act(x, noise.to(x.dtype), noise_strength=self.noise_strength, b=b,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -16,8 +17,11 @@ examples:
   # DCGAN on the embedded digits (scikit-learn, offline), 32x32, a few minutes on a CPU
   gankern train --config dcgan --data digits --outdir runs/ --kimg 100
 
-  # WGAN-GP on a folder of images at 64x64 with flips, 2 GPUs
-  torchrun --nproc_per_node 2 -m gankern train --config wgan-gp --data ~/faces --res 64 --mirror
+  # WGAN-GP on a folder of images at 64x64 with flips, 2 GPUs (--gpus N launches torchrun)
+  gankern train --config wgan-gp --data ~/faces --res 64 --mirror --gpus 2
+
+  # StyleGAN2-ADA as S2A's train.py: R1 gamma, ADA toward r_t 0.6
+  gankern train --config stylegan2 --data ~/faces --res 256 --gamma 1 --aug ada --target 0.6 --gpus 8
 
   # any config field: --set SECTION.FIELD=VALUE (sections: model, loss, opt, train)
   gankern train --config dcgan --set model.mbstd=4 --set loss.r1=1 --set loss.reg_interval=4
@@ -75,7 +79,15 @@ def add_parsers(sub) -> None:
     t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="also write TensorBoard events (scalars, image grids) into the run directory; "
                         "metrics.jsonl stays the record (default: on when tensorboard is installed)")
+    t.add_argument("--gpus", type=int_at_least(1), metavar="N", help="processes, one per GPU: N > 1 launches "
+                   "torchrun with the other arguments (with --device cpu: N CPU processes over gloo)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    s = p.add_argument_group("StyleGAN2 (S2A) options", "S2A's train.py flags; shorthands of --set recipe.NAME=V for "
+                             "configs whose recipe has that option (stylegan2, stylegan)")
+    s.add_argument("--gamma", type=finite_float, metavar="G", help="R1 regularization weight")
+    s.add_argument("--aug", choices=["ada", "fixed", "noaug"], help="augmentation mode")
+    s.add_argument("--p", type=finite_float, metavar="P", help="augmentation probability (ada: initial, fixed: all)")
+    s.add_argument("--target", type=finite_float, metavar="T", help="ADA target value of r_t = E[sign(D(real))]")
     p.set_defaults(func=train_main)
 
     q = sub.add_parser("generate", help="write an image grid from a trained run",
@@ -103,6 +115,7 @@ def add_parsers(sub) -> None:
         importlib.import_module(module).add_generate_options(q)
 
 
+RECIPE_FLAGS = ("gamma", "aug", "p", "target")          # train flags that are recipe options (S2A's train.py)
 _FIELDS = {"data": "data", "kimg": "kimg", "batch": "batch", "seed": "seed", "res": "resolution",
            "mirror": "mirror", "labels": "labels_file", "subfolder_labels": "subfolder_labels", "amp": "amp",
            "accum": "accum", "workers": "workers", "keep": "keep", "metrics": "metrics"}
@@ -128,6 +141,12 @@ def _resolve(args):
         cfg.train.log_steps = min(cfg.train.log_steps, args.snap)
         if args.snap % cfg.train.log_steps:
             cfg.train.log_steps = args.snap
+    for name in RECIPE_FLAGS:                              # --gamma G: --set recipe.gamma=G where the recipe has it
+        if getattr(args, name) is not None:
+            if name not in {f.name for f in dataclasses.fields(cfg.options)}:
+                raise ValueError(f"--{name}: config '{cfg.config}' (recipe {cfg.recipe}) has no such option; it is "
+                                 f"a StyleGAN2 option (configs stylegan2, stylegan)")
+            set_field(cfg, f"recipe.{name}={getattr(args, name)}")
     for s in args.set:
         set_field(cfg, s)
     data = cfg.train.data
@@ -185,6 +204,8 @@ def train_main(args) -> int:
     if args.tensorboard and not tensorboard_available():
         return _error("train", "--tensorboard: the tensorboard package is not installed "
                                "(pip install 'gankern[tensorboard]'), or pass --no-tensorboard")
+    if (args.gpus or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
     import torch.distributed as tdist
 
     from .loop import Dist, NonFiniteError, Trainer
@@ -221,6 +242,34 @@ def train_main(args) -> int:
         print(f"done: {json.dumps(last)}\n" + (f"grid: {grid}\n" if os.path.exists(grid) else "") +
               f"plot: {os.path.join(run_dir, 'plot.png')}\nmetrics: {os.path.join(run_dir, 'metrics.jsonl')}")
     return 0
+
+
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """The torchrun command line that runs ``gankern train ARGV`` (less --gpus) in ``gpus`` processes."""
+    out, skip = [], False
+    for a in argv:
+        name = a.split("=")[0]
+        if not skip and len(name) >= 4 and "--gpus".startswith(name):     # --gpus N, --gpus=N, argparse's --gpu N
+            skip = "=" not in a
+            continue
+        if not skip:
+            out.append(a)
+        skip = False
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
+            "-m", "gankern", *out]
+
+
+def _launch_torchrun(args) -> int:
+    """--gpus N > 1 outside torchrun: run this command again under torchrun in N processes; its exit status."""
+    import subprocess
+
+    import torch
+    if not _on_cpu(args.device) and torch.cuda.device_count() < args.gpus:
+        return _error("train", f"--gpus {args.gpus}: {torch.cuda.device_count()} CUDA device(s) visible "
+                               f"(--device cpu runs {args.gpus} CPU processes)")
+    cmd = torchrun_command(args.argv, args.gpus)
+    print("launching: " + " ".join(cmd[1:]), file=sys.stderr)
+    return subprocess.run(cmd).returncode
 
 
 def load_generator(run: str, device: str = "cpu", ema: bool = True):

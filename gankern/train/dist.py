@@ -24,6 +24,8 @@ class Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available() and device != "cpu"
+        if device == "cuda" and world > 1:                 # --device cuda under torchrun: this rank's GPU
+            device = f"cuda:{local}"
         dev = torch.device(device) if device else torch.device(f"cuda:{local}" if cuda else "cpu")
         if cuda and dev.type == "cuda":
             torch.cuda.set_device(dev)

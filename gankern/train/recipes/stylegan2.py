@@ -288,13 +288,16 @@ class StyleGAN2Recipe(Recipe):
 
 
 PROJECT_DESCRIPTION = """\
-Project an image into the W space of a StyleGAN2 / StyleGAN generator, as StyleGAN2-ADA's projector.py does, and
-write the projected image, the target and the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]).
+Project an image into the W space of a StyleGAN2 / StyleGAN generator, as StyleGAN2-ADA's projector.py does: Adam on
+w and on the per-layer noise maps (S2A's noise regularization and normalization). Writes the projected image, the
+target, the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]) and the noise maps
+(projected_noise.npz, one array per noise_const buffer of the synthesis network).
 
-The distance is NOT S2A's LPIPS/VGG16 (nothing is downloaded): it is a multi-scale pixel distance (mean squared
-error of the images and of their average-pooled 2x, 4x, ... versions down to 8 px), plus the distance of the
-discriminator's block features when the network file has a D (--d-weight; 0 turns it off). The noise images stay
-the network's constant noise (S2A also optimizes them)."""
+The distance is S2A's VGG16 perceptual distance when --vgg16 gives torchvision's VGG16 weights (a state dict file or
+.safetensors; S2A's own vgg16.pt is TorchScript, which runs code when loaded: refused). Without it (nothing
+downloads) it is a multi-scale pixel distance (mean squared error of the images and of their average-pooled 2x, 4x,
+... versions down to 8 px), plus the distance of the discriminator's block features when the network file has a D
+(--d-weight; 0 turns it off)."""
 
 
 def load_networks(path: str, device: str = "cpu") -> dict:
@@ -348,7 +351,7 @@ def project_main(args) -> int:
 
     from PIL import Image
 
-    from ...models.stylegan2_tools import project
+    from ...models.stylegan2_tools import load_vgg16, project
     from ..outputs import image_grid
     try:
         nets = load_networks(args.network or args.run, args.device)
@@ -358,6 +361,7 @@ def project_main(args) -> int:
         target = _load_target(args.target, G)
         if args.num_steps < 1:
             raise ValueError(f"--num-steps must be >= 1, got {args.num_steps}")
+        vgg16 = load_vgg16(args.vgg16, args.device) if args.vgg16 else None
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern project: error: {e}", file=sys.stderr)
         return 2
@@ -368,13 +372,20 @@ def project_main(args) -> int:
     def progress(step, dist):
         if step % 100 == 0 or step == args.num_steps - 1:
             print(f"step {step + 1:>5d}/{args.num_steps}: dist {dist:.4f}", file=sys.stderr)
-    ws = project(G, target, args.num_steps, D=D, d_weight=args.d_weight, seed=args.seed, progress=progress)
+    ws, noise = project(G, target, args.num_steps, D=D, d_weight=args.d_weight, vgg16=vgg16,
+                        optimize_noise=not args.fixed_noise, seed=args.seed, progress=progress)
     with torch.no_grad():
+        for name, buf in G.synthesis.named_buffers():
+            if name in noise:
+                buf.copy_(noise[name])
         img = G.synthesis(ws[-1:], noise_mode="const", force_fp32=ws.device.type == "cpu")
     for name, x in (("proj.png", img), ("target.png", target[None])):   # at G's resolution, as S2A writes them
         Image.fromarray(image_grid(x, pad=0, scale=1)).save(os.path.join(args.outdir, name))
     np.savez(os.path.join(args.outdir, "projected_w.npz"), w=ws[-1:].cpu().numpy())
-    print(f"projected in {time.time() - t0:.1f} s: {args.outdir}/proj.png, target.png, projected_w.npz")
+    if noise:
+        np.savez(os.path.join(args.outdir, "projected_noise.npz"), **{k: v.cpu().numpy() for k, v in noise.items()})
+    print(f"projected in {time.time() - t0:.1f} s: {args.outdir}/proj.png, target.png, projected_w.npz" +
+          (", projected_noise.npz" if noise else ""))
     return 0
 
 
@@ -387,10 +398,36 @@ def _generator(args):
     return G
 
 
+def _interpolation(G, args, psi: float, noise_mode: str, cls: int | None) -> int:
+    """--interp: a grid with one row of --frames images per pair of consecutive seeds, or, when --out is a folder
+    (or has no suffix), the frames of the whole path seed 0 -> 1 -> ... as frame00000.png, ... (each seed once)."""
+    import os
+
+    from PIL import Image
+
+    from ...models import stylegan2_tools as tools
+    from ..outputs import image_grid, save_grid
+    frames = 8 if args.frames is None else args.frames
+    seeds = tools.parse_range(args.seeds) if args.seeds else list(range(args.seed, args.seed + (args.n or 4)))
+    images = tools.interpolation_frames(G, seeds, frames, args.interp or "z", psi, noise_mode, cls)
+    what = f"{len(seeds) - 1} x {frames} frames ({args.interp or 'z'} interpolation, seeds {seeds})"
+    if os.path.isdir(args.out) or not os.path.splitext(args.out)[1]:
+        os.makedirs(args.out, exist_ok=True)
+        path = torch.cat([images[:, :-1].flatten(0, 1), images[-1, -1:]])      # (pairs * (frames - 1) + 1, C, R, R)
+        for i, x in enumerate(path):
+            Image.fromarray(image_grid(x[None], pad=0, scale=1)).save(os.path.join(args.out, f"frame{i:05d}.png"))
+        print(f"wrote {len(path)} frames of {what} to {args.out}/frame*.png")
+    else:
+        save_grid(images.flatten(0, 1), args.out, frames)
+        print(f"wrote {what} to {args.out}")
+    return 0
+
+
 def generate_main(args) -> int | None:
     """``gankern generate`` for --network files and stylegan2 runs (None for other runs), with S2A's options
     (generate.py / style_mixing.py): images of --seeds (else --n seeds from --seed) with --trunc (psi), --noise-mode,
-    --class into one grid; with --mix-rows/--mix-cols, S2A's style-mixing figure."""
+    --class into one grid; with --mix-rows/--mix-cols, S2A's style-mixing figure; with --interp/--frames,
+    interpolation frames between consecutive seeds (a grid, or PNG frames in a folder)."""
     import sys
 
     from ...models import stylegan2_tools as tools
@@ -407,17 +444,22 @@ def generate_main(args) -> int | None:
         G = _generator(args)
         psi = 1.0 if args.trunc is None else args.trunc
         noise_mode = args.noise_mode or "const"
+        if args.cls is not None and len(args.cls) > 1:
+            raise ValueError(f"--class: one class for StyleGAN networks (S2A's --class), got {len(args.cls)}")
+        cls = args.cls[0] if args.cls else None
+        if args.interp or args.frames:
+            return _interpolation(G, args, psi, noise_mode, cls)
         if args.mix_rows or args.mix_cols:
             if not (args.mix_rows and args.mix_cols):
                 raise ValueError("--mix-rows and --mix-cols go together")
             rows, cols = tools.parse_range(args.mix_rows), tools.parse_range(args.mix_cols)
             styles = tools.parse_range(args.styles) if args.styles else list(range(min(7, G.num_ws)))
-            images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, args.cls)
+            images = tools.style_mixing_grid(G, rows, cols, styles, psi, noise_mode, cls)
             nrow, what = len(cols) + 1, f"a {len(rows)} x {len(cols)} style-mixing grid (styles {styles})"
         else:
             seeds = tools.parse_range(args.seeds) if args.seeds else \
                 list(range(args.seed, args.seed + (args.n or 16)))
-            images = tools.generate_images(G, seeds, psi, noise_mode, args.cls)
+            images = tools.generate_images(G, seeds, psi, noise_mode, cls)
             nrow, what = None, f"{len(seeds)} images (seeds {args.seeds or f'{seeds[0]}-{seeds[-1]}'})"
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern generate: error: {e}", file=sys.stderr)
@@ -427,11 +469,12 @@ def generate_main(args) -> int | None:
     return 0
 
 
-_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles")
+_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles", "interp", "frames")
 
 
 def add_generate_options(gen) -> None:
     """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser); --trunc is psi here."""
+    from ...cli import int_at_least
     g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
     g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of --run")
     g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: --n seeds from "
@@ -440,6 +483,11 @@ def add_generate_options(gen) -> None:
     g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
     g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
     g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
+    g.add_argument("--interp", choices=("z", "z-lerp", "w"), help="interpolation frames between consecutive "
+                   "--seeds: slerp in z, lerp in z, or lerp in w (default z); --out a grid (one row per seed pair) "
+                   "or a folder of PNG frames (an existing folder or a name without suffix)")
+    g.add_argument("--frames", type=int_at_least(2), metavar="N", help="interpolation: frames per seed pair, both "
+                   "ends included (default: 8)")
 
 
 def add_parsers(sub) -> None:
@@ -454,7 +502,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--num-steps", type=int, default=1000, metavar="N", help="optimizer steps (default: %(default)s)")
     p.add_argument("--d-weight", type=float, default=1.0, metavar="W",
                    help="weight of D's feature distance (0: pixels only; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w (default: %(default)s)")
+    p.add_argument("--vgg16", metavar="FILE", help="torchvision's VGG16 weights (state dict .pt/.pth or "
+                   ".safetensors): S2A's perceptual distance instead of the pixel and D distances")
+    p.add_argument("--fixed-noise", action="store_true", help="keep the network's constant noise maps (S2A "
+                   "optimizes them)")
+    p.add_argument("--seed", type=int, default=303, help="seed of the noise on w and of the initial noise maps "
+                   "(default: %(default)s)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="(default: %(default)s)")
     p.set_defaults(func=project_main)
 
