@@ -85,7 +85,7 @@ def test_vgg19_loss_from_a_torchvision_layout_file(tmp_path):
     feats = got(torch.randn(1, 3, 32, 32))
     assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512] and feats[-1].shape[-1] == 2
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, str(tmp_path / "bad.pth"))
-    with pytest.raises(ValueError, match="not torchvision's VGG19 layout"):
+    with pytest.raises(ValueError, match="not torchvision's VGG19 state dict"):
         VGG19Features.from_file(str(tmp_path / "bad.pth"))
 
     class Evil:                                            # a pickle that would run code is refused

@@ -6,14 +6,13 @@ returning every layer's features for the feature-matching loss), and VGG19's fea
 (weights from a file the user gives: nothing downloads)."""
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cyclegan import ResBlock, ResnetGenerator
 from .pix2pix import FusedAct, PatchGAN, norm_act
+from .vgg import VGG19, load_features, vgg_layers
 
 
 def downsample(x: torch.Tensor) -> torch.Tensor:
@@ -71,25 +70,16 @@ class MultiscaleDiscriminator(nn.Module):
         return feats
 
 
-# VGG19's convolution widths ("M": 2x2 max-pool), in torchvision's layout: ``features.N`` with the same N
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 _SLICES = (2, 7, 12, 21, 30)                 # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (pix2pixHD's VGGLoss)
 
 
 class VGG19Features(nn.Module):
-    """VGG19's convolutional layers up to relu5_1 (torchvision's ``features.0`` .. ``features.29``); ``forward(x)``:
-    the five relu*_1 feature maps of x (N, 3, H, W) as pix2pixHD feeds it (its images in [-1, 1], unnormalized)."""
+    """VGG19's convolutional layers up to relu5_1 (torchvision's ``features.0`` .. ``features.29``, gankern.models.vgg);
+    ``forward(x)``: the five relu*_1 feature maps of x (N, 3, H, W) as pix2pixHD feeds it (images in [-1, 1])."""
 
     def __init__(self):
         super().__init__()
-        layers, cin = [], 3
-        for v in _VGG19:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(True)]
-                cin = v
-        self.features = nn.Sequential(*layers[:_SLICES[-1]])
+        self.features = vgg_layers(VGG19)[:_SLICES[-1]]
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -102,25 +92,8 @@ class VGG19Features(nn.Module):
 
     @classmethod
     def from_file(cls, path: str) -> VGG19Features:
-        """VGG19 from torchvision's state dict (``vgg19-*.pth``; its ``features.*`` entries, the classifier ignored)
-        or a .safetensors file of it; read without executing code (weights_only / safetensors)."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such VGG19 weights file")
-        try:
-            if path.endswith(".safetensors"):
-                from safetensors.torch import load_file
-                state = load_file(path)
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:                      # TorchScript, pickled code, truncated files
-            raise ValueError(f"{path}: not a VGG19 state dict that loads without running code ({type(e).__name__}); "
-                             f"give torchvision's vgg19 weights (.pth state dict) or a .safetensors copy") from None
+        """VGG19 with the weights of torchvision's ``vgg19().state_dict()`` in ``path`` (a torch.save file read with
+        weights_only=True, or .safetensors; the classifier ignored); nothing in the file runs."""
         net = cls()
-        want = net.state_dict()
-        got = {k: v for k, v in state.items() if k in want} if isinstance(state, dict) else {}
-        missing = sorted(set(want) - set(got))
-        if missing:
-            raise ValueError(f"{path}: not torchvision's VGG19 layout ({len(missing)} of its feature tensors missing, "
-                             f"e.g. {missing[0]})")
-        net.load_state_dict(got)
+        load_features(path, net.features, "VGG19")
         return net
