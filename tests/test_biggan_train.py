@@ -19,6 +19,7 @@ from gankern.cli import main
 from gankern.models import biggan as B
 from gankern.nn import SpectralNormGroup
 from gankern.train.cli import load_generator
+from gankern.train.dist import derive_seed
 from gankern.train.loop import generate
 from gankern.train.outputs import image_grid
 from gankern.train.recipes.base import Batch, Env
@@ -192,10 +193,11 @@ def test_unlabelled_data_trains_as_one_class():
 # end to end: the trainer and the CLI
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
-# the tiny preset (auto on the CPU) at batch 8; cheap standing statistics and grids; EMA starting at G step 2
+# the tiny preset (auto on the CPU) at batch 8; cheap standing statistics and grids (class sheets of 3 per class);
+# EMA starting at G step 2
 ARGS = ["--data", "digits", "--res", "32", "--batch", "8", "--metrics", "none", "-q", "--set", "train.grid=10",
         "--set", "recipe.num_standing_accumulations=2", "--set", "recipe.standing_batch=8",
-        "--set", "recipe.ema_start=2", "--set", "recipe.ema_decay=0.5"]
+        "--set", "recipe.ema_start=2", "--set", "recipe.ema_decay=0.5", "--set", "recipe.sheet_samples=3"]
 
 
 def gankern(*args):
@@ -246,6 +248,12 @@ def test_train_resume_exact_sigmas_logged(run_4_steps, tmp_path, capsys):
         logged = {k for k in rows[-1] if k.startswith(f"sigma/{name}/")}
         assert logged == {f"sigma/{name}/{n}" for n in SpectralNormGroup(net).update()}
     assert all(k in rows[-1] for k in ("D/loss_real", "D/loss_fake", "G/loss", "G/ortho"))
+    # BG's class sheet at every snapshot: one row per class, 3 images each, G_ema after standing statistics
+    G, _, _, rec = load_generator(run_a)
+    sheet = sample_sheet(rec, G, list(range(10)), 3, derive_seed(0, "sheets") % 2 ** 31)
+    for step in (0, 2, 4):
+        assert os.path.exists(os.path.join(run_a, f"classes{step:08d}.png"))
+    assert np.array_equal(read_png(os.path.join(run_a, "classes-latest.png")), image_grid(sheet, 3))
 
 
 def read_png(path):
@@ -253,38 +261,81 @@ def read_png(path):
 
 
 def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
-    """`gankern generate --class 0-9 --truncation`: one row per class, through the recipe (standing statistics);
-    one class; errors without a traceback."""
+    """`gankern generate --class 0-9 --trunc`: one row per class (BG's sample sheet, through the recipe: standing
+    statistics on truncated z); one class; errors without a traceback."""
     run, _, _ = run_4_steps
-    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--truncation", "0.5", "--out",
+    assert main(["generate", "--run", run, "--class", "0-9", "--n", "2", "--trunc", "0.5", "--out",
                  str(tmp_path / "s.png")]) == 0
     G, _, k, r = load_generator(run)
-    labels = torch.arange(10).repeat_interleave(2)
-    want = generate(G, 20, r.z_dim, k, 0, 0.5, "cpu", labels, r.generate)
+    want = sample_sheet(r, G, list(range(10)), 2, 0, 0.5)
     assert np.array_equal(read_png(tmp_path / "s.png"), image_grid(want, 2))
     assert main(["generate", "--run", run, "--class", "7", "--n", "3", "--out", str(tmp_path / "c.png")]) == 0
     assert read_png(tmp_path / "c.png").shape == image_grid(want[:3], None).shape
     for args, msg in ((["--class", "10"], "classes 0..9"), (["--class", "x"], "class numbers"), ([], "--run DIR"),
-                      (["--n", "0"], "--n: must be >= 1")):
+                      (["--n", "0"], "--n: must be >= 1"), (["--trunc", "0"], "must be > 0"),
+                      (["--frames", "4"], "give --interp"), (["--interp", "z", "--class", "1"], "leave out --class"),
+                      (["--interp", "z", "--frames", "1"], "--frames: must be >= 2"),
+                      (["--biggan-config", "tiny"], "a biggan run has its own config")):
         argv = ["generate", *(["--run", run] if args else []), *args, "--out", str(tmp_path / "x.png")]
         try:
             code = main(argv)
         except SystemExit as e:                                           # argparse's own errors
             code = e.code
         assert code == 2 and msg in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_generate_truncates_the_standing_statistics_too(run_4_steps, tmp_path):
+    """The grid of `gankern generate --trunc T`: standing statistics with z truncated at T (BG's sample.py
+    accumulates them with the sampling z_), then G in eval mode on truncated z, classes cycling."""
+    run, _, _ = run_4_steps
+    assert main(["generate", "--run", run, "--n", "6", "--trunc", "0.4", "--seed", "3", "--out",
+                 str(tmp_path / "g.png")]) == 0
+    G, _, _, r = load_generator(run)
+    want = copy.deepcopy(G)
+    B.standing_stats(want, 2, 8, 0.4, torch.Generator().manual_seed(r.env.seed))
+    images = generate(want, 6, r.z_dim, 10, 3, 0.4)
+    assert np.array_equal(read_png(tmp_path / "g.png"), image_grid(images))
+    untruncated = copy.deepcopy(G)
+    B.standing_stats(untruncated, 2, 8, None, torch.Generator().manual_seed(r.env.seed))
+    assert not np.array_equal(image_grid(generate(untruncated, 6, r.z_dim, 10, 3, 0.4)), image_grid(images))
+
+
+@pytest.mark.parametrize("interp, fix", [("z", dict(fix_y=True)), ("class", dict(fix_z=True)), ("both", {})])
+def test_generate_interpolation_sheets(run_4_steps, tmp_path, interp, fix):
+    """`gankern generate --interp z|class|both --frames N --rows R`: BG's interpolation sheets (fix_y, fix_z)."""
+    run, _, _ = run_4_steps
+    out = str(tmp_path / "i.png")
+    assert main(["generate", "--run", run, "--interp", interp, "--frames", "4", "--rows", "3", "--trunc", "0.8",
+                 "--out", out]) == 0
+    G, _, _, r = load_generator(run)
+    want = interp_sheet(r, G, 3, 2, 0, truncation=0.8, **fix)
+    assert np.array_equal(read_png(out), image_grid(want, 4))
+
+
+def test_biggan_options_on_other_runs_are_refused(tmp_path, capsys):
+    assert main(["train", "--config", "gan", "--data", "digits", "--res", "8", "--kimg", "0.004", "--batch", "4",
+                 "--metrics", "none", "-q", "--no-tensorboard", "--outdir", str(tmp_path)]) == 0
+    (run,) = glob.glob(str(tmp_path / "0*"))
+    assert main(["generate", "--run", run, "--interp", "z", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--interp: BigGAN options" in capsys.readouterr().err
 
 
 def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
-    """`gankern generate --run G.pth --class --truncation`: BG's own images for the same z and classes."""
+    """`gankern generate --run G.pth --class --trunc`: BG's own images for the same z and classes; --interp too."""
     c = BG_CASES["biggan-32-hier-attn"]
     bg_G, bg_D = trained_bg(c, seed=0)
     G_path, _ = save_bg(tmp_path, bg_G, bg_D, {k: v for k, v in c.items() if k != "num_svs"})
-    assert main(["generate", "--run", G_path, "--class", "1,3", "--n", "3", "--truncation", "0.7", "--seed", "5",
+    assert main(["generate", "--run", G_path, "--class", "1,3", "--n", "3", "--trunc", "0.7", "--seed", "5",
                  "--out", str(tmp_path / "bg.png")]) == 0
-    labels = torch.tensor([1, 1, 1, 3, 3, 3])
-    want = generate(bg_G, 6, bg_G.dim_z, 5, 5, 0.7, "cpu", labels, lambda G, z, y: G(z, G.shared(y)))
+    z = B.truncated_z(3, bg_G.dim_z, 0.7, generator=torch.Generator().manual_seed(5)).repeat(2, 1)
+    with torch.no_grad():
+        want = bg_G(z, bg_G.shared(torch.tensor([1, 1, 1, 3, 3, 3])))
     got = read_png(tmp_path / "bg.png").astype(int)
     assert np.abs(got - image_grid(want, 3).astype(int)).max() <= 1          # float tolerance, rounded to uint8
+    assert main(["generate", "--run", G_path, "--interp", "both", "--frames", "3", "--rows", "2", "--out",
+                 str(tmp_path / "bgi.png")]) == 0
+    assert read_png(tmp_path / "bgi.png").shape == image_grid(want, 3).shape
 
 
 def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
