@@ -19,8 +19,10 @@ from gankern.cli import main
 from gankern.models import biggan as B
 from gankern.nn import SpectralNormGroup
 from gankern.train.cli import load_generator
+from gankern.train.config import named_config
+from gankern.train.dist import Dist
 from gankern.train.dist import derive_seed
-from gankern.train.loop import generate
+from gankern.train.loop import Trainer, generate
 from gankern.train.outputs import image_grid
 from gankern.train.recipes.base import Batch, Env
 from gankern.train.recipes.biggan import BigGANRecipe, Options, interp_sheet, model_config, sample_sheet
@@ -78,7 +80,7 @@ def test_phases_and_optimizers_are_bgs():
     assert r.ema == "G_ema_bg" and r.z_dim == r.nets["G"].z_dim == 32
 
 
-def test_d_step_is_bgs_hinge_on_one_call_and_g_runs_its_batched_spectral_norm():
+def test_d_step_is_bgs_hinge_on_one_call_and_g_runs_in_training_mode_without_gradients():
     r = recipe(D_ortho=0.0)
     ref = copy.deepcopy(r.nets)
     b = batch(r)
@@ -124,6 +126,49 @@ def test_orthogonal_regularization_joins_each_optimizer_step_once(phase):
         torch.testing.assert_close(grads[1][n] - grads[0][n], want, atol=1e-5, rtol=1e-4, msg=n)
     assert (phase == "G") == any("shared" in n for n in grads[0])
     assert r._ortho_due[phase]                                          # due again at the next optimizer step
+
+
+def trainer(tmp_path, name, batch=8, accum=1, **options):
+    cfg = named_config("biggan")
+    cfg.train.data, cfg.train.resolution, cfg.train.batch, cfg.train.accum = "digits", 32, batch, accum
+    cfg.train.metrics = "none"
+    cfg.options = dataclasses.replace(cfg.options, num_D_steps=1, **options)
+    return Trainer(cfg, str(tmp_path / name), Dist(), progress=False, tensorboard=False)
+
+
+@pytest.mark.parametrize("bn", ["eval", "train"])
+def test_g_and_d_accumulations_split_the_batch_and_keep_the_gradients(tmp_path, bn):
+    """BG's num_G_accumulations / num_D_accumulations: K rounds of B/K images give the gradients of one round of B
+    (the losses are means, each round weighted 1/K; the orthogonal term joins once; the spectral norms of both nets
+    are one batched update per optimizer step, so every round sees the same W / sigma).
+    What is compared: G's and D's gradients after one D step and one G step of the trainer (the same step, so the
+    same latents and reals), with G's BatchNorms in eval mode (running statistics: each image depends on its own
+    z and class only). In training mode BatchNorm normalizes each round by the statistics of its B/K images (as
+    BG's accumulations, one G forward each), so the gradients differ there: that case checks that the rounds
+    really are split (and the per-phase counts reach the trainer), not that they agree."""
+    runs = {"one": trainer(tmp_path, "one"), "G2D4": trainer(tmp_path, "gd", num_G_accumulations=2,
+                                                              num_D_accumulations=4),
+            "accum4": trainer(tmp_path, "acc", accum=4)}          # --accum: the default of both
+    grads = {}
+    for name, tr in runs.items():
+        for m in tr.nets["G"].modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train(bn == "train")
+        for ph in tr.recipe.phases:
+            tr.run_phase(ph, 0)
+            grads[name, ph.net] = {n: p.grad.clone() for n, p in tr.nets[ph.net].named_parameters()}
+    assert [p.accum for p in runs["G2D4"].recipe.phases] == [4, 2]
+    for name in ("G2D4", "accum4"):
+        for net in ("G", "D"):
+            for n, g in grads["one", net].items():
+                if bn == "eval":     # float32 sums over the batch in another order: errors scale with the largest
+                    torch.testing.assert_close(grads[name, net][n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item(),
+                                               msg=lambda m: f"{name} {net}.{n}: {m}")
+            if bn == "train":
+                assert not torch.allclose(grads[name, "G"]["linear.parametrizations.weight.original"],
+                                          grads["one", "G"]["linear.parametrizations.weight.original"])
+    with pytest.raises(ValueError, match="rounds that divide the batch"):
+        trainer(tmp_path, "bad", num_G_accumulations=3)
 
 
 def test_ema_is_a_copy_before_ema_start_then_bgs_decay():

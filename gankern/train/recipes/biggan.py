@@ -1,13 +1,15 @@
 """BigGAN / BigGAN-deep training, as BigGAN-PyTorch's (BG) train.py and train_fns.py do it.
 
-Per training step: ``num_D_steps`` D steps (phase ``D``, Phase.repeats; each on a fresh real batch), then one G step;
-each optimizer step sums the trainer's accumulation rounds (BG's num_D_accumulations / num_G_accumulations: the
-trainer's ``accum``, the same for both nets). Hinge loss; D sees fakes and reals in one call (BG's G_D). TTUR Adam
-with betas (0, 0.999) and eps 1e-6 (BG's 128 px script). BigGAN's orthogonal regularization of G (``G_ortho``, the
-off-diagonal form on every weight of 2+ dims except the shared class embedding, as BG's ``utils.ortho`` with its
-blacklist; ``D_ortho`` for D): its gradient joins each optimizer step once (first accumulation round). Spectral norm:
-the trainer's one SpectralNormGroup per net per optimizer step; G's pass without gradients in D's steps (where BG's G
-also runs its power iterations) goes through the recipe's own batched group of G, not layer by layer.
+Per training step: ``num_D_steps`` D steps (phase ``D``, Phase.repeats; each on a fresh real batch), then one G
+step; each optimizer step sums accumulation rounds (BG's ``num_D_accumulations`` / ``num_G_accumulations``, each the
+trainer's ``accum`` unless set; the rounds split the step's batch, so every optimizer step sees the whole batch).
+Hinge loss; D sees fakes and reals in one call (BG's G_D). TTUR Adam with betas (0, 0.999) and eps 1e-6 (BG's 128 px
+script). BigGAN's orthogonal regularization of G (``G_ortho``, the off-diagonal form on every weight of 2+ dims
+except the shared class embedding, as BG's ``utils.ortho`` with its blacklist; ``D_ortho`` for D): its gradient
+joins each optimizer step once (first accumulation round). Spectral norm: the trainer's one SpectralNormGroup per
+net per optimizer step, G's included in D's steps (G runs in grad mode there, its weights without grad, so its
+batched W / sigma serves every round: one power iteration of G per D step, as BG's G in train mode with one
+accumulation, and accumulation rounds that change nothing but the batch statistics).
 
 EMA with ``ema_start`` (BG's utils.ema): G_ema is a copy of G before ``ema_start`` G steps, then
 ``G_ema = ema_decay * G_ema + (1 - ema_decay) * G`` per G step. The trainer's EMA (a half-life in kimg from step 0)
@@ -33,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models import biggan as B
-from ...nn import SpectralNormGroup
 from .base import Batch, Env, OptSpec, Phase, Recipe
 
 
@@ -58,6 +59,8 @@ class Options:
     D_B2: float = 0.999
     adam_eps: float = 1e-6      # both optimizers (BG's 128 px script; BG's default 1e-8)
     num_D_steps: int = 2        # D steps per G step (the BigGAN paper; BG's scripts use 1)
+    num_D_accumulations: int = 0    # rounds per D step, the batch split into them (0: train.accum, --accum)
+    num_G_accumulations: int = 0    # rounds per G step (0: train.accum)
     G_ortho: float = 1e-4       # orthogonal regularization of G (0: off)
     D_ortho: float = 0.0
     ema_decay: float = 0.9999   # [ema_decay]
@@ -72,7 +75,8 @@ class Options:
         for name in ("num_D_steps", "num_standing_accumulations", "standing_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"recipe.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ema_start", "G_ortho", "D_ortho", "sheet_samples"):
+        for name in ("ema_start", "G_ortho", "D_ortho", "sheet_samples", "num_D_accumulations",
+                     "num_G_accumulations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"recipe.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
@@ -138,11 +142,11 @@ class BigGANRecipe(Recipe):
         if env.world > 1 and torch.device(env.device).type == "cuda":
             G = nn.SyncBatchNorm.convert_sync_batchnorm(G)   # BG's cross_replica: BN statistics over all ranks
         self.nets = {"G": G, "D": D, "G_ema_bg": copy.deepcopy(G).eval().requires_grad_(False)}
-        self._g_sn = SpectralNormGroup(G)       # G's batched spectral norm in D's steps (G runs without grad)
         self.z_dim = G.z_dim
         self.optimizers = {"G": OptSpec("adam", o.G_lr, (o.G_B1, o.G_B2), o.adam_eps),
                            "D": OptSpec("adam", o.D_lr, (o.D_B1, o.D_B2), o.adam_eps)}
-        self.phases = [Phase("D", "D", repeats=o.num_D_steps), Phase("G", "G")]
+        self.phases = [Phase("D", "D", repeats=o.num_D_steps, accum=o.num_D_accumulations),
+                       Phase("G", "G", accum=o.num_G_accumulations)]
         self.g_steps = 0                        # optimizer steps of G so far (BG's itr, for ema_start)
         self._ortho_due = {"D": True, "G": True}   # the next round is the first of an optimizer step
         self._stood = None                      # (id(G), g_steps, threshold) of the last standing statistics
@@ -175,8 +179,7 @@ class BigGANRecipe(Recipe):
         c_gen = self._classes(batch.c_gen, n)
         if phase == "D":
             with self.env.autocast():
-                with torch.no_grad(), self._g_sn.cached():
-                    fake = self.run_G(batch.z, c_gen)
+                fake = self.run_G(batch.z, c_gen).detach()   # G's weights need no grad here: no graph is built
                 real_c = self._classes(batch.c, batch.real.shape[0])
                 logits = self.run_D(torch.cat([fake.to(batch.real.dtype), batch.real]), torch.cat([c_gen, real_c]))
                 d_fake, d_real = logits.float().split([n, batch.real.shape[0]])
