@@ -139,8 +139,8 @@ class BigGANRecipe(Recipe):
             o.preset = auto_preset(env.resolution, torch.device(env.device).type)
         self.cfg = model_config(o, env.resolution, env.channels, env.num_classes)
         G, D = B.build(self.cfg)
-        if env.world > 1 and torch.device(env.device).type == "cuda":
-            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)   # BG's cross_replica: BN statistics over all ranks
+        if env.world > 1:
+            B.cross_replica(G)                  # BG's cross_replica: BN statistics of the batch of all ranks
         self.nets = {"G": G, "D": D, "G_ema_bg": copy.deepcopy(G).eval().requires_grad_(False)}
         self.z_dim = G.z_dim
         self.optimizers = {"G": OptSpec("adam", o.G_lr, (o.G_B1, o.G_B2), o.adam_eps),
