@@ -7,8 +7,10 @@ import dataclasses
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -299,6 +301,42 @@ def test_train_resume_exact_sigmas_logged(run_4_steps, tmp_path, capsys):
     for step in (0, 2, 4):
         assert os.path.exists(os.path.join(run_a, f"classes{step:08d}.png"))
     assert np.array_equal(read_png(os.path.join(run_a, "classes-latest.png")), image_grid(sheet, 3))
+
+
+def test_sigkill_then_resume_is_bit_identical(run_4_steps, tmp_path):
+    """The run of the fixture again, killed (SIGKILL) once its step-2 checkpoint is on disk, then resumed: the
+    same step-4 checkpoint bit for bit (nets, BG's EMA, optimizers, recipe state), log rows neither lost nor
+    repeated."""
+    run_a, want, _ = run_4_steps
+    p = subprocess.Popen([sys.executable, "-m", "gankern", "train", "--config", "biggan", *ARGS, "--kimg", "0.032",
+                          "--snap", "2", "--outdir", str(tmp_path)], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not glob.glob(str(tmp_path / "0*" / "ckpt-00000002.pt")) and p.poll() is None and time.time() - t0 < 200:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    (run,) = glob.glob(str(tmp_path / "0*"))
+    assert sorted(os.listdir(run)).count("ckpt-00000004.pt") == 0, "the run ended before the kill"
+    gankern("train", "--resume", run, "-q")
+    _, got = last_checkpoint(tmp_path)
+    assert got["step"] == want["step"] == 4 and got["recipe"] == want["recipe"]
+    for net in ("G", "D", "G_ema_bg", "G_ema", "opt_G", "opt_D"):
+        for k, v in _flat(want[net]).items():
+            assert torch.equal(v, _flat(got[net])[k]), (net, k)
+    steps = [json.loads(line)["step"] for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert steps == [json.loads(line)["step"] for line in open(os.path.join(run_a, "metrics.jsonl"))]
+
+
+def _flat(d, prefix=""):
+    """The tensors of a nested state dict, by path."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 @pytest.mark.slow
