@@ -442,6 +442,29 @@ def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
     assert read_png(tmp_path / "bgi.png").shape == image_grid(want, 3).shape
 
 
+@pytest.mark.slow
+def test_a_tiny_conditional_biggan_learns_the_digits(tmp_path):
+    """200 steps of 16 labelled digits (~60 s on two idle cores): finite losses throughout and digits-FID falls.
+    BG's CIFAR layout (a class embedding per BatchNorm, z once) at width 4 with BG's 128 px learning rates and
+    one D step: measured on this model, digits-FID 39.8 -> 30.3 at 200 steps and 13.6 at 400, where the tiny
+    preset's layout (shared embedding, skip-z) had not started falling at 200."""
+    assert main(["train", "--config", "biggan", "--data", "digits", "--res", "32", "--batch", "16", "--kimg", "3.2",
+                 "--snap", "100", "--metrics", "digits-fid", "-q", "--no-tensorboard", "--outdir", str(tmp_path),
+                 "--set", "train.metric_samples=500", "--set", "train.log_steps=10", "--set", "recipe.G_ch=4",
+                 "--set", "recipe.D_ch=4",
+                 "--set", "recipe.G_shared=0", "--set", "recipe.hier=0", "--set", "recipe.shared_dim=0",
+                 "--set", "recipe.num_D_steps=1", "--set", "recipe.G_lr=2e-4", "--set", "recipe.D_lr=8e-4",
+                 "--set", "recipe.ema_start=1000000", "--set", "recipe.num_standing_accumulations=4",
+                 "--set", "recipe.standing_batch=32"]) == 0
+    (run,) = glob.glob(str(tmp_path / "0*"))
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    losses = [v for r in rows for k, v in r.items() if "loss" in k]
+    assert len(losses) == 3 * 20 and np.isfinite(losses).all()        # D/loss_real, D/loss_fake, G/loss
+    fid = [(r["step"], r["fid_digits"]) for r in rows if "fid_digits" in r]
+    assert [s for s, _ in fid] == [0, 100, 200] and fid[-1][1] < fid[0][1], fid
+    assert os.path.exists(os.path.join(run, "classes00000200.png"))
+
+
 def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
     assert main(["train", "--config", "biggan", "--res", "16", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
     assert "BigGAN trains at 32, 64, 128, 256 px, not 16" in capsys.readouterr().err
