@@ -10,6 +10,8 @@ from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
 from .pix2pix import Pix2PixRecipe
+from .pix2pixhd import Pix2PixHDRecipe
+from .singan import SinGANRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -18,7 +20,9 @@ RECIPES: dict[str, type[Recipe]] = {
     "stylegan2": StyleGAN2Recipe,
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
+    "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
+    "singan": SinGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
