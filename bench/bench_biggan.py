@@ -109,7 +109,7 @@ class Variant:
 
 class RecipeVariant:
     """The BigGAN recipe's step as the trainer runs it (gankern/train/loop.py's run_phase, without the data loader
-    and DDP): per phase requires_grad set on its net, one batched SN group update of that net around
+    and DDP): per phase requires_grad set on its net, one batched SN group update of each net around
     ``accumulate_gradients``, Adam, ``after_step`` (BG's EMA); with BG's 128 px script settings (num_D_steps 1,
     G_ortho 0) so that it does the same work as the other two variants."""
 
@@ -126,7 +126,7 @@ class RecipeVariant:
             for m in self.r.nets.values():
                 m.requires_grad_(m is self.r.nets[ph.net])
             self.opt[ph.net].zero_grad(set_to_none=True)
-            with self.sn[ph.net].cached():
+            with self.sn["G"].cached(), self.sn["D"].cached():      # the trainer: every SN net at every phase
                 self.r.accumulate_gradients(ph.name, Batch(x, y, z, y, 0), 1.0)
             self.opt[ph.net].step()
             self.r.after_step(ph.name, 0)

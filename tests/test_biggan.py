@@ -1,6 +1,6 @@
 """gankern.models.biggan: BigGAN-PyTorch checkpoints load (a stand-in of BG's G and D written from reading BG's
 BigGAN.py, BigGANdeep.py and layers.py, saved and loaded), the sampling helpers, orthogonal regularization, the
-batched spectral norm over the model, synced BatchNorm, and bench/bench_biggan.py's quick mode."""
+batched spectral norm over the model, cross-replica BatchNorm (two CPU ranks), and bench/bench_biggan.py's quick mode."""
 import copy
 import dataclasses
 import importlib.util
@@ -435,35 +435,88 @@ def test_gpu_group_step_equals_per_layer_step(backend):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=n)  # TF32 convs on both sides
 
 
-def test_sync_batchnorm_conversion_keeps_the_model():
+def test_cross_replica_conversion_keeps_the_model():
+    """cross_replica(G): the same keys and, without a process group of 2+ ranks, BatchNorm2d's results in both modes."""
     torch.manual_seed(0)
     G = B.Generator(tiny())
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in G.modules())
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
-    assert n_bn > 0 and sum(isinstance(m, nn.SyncBatchNorm) for m in synced.modules()) == n_bn
+    synced = B.cross_replica(copy.deepcopy(G))
+    assert n_bn > 0 and sum(isinstance(m, B.CrossReplicaBatchNorm2d) for m in synced.modules()) == n_bn
     assert synced.state_dict().keys() == G.state_dict().keys()
+    z, y = torch.randn(4, G.z_dim), torch.tensor([3, 4, 0, 9])
+    torch.testing.assert_close(synced(z, y), G(z, y))
+    torch.testing.assert_close(synced.state_dict(), G.state_dict())
     G.eval(), synced.eval()
-    z, y = torch.randn(2, G.z_dim), torch.tensor([3, 4])
     torch.testing.assert_close(synced(z, y), G(z, y))
 
 
-def test_standing_stats_of_synced_batchnorm_on_one_rank(tmp_path):
-    """Sampling runs on rank 0 alone: with sync=False the SyncBatchNorms take local statistics (no all-reduce, which
-    would wait for the other ranks; on the CPU SyncBatchNorm refuses to run at all) -- the plain model's result."""
-    import torch.distributed as tdist
-    torch.manual_seed(0)
+def _bn_and_G(seed):
+    """A BatchNorm2d with random affine parameters and a tiny G (momentum None in one BatchNorm: the cumulative
+    average), their inputs and output weights, the same on every rank."""
+    torch.manual_seed(seed)
+    bn = nn.BatchNorm2d(5, momentum=None)
+    with torch.no_grad():
+        bn.weight.normal_(), bn.bias.normal_()
     G = B.Generator(tiny())
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(G))
-    tdist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    return bn, G, torch.randn(6, 5, 3, 2) * 3 + 1, torch.randn(6, 5, 3, 2), torch.randn(6, G.z_dim), \
+        torch.randint(0, 10, (6,)), torch.randn(6, 1, 32, 32)
+
+
+def _losses(bn, G, x, rx, z, y, rg, n):
+    """Two BatchNorm calls (running statistics move twice) and one G call; weighted sums over this process's rows
+    divided by the whole batch's n, so the ranks' losses add up to the single process's."""
+    return sum((bn(x) * rx).sum() for _ in range(2)) / n + (G(z, y) * rg).sum() / n
+
+
+def _cross_replica_rank(rank, world, tmp):
+    from datetime import timedelta
+
+    import torch.distributed as tdist
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=world,
+                             timeout=timedelta(seconds=60))
     try:
-        with pytest.raises(ValueError, match="GPU"):                   # what sync=True would meet on the CPU
-            B.standing_stats(copy.deepcopy(synced), 1, 4, generator=torch.Generator().manual_seed(1))
-        B.standing_stats(synced, 2, 4, generator=torch.Generator().manual_seed(1), sync=False)
+        bn, G, x, rx, z, y, rg = _bn_and_G(0)
+        B.cross_replica(bn), B.cross_replica(G)
+        part = [v.chunk(world)[rank] for v in (x, rx, z, y, rg)]
+        xr = part[0].requires_grad_()
+        _losses(bn, G, xr, *part[1:], n=6).backward()
+        out = {"y": bn(xr).detach(), "x_grad": xr.grad, "bn": bn.state_dict(), "G": copy.deepcopy(G.state_dict())}
+        for name, p in [*bn.named_parameters(), *G.named_parameters()]:
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            tdist.all_reduce(g)                                           # the sum of the ranks' gradients
+            out[f"grad {name}"] = g
+        if rank == 0:                 # sampling on rank 0 alone: no all-reduce (rank 1 would never answer)
+            B.standing_stats(G, 2, 4, generator=torch.Generator().manual_seed(1), sync=False)
+            out["standing"] = G.state_dict()
+        torch.save(out, f"{tmp}/rank{rank}.pt")
+        tdist.barrier()
     finally:
         tdist.destroy_process_group()
+
+
+def test_cross_replica_batchnorm_on_two_cpu_ranks_is_one_process_on_the_whole_batch(tmp_path):
+    """Two processes (gloo, CPU), each with half of the batch, against one process on all of it: outputs, input
+    gradients, the summed parameter gradients, the running statistics (momentum 0.1 and None) of a BatchNorm2d and
+    of BigGAN's G (conditional BatchNorms in its blocks); and standing statistics with sync=False on one rank."""
+    import torch.multiprocessing as mp
+    mp.start_processes(_cross_replica_rank, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    bn, G, x, rx, z, y, rg = _bn_and_G(0)
+    xr = x.clone().requires_grad_()
+    _losses(bn, G, xr, rx, z, y, rg, n=6).backward()
+    want = {"y": bn(xr).detach(), "x_grad": xr.grad}
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for k in ("y", "x_grad"):
+            torch.testing.assert_close(got[k], want[k].chunk(2)[rank], msg=k)
+        torch.testing.assert_close(got["bn"], bn.state_dict())
+        torch.testing.assert_close(got["G"], G.state_dict())
+        for name, p in [*bn.named_parameters(), *G.named_parameters()]:
+            torch.testing.assert_close(got[f"grad {name}"], p.grad if p.grad is not None else torch.zeros_like(p),
+                                       rtol=1e-4, atol=1e-5, msg=name)
+    assert bn.num_batches_tracked == 3 and not torch.allclose(bn.running_var, torch.ones(5))
     B.standing_stats(G, 2, 4, generator=torch.Generator().manual_seed(1))
-    assert all("forward" not in m.__dict__ for m in synced.modules())
-    torch.testing.assert_close(synced.state_dict(), G.state_dict())
+    torch.testing.assert_close(torch.load(tmp_path / "rank0.pt", weights_only=True)["standing"], G.state_dict())
 
 
 def test_standing_stats_average_batch_statistics_and_keep_spectral_norms():

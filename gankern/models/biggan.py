@@ -13,10 +13,11 @@ adds channels), self-attention, projection of the class embedding. Spectral norm
 G's shared embedding, as BG) through :func:`gankern.nn.utils.spectral_norm`: the recipe updates each network's
 layers with one :class:`gankern.nn.SpectralNormGroup` per step.
 
-Cross-replica (synced) BatchNorm: every BatchNorm of G is a ``torch.nn.BatchNorm2d`` (the conditional ones
-affine=False, their gain and bias applied after), so under DDP the recipe calls
-``torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)`` before wrapping G in DistributedDataParallel; statistics are
-then reduced over all replicas, as BG's cross_replica option does. Checkpoints keep the same keys.
+Cross-replica (synced) BatchNorm (BG's cross_replica): every BatchNorm of G is a ``torch.nn.BatchNorm2d`` (the
+conditional ones affine=False, their gain and bias applied after); :func:`cross_replica` turns them into
+:class:`CrossReplicaBatchNorm2d`, whose training statistics are those of the batch of all ranks (one all-reduce of
+per-channel sums and sums of squares, on any backend: ``torch.nn.SyncBatchNorm`` refuses CPU tensors). The recipe
+does so when it trains on more than one rank. Checkpoints keep the same keys.
 
 Also here: :func:`standing_stats` (BatchNorm statistics for sampling), :func:`truncated_z` (truncation by
 resampling), :func:`ortho_weights` / :func:`orthogonal_regularization` (BigGAN's off-diagonal orthogonal
@@ -26,17 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn.utils import spectral_norm
 
 __all__ = ["BigGANConfig", "PRESETS", "preset", "Generator", "Discriminator", "build", "standing_stats",
-           "truncated_z", "ortho_weights", "orthogonal_regularization", "load_biggan_pytorch"]
+           "truncated_z", "ortho_weights", "orthogonal_regularization", "load_biggan_pytorch",
+           "CrossReplicaBatchNorm2d", "cross_replica"]
 
 
 @dataclass
@@ -183,6 +185,61 @@ def preset(name: str, deep: bool = False, **changes) -> BigGANConfig:
 
 def _conv(i: int, o: int, k: int = 3, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(i, o, k, padding=k // 2, bias=bias)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over all ranks; its gradient is summed over the ranks too (every rank's loss depends on it)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        tdist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are those of the batch of every rank of the default process group
+    (BG's cross-replica BatchNorm): one all-reduce of the per-channel sums, sums of squares (BG's sync_batchnorm)
+    and the count, differentiable, so outputs, gradients (averaged over the ranks as the trainer does) and running
+    statistics are one process's BatchNorm on the concatenated batch. Any backend (gloo on the CPU, nccl), float32
+    statistics. Plain BatchNorm2d in eval mode, with one rank or no process group, and while ``sync`` is False
+    (sampling on one rank). Every rank must call it (a collective). x: (N, C, H, W)."""
+    sync = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.sync and tdist.is_available() and tdist.is_initialized()
+                and tdist.get_world_size() > 1):
+            return super().forward(x)
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+        xf, c = x.float(), x.shape[1]
+        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)])
+        total = _AllReduceSum.apply(local)                                   # [2C + 1]
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c:2 * c] / n - mean * mean).clamp_min(0)               # biased, as BatchNorm normalizes
+        if self.track_running_stats:
+            self.num_batches_tracked += 1
+            f = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean.detach(), f)
+            self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), f)   # unbiased, as BatchNorm keeps
+        y = (xf - mean[:, None, None]) * torch.rsqrt(var + self.eps)[:, None, None]
+        if self.affine:
+            y = y * self.weight[:, None, None] + self.bias[:, None, None]
+        return y.to(x.dtype)
+
+
+def cross_replica(model: nn.Module) -> nn.Module:
+    """Every ``nn.BatchNorm2d`` of ``model`` becomes a :class:`CrossReplicaBatchNorm2d`, in place (same parameters,
+    buffers and state_dict keys); returns ``model``."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = CrossReplicaBatchNorm2d
+    return model
 
 
 class CBN(nn.Module):
@@ -478,10 +535,10 @@ def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, th
     the average of the batch statistics of ``num_batches`` batches of random z (truncated at ``threshold``) and
     classes (torch's cumulative average, momentum None: the unbiased variance, where BG's myBN averages the
     biased one). Only the BatchNorms run in training mode (the spectral norms keep their u, v, unlike BG's, which
-    runs all of G in training mode). G is left in eval mode. Under DDP with SyncBatchNorm, call it on every rank, or
-    with ``sync=False`` on one rank (its SyncBatchNorms then average this rank's batches only)."""
+    runs all of G in training mode). G is left in eval mode. With :class:`CrossReplicaBatchNorm2d` under DDP, call it
+    on every rank, or with ``sync=False`` on one rank (its BatchNorms then average this rank's batches only)."""
     device = next(G.parameters()).device
-    bns = [m for m in G.modules() if isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))]
+    bns = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [m.momentum for m in bns]
     G.eval()
     try:
@@ -489,8 +546,8 @@ def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, th
             m.reset_running_stats()
             m.momentum = None
             m.train()
-            if not sync and isinstance(m, nn.SyncBatchNorm):
-                m.forward = types.MethodType(nn.BatchNorm2d.forward, m)     # local statistics, no all-reduce
+            if not sync:
+                m.sync = False                                          # local statistics, no all-reduce
         for _ in range(num_batches):
             z = truncated_z(batch_size, G.z_dim, threshold, generator=generator, device=device)
             G(z, torch.randint(0, G.n_classes, (batch_size,), generator=generator, device=device))
@@ -498,7 +555,7 @@ def standing_stats(G: Generator, num_batches: int = 16, batch_size: int = 64, th
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
             m.eval()
-            m.__dict__.pop("forward", None)
+            m.__dict__.pop("sync", None)
     return G
 
 

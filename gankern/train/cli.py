@@ -36,7 +36,7 @@ configs: gankern train --list-configs
 # Families with their own kind of ``gankern generate``: each module defines ``add_generate_options(parser)`` (an
 # argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
-GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan")]
+GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan", "biggan")]
 
 
 def add_parsers(sub) -> None:
@@ -95,8 +95,6 @@ def add_parsers(sub) -> None:
                                    "generator (G.pth), into an image grid.")
     q.add_argument("--run", metavar="DIR", help="run directory, a ckpt-*.pt file, or BigGAN-PyTorch's G.pth / "
                    "G_ema.pth (its config from the state_dict.pth beside it, or --biggan-config)")
-    q.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
-                   "128, tiny) when no state_dict.pth is beside it")
     q.add_argument("--n", type=int_at_least(1), metavar="N", help="number of images (default: 64); with several "
                    "classes, images per class (default: 10)")
     q.add_argument("--out", default="grid.png", metavar="FILE",
@@ -324,11 +322,20 @@ def _class_list(text: str) -> list[int]:
     return out
 
 
+def check_out(path: str) -> None:
+    """--out: a known image suffix, in an existing folder (ValueError / FileNotFoundError, before any sampling)."""
+    from .outputs import image_format
+    image_format(path)
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"--out {path}: the folder {out_dir} does not exist")
+
+
 def generate_main(args) -> int:
     import torch
 
     from .loop import generate
-    from .outputs import image_format, save_grid
+    from .outputs import save_grid
     for module in GENERATE_FAMILIES:
         code = importlib.import_module(module).generate_main(args)
         if code is not None:
@@ -338,17 +345,8 @@ def generate_main(args) -> int:
     try:
         if args.trunc is not None and not args.trunc > 0:
             raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")
-        image_format(args.out)
-        out_dir = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(out_dir):
-            raise FileNotFoundError(f"--out {args.out}: the folder {out_dir} does not exist")
-        if args.run.endswith(".pth"):                    # BigGAN-PyTorch's G.pth / G_ema.pth (gankern's: .pt)
-            from ..models.biggan import load_biggan_pytorch
-            G = load_biggan_pytorch(args.run, config=args.biggan_config)[0].to(args.device)
-            z_dim, k, fn = G.z_dim, G.n_classes, None
-        else:
-            G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
-            z_dim, fn = recipe.z_dim, recipe.generate
+        check_out(args.out)
+        G, cfg, k, recipe = load_generator(args.run, args.device, not args.no_ema)
         classes = args.cls or []
         if classes and not k:
             raise ValueError(f"--class {args.cls[0]}: this generator is unconditional")
@@ -358,7 +356,7 @@ def generate_main(args) -> int:
         n = per * max(len(classes), 1)
         labels = torch.tensor(classes).repeat_interleave(per) if len(classes) > 1 else \
             torch.full((n,), classes[0]) if classes else None
-        images = generate(G, n, z_dim, k, args.seed, args.trunc, args.device, labels, fn)
+        images = generate(G, n, recipe.z_dim, k, args.seed, args.trunc, args.device, labels, recipe.generate)
         save_grid(images, args.out, nrow=per if len(classes) > 1 else None)
     except (ValueError, OSError) as e:
         return _error("generate", e)

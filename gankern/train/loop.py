@@ -58,10 +58,11 @@ class Trainer:
         self.scaler = {n: torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16") for n in self.opt}
         self.sn = {n: SpectralNormGroup(self.nets[n]) for n in self.opt       # trained nets with gankern's SN
                    if any(isinstance(x, SpectralNorm) for x in self.nets[n].modules())}
-        bad = [p.name for p in r.phases if p.net not in self.opt] + [n for n in self.nets if n in _KEYS]
+        bad = [p.name for p in r.phases if p.net not in self.opt or t.batch % (self.dist.world * (p.accum or t.accum))]
+        bad += [n for n in self.nets if n in _KEYS]
         if bad or len({p.name for p in r.phases}) < len(r.phases):
-            raise ValueError(f"recipe '{cfg.recipe}': phases need unique names and a net with an optimizer, nets "
-                             f"a name other than {sorted(_KEYS)}; check {bad}")
+            raise ValueError(f"recipe '{cfg.recipe}': phases need unique names, a net with an optimizer and rounds that"
+                             f" divide the batch of a rank, nets a name other than {sorted(_KEYS)}; check {bad}")
         self.step, self.nimg = 0, 0
         self.feed = Feed(self.dataset, t, self.dist, r.z_dim, r.num_classes)
         self.log = JsonlLog(os.path.join(run_dir, "metrics.jsonl"))
@@ -80,10 +81,10 @@ class Trainer:
         self._scaler.scale(loss).backward(retain_graph=self._keep_graph)
 
     def run_phase(self, ph: Phase, step: int) -> Stats:
-        """``ph.repeats`` optimizer steps of ``ph.net``, each over ``train.accum`` rounds of the recipe's loss, inside
+        """``ph.repeats`` optimizer steps of ``ph.net``, each over ``ph.accum`` rounds of the recipe's loss, inside
         one batched spectral-norm update of every net (the others' weights do not require grad: no graph); returns
         stats averaged over rounds and repeats."""
-        net, a, t = self.nets[ph.net], self.cfg.train.accum, self.cfg.train
+        net, t, a = self.nets[ph.net], self.cfg.train, ph.accum or self.cfg.train.accum
         for m in self.nets.values():
             m.requires_grad_(m is net)
         opt, self._scaler, self._keep_graph = self.opt[ph.net], self.scaler[ph.net], ph.net in self.sn
@@ -213,5 +214,3 @@ class Trainer:
 
 _KEYS = {"G_ema", "recipe", "config", "step", "nimg", "loader_position", "rng_cpu", "rng_cuda", "channels",
          "num_classes"}
-
-

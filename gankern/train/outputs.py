@@ -201,9 +201,9 @@ class TensorBoard:
                 self.writer.add_scalar(k, v, nimg)
         self.writer.flush()
 
-    def grid(self, tag: str, images: torch.Tensor, nimg: int) -> None:
-        """images (N, C, H, W) in [-1, 1] as one image_grid."""
-        self.writer.add_image(tag, image_grid(images), nimg, dataformats="HWC")
+    def grid(self, tag: str, images: torch.Tensor, nimg: int, nrow: int | None = None) -> None:
+        """images (N, C, H, W) in [-1, 1] as one image_grid (``nrow`` images a row)."""
+        self.writer.add_image(tag, image_grid(images, nrow), nimg, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:

@@ -61,15 +61,19 @@ def sample(tr, n: int, seed: int, truncation: float | None = None, net: torch.nn
 
 
 def snapshot(tr, bar=None) -> dict:
-    """Grid of G_ema on fixed latents, FID/KID (digits-fid), and the loss plot of Trainer ``tr``; returns the
-    metric row (empty without metrics), printed under the progress ``bar`` when it shows."""
+    """Grid of G_ema on fixed latents (and the grids of the recipe's optional ``snapshot_sheets(G_ema, seed)``),
+    FID/KID (digits-fid), and the loss plot of Trainer ``tr``; returns the metric row (empty without metrics),
+    printed under the progress ``bar`` when it shows."""
     t, row = tr.cfg.train, {}
     if tr.G_ema is not None:
-        images = sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31)
-        save_grid(images, os.path.join(tr.run_dir, f"fakes{tr.step:08d}.png"))
-        save_grid(images, os.path.join(tr.run_dir, "fakes-latest.png"))
-        if tr.tb:
-            tr.tb.grid("fakes", images, tr.nimg)
+        grids = {"fakes": (sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31), None)}
+        if hasattr(tr.recipe, "snapshot_sheets"):            # a recipe's own grids: {name: (images, nrow)}
+            grids.update(tr.recipe.snapshot_sheets(tr.G_ema, derive_seed(t.seed, "sheets") % 2 ** 31))
+        for name, (images, nrow) in grids.items():
+            save_grid(images, os.path.join(tr.run_dir, f"{name}{tr.step:08d}.png"), nrow)
+            save_grid(images, os.path.join(tr.run_dir, f"{name}-latest.png"), nrow)
+            if tr.tb:
+                tr.tb.grid(name, images, tr.nimg, nrow)
         if tr.metrics == "digits-fid":
             from .digits_features import fid_kid
             row = fid_kid(sample(tr, t.metric_samples, derive_seed(t.seed, "metric") % 2 ** 31), t.resolution)

@@ -14,12 +14,13 @@ Tensor = torch.Tensor
 
 @dataclass
 class Phase:
-    """The rounds of ``accumulate_gradients(name, ...)`` then an optimizer step of ``net``, every ``interval`` steps
-    (lazy regularization), ``repeats`` times per step, each on a fresh real batch (WGAN's n_critic)."""
+    """``accum`` rounds (0: train.accum) of ``accumulate_gradients(name, ...)``, then an optimizer step of ``net``;
+    every ``interval`` steps (lazy regularization), ``repeats`` times a step, each on a fresh real batch (n_critic)."""
     name: str
     net: str
     interval: int = 1
     repeats: int = 1
+    accum: int = 0
 
 
 @dataclass

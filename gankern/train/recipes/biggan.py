@@ -1,13 +1,15 @@
 """BigGAN / BigGAN-deep training, as BigGAN-PyTorch's (BG) train.py and train_fns.py do it.
 
-Per training step: ``num_D_steps`` D steps (phase ``D``, Phase.repeats; each on a fresh real batch), then one G step;
-each optimizer step sums the trainer's accumulation rounds (BG's num_D_accumulations / num_G_accumulations: the
-trainer's ``accum``, the same for both nets). Hinge loss; D sees fakes and reals in one call (BG's G_D). TTUR Adam
-with betas (0, 0.999) and eps 1e-6 (BG's 128 px script). BigGAN's orthogonal regularization of G (``G_ortho``, the
-off-diagonal form on every weight of 2+ dims except the shared class embedding, as BG's ``utils.ortho`` with its
-blacklist; ``D_ortho`` for D): its gradient joins each optimizer step once (first accumulation round). Spectral norm:
-the trainer's one SpectralNormGroup per net per optimizer step; G's pass without gradients in D's steps (where BG's G
-also runs its power iterations) goes through the recipe's own batched group of G, not layer by layer.
+Per training step: ``num_D_steps`` D steps (phase ``D``, Phase.repeats; each on a fresh real batch), then one G
+step; each optimizer step sums accumulation rounds (BG's ``num_D_accumulations`` / ``num_G_accumulations``, each the
+trainer's ``accum`` unless set; the rounds split the step's batch, so every optimizer step sees the whole batch).
+Hinge loss; D sees fakes and reals in one call (BG's G_D). TTUR Adam with betas (0, 0.999) and eps 1e-6 (BG's 128 px
+script). BigGAN's orthogonal regularization of G (``G_ortho``, the off-diagonal form on every weight of 2+ dims
+except the shared class embedding, as BG's ``utils.ortho`` with its blacklist; ``D_ortho`` for D): its gradient
+joins each optimizer step once (first accumulation round). Spectral norm: the trainer's one SpectralNormGroup per
+net per optimizer step, G's included in D's steps (G runs in grad mode there, its weights without grad, so its
+batched W / sigma serves every round: one power iteration of G per D step, as BG's G in train mode with one
+accumulation, and accumulation rounds that change nothing but the batch statistics).
 
 EMA with ``ema_start`` (BG's utils.ema): G_ema is a copy of G before ``ema_start`` G steps, then
 ``G_ema = ema_decay * G_ema + (1 - ema_decay) * G`` per G step. The trainer's EMA (a half-life in kimg from step 0)
@@ -33,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models import biggan as B
-from ...nn import SpectralNormGroup
 from .base import Batch, Env, OptSpec, Phase, Recipe
 
 
@@ -58,6 +59,8 @@ class Options:
     D_B2: float = 0.999
     adam_eps: float = 1e-6      # both optimizers (BG's 128 px script; BG's default 1e-8)
     num_D_steps: int = 2        # D steps per G step (the BigGAN paper; BG's scripts use 1)
+    num_D_accumulations: int = 0    # rounds per D step, the batch split into them (0: train.accum, --accum)
+    num_G_accumulations: int = 0    # rounds per G step (0: train.accum)
     G_ortho: float = 1e-4       # orthogonal regularization of G (0: off)
     D_ortho: float = 0.0
     ema_decay: float = 0.9999   # [ema_decay]
@@ -65,12 +68,15 @@ class Options:
     accumulate_stats: bool = True   # standing statistics before sampling
     num_standing_accumulations: int = 16
     standing_batch: int = 64    # batch of each standing-statistics pass (BG: its G batch)
+    sheet_samples: int = 10     # class sheet at each snapshot (classes-*.png): images per class, first 10 classes;
+                                # 0: none (BG's sample sheets: 10 per class)
 
     def validate(self) -> None:
         for name in ("num_D_steps", "num_standing_accumulations", "standing_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"recipe.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ema_start", "G_ortho", "D_ortho"):
+        for name in ("ema_start", "G_ortho", "D_ortho", "sheet_samples", "num_D_accumulations",
+                     "num_G_accumulations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"recipe.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
@@ -133,14 +139,14 @@ class BigGANRecipe(Recipe):
             o.preset = auto_preset(env.resolution, torch.device(env.device).type)
         self.cfg = model_config(o, env.resolution, env.channels, env.num_classes)
         G, D = B.build(self.cfg)
-        if env.world > 1 and torch.device(env.device).type == "cuda":
-            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)   # BG's cross_replica: BN statistics over all ranks
+        if env.world > 1:
+            B.cross_replica(G)                  # BG's cross_replica: BN statistics of the batch of all ranks
         self.nets = {"G": G, "D": D, "G_ema_bg": copy.deepcopy(G).eval().requires_grad_(False)}
-        self._g_sn = SpectralNormGroup(G)       # G's batched spectral norm in D's steps (G runs without grad)
         self.z_dim = G.z_dim
         self.optimizers = {"G": OptSpec("adam", o.G_lr, (o.G_B1, o.G_B2), o.adam_eps),
                            "D": OptSpec("adam", o.D_lr, (o.D_B1, o.D_B2), o.adam_eps)}
-        self.phases = [Phase("D", "D", repeats=o.num_D_steps), Phase("G", "G")]
+        self.phases = [Phase("D", "D", repeats=o.num_D_steps, accum=o.num_D_accumulations),
+                       Phase("G", "G", accum=o.num_G_accumulations)]
         self.g_steps = 0                        # optimizer steps of G so far (BG's itr, for ema_start)
         self._ortho_due = {"D": True, "G": True}   # the next round is the first of an optimizer step
         self._stood = None                      # (id(G), g_steps, threshold) of the last standing statistics
@@ -173,8 +179,7 @@ class BigGANRecipe(Recipe):
         c_gen = self._classes(batch.c_gen, n)
         if phase == "D":
             with self.env.autocast():
-                with torch.no_grad(), self._g_sn.cached():
-                    fake = self.run_G(batch.z, c_gen)
+                fake = self.run_G(batch.z, c_gen).detach()   # G's weights need no grad here: no graph is built
                 real_c = self._classes(batch.c, batch.real.shape[0])
                 logits = self.run_D(torch.cat([fake.to(batch.real.dtype), batch.real]), torch.cat([c_gen, real_c]))
                 d_fake, d_real = logits.float().split([n, batch.real.shape[0]])
@@ -238,27 +243,42 @@ class BigGANRecipe(Recipe):
             return G(z, embedding=embedding)
         return G(z, self._classes(c, z.shape[0]))
 
+    def snapshot_sheets(self, G: nn.Module, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
+        """BG's class sheet at each snapshot (the trainer's snapshot writes classes<step>.png, classes-latest.png):
+        ``sheet_samples`` images of each of the first 10 classes, one row per class; none when unconditional."""
+        n = self.o.sheet_samples
+        if not (self.num_classes and n):
+            return {}
+        return {"classes": (sample_sheet(self, G, list(range(min(10, self.num_classes))), n, seed), n)}
+
+
+def _plain(G: nn.Module, z: torch.Tensor, c: torch.Tensor | None, truncation: float | None = None,
+           embedding: torch.Tensor | None = None) -> torch.Tensor:
+    """G as it is, in eval mode (a BigGAN-PyTorch G.pth: its own running statistics, no standing statistics)."""
+    return _unwrap(G).eval()(z, c, embedding=embedding)
+
 
 @torch.no_grad()
-def sample_sheet(recipe: BigGANRecipe, G: nn.Module, classes: list[int], samples_per_class: int, seed: int,
+def sample_sheet(recipe: BigGANRecipe | None, G: nn.Module, classes: list[int], samples_per_class: int, seed: int,
                  truncation: float | None = None) -> torch.Tensor:
     """BG's sample sheet: ``samples_per_class`` images of each class, class-major (save with nrow=samples_per_class:
     one row per class); latents fixed by ``seed``, column j one z for every class (BG draws each image's z apart;
-    a shared z shows what the class alone changes).
-    Returns (len(classes) * samples_per_class, C, R, R)."""
+    a shared z shows what the class alone changes). Through ``recipe.generate`` (standing statistics), or G as it
+    is when ``recipe`` is None. Returns (len(classes) * samples_per_class, C, R, R)."""
     device = next(G.parameters()).device
     z = B.truncated_z(samples_per_class, _unwrap(G).z_dim, truncation,
                       generator=torch.Generator().manual_seed(seed)).to(device)
     y = torch.tensor(classes, device=device).repeat_interleave(samples_per_class)
-    return recipe.generate(G, z.repeat(len(classes), 1), y, truncation)
+    return (recipe.generate if recipe else _plain)(G, z.repeat(len(classes), 1), y, truncation)
 
 
 @torch.no_grad()
-def interp_sheet(recipe: BigGANRecipe, G: nn.Module, rows: int, midpoints: int, seed: int, fix_z: bool = False,
-                 fix_y: bool = False, truncation: float | None = None) -> torch.Tensor:
+def interp_sheet(recipe: BigGANRecipe | None, G: nn.Module, rows: int, midpoints: int, seed: int,
+                 fix_z: bool = False, fix_y: bool = False, truncation: float | None = None) -> torch.Tensor:
     """BG's interpolation sheet: ``rows`` rows of ``midpoints + 2`` images, each row going linearly from one (z,
     shared class embedding) to another; ``fix_z``: one z per row (only the class moves), ``fix_y``: one class per
-    row (only z moves). Save with nrow=midpoints + 2. Returns (rows * (midpoints + 2), C, R, R)."""
+    row (only z moves). ``recipe`` as in :func:`sample_sheet`. Save with nrow=midpoints + 2.
+    Returns (rows * (midpoints + 2), C, R, R)."""
     net = _unwrap(G)
     if net.shared is None:
         raise ValueError("interpolation in the class embedding needs the shared embedding (G_shared)")
@@ -271,4 +291,91 @@ def interp_sheet(recipe: BigGANRecipe, G: nn.Module, rows: int, midpoints: int, 
     z = torch.lerp(z0.to(device)[:, None], z1.to(device)[:, None], t).flatten(0, 1)    # [rows * n, z_dim]
     e0, e1 = net.shared(y0.to(device)), net.shared(y1.to(device))
     e = torch.lerp(e0[:, None], e1[:, None], t).flatten(0, 1)                         # [rows * n, shared_dim]
-    return recipe.generate(G, z, None, truncation, embedding=e)
+    return (recipe.generate if recipe else _plain)(G, z, None, truncation, embedding=e)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `gankern generate` for biggan runs and BigGAN-PyTorch's G.pth (gankern.train.cli.GENERATE_FAMILIES)
+
+_BIGGAN_FLAGS = ("biggan_config", "interp", "frames", "rows")
+_INTERP = {"z": dict(fix_y=True), "class": dict(fix_z=True), "both": {}}   # what moves along a row
+
+
+def add_generate_options(gen) -> None:
+    """BG's sample.py options on the ``generate`` subcommand; --trunc is the threshold here."""
+    from ...cli import int_at_least
+    g = gen.add_argument_group("BigGAN options (BigGAN-PyTorch's sample.py; --run DIR of a biggan run, or BG's "
+                               "G.pth / G_ema.pth)")
+    g.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
+                   "128, tiny) when no state_dict.pth is beside it")
+    g.add_argument("--interp", choices=tuple(_INTERP), help="an interpolation sheet instead: each row goes from one "
+                   "(z, class embedding) to another; z: only z moves (one class per row), class: only the class "
+                   "embedding moves (one z per row), both")
+    g.add_argument("--frames", type=int_at_least(2), metavar="N", help="images per interpolation row, the two ends "
+                   "included (default: 10, BG's 8 midpoints)")
+    g.add_argument("--rows", type=int_at_least(1), metavar="R", help="interpolation rows (default: 8)")
+
+
+def _load(args):
+    """(G, recipe or None) of ``--run``: a biggan run (G_ema unless --no-ema) or BG's G.pth (recipe None)."""
+    from ..cli import load_generator
+    if args.run.endswith(".pth"):                        # BigGAN-PyTorch's G.pth / G_ema.pth (gankern's: .pt)
+        return B.load_biggan_pytorch(args.run, config=args.biggan_config)[0].to(args.device), None
+    if args.biggan_config:
+        raise ValueError("--biggan-config: for a BigGAN-PyTorch G.pth; a biggan run has its own config")
+    G, _, _, recipe = load_generator(args.run, args.device, not args.no_ema)
+    return G, recipe
+
+
+def generate_main(args) -> int | None:
+    """``gankern generate`` for biggan runs and BG's G.pth (None for other runs): a grid with classes cycling, a
+    sheet with one row per ``--class``, or an ``--interp`` sheet; --trunc truncates z (resampling |z| > T) in
+    sampling and in the standing statistics."""
+    import sys
+
+    from ..cli import check_out, run_recipe
+    from ..outputs import save_grid
+    from ..snapshots import generate
+    if args.run is None or not (args.run.endswith(".pth") or run_recipe(args.run) == "biggan"):
+        given = [f"--{k.replace('_', '-')}" for k in _BIGGAN_FLAGS if getattr(args, k) is not None]
+        if given and args.run is not None:
+            print(f"gankern generate: error: {', '.join(given)}: BigGAN options, and {args.run} is neither a biggan "
+                  f"run nor a BigGAN-PyTorch G.pth", file=sys.stderr)
+            return 2
+        return None
+    try:
+        if args.trunc is not None and not args.trunc > 0:
+            raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")
+        if (args.frames or args.rows) and not args.interp:
+            raise ValueError("--frames and --rows shape an --interp sheet: give --interp z|class|both")
+        if args.interp and args.cls:
+            raise ValueError("--interp draws the classes of its rows: leave out --class")
+        check_out(args.out)
+        G, recipe = _load(args)
+        k, classes, t = recipe.num_classes if recipe else G.n_classes, args.cls or [], args.trunc
+        if classes and not k:
+            raise ValueError(f"--class {classes[0]}: this run is unconditional (unlabelled data)")
+        if any(c >= k for c in classes):
+            raise ValueError(f"--class {max(classes)}: the generator has classes 0..{k - 1}")
+        if args.interp:
+            frames, rows = args.frames or 10, args.rows or 8
+            images = interp_sheet(recipe, G, rows, frames - 2, args.seed, truncation=t, **_INTERP[args.interp])
+            nrow, what = frames, f"a {rows} x {frames} interpolation sheet ({args.interp})"
+        elif classes:
+            per = args.n or (10 if len(classes) > 1 else 64)
+            images = sample_sheet(recipe, G, classes, per, args.seed, t)
+            nrow = per if len(classes) > 1 else None
+            what = f"{per} images of each of {len(classes)} classes" if len(classes) > 1 else \
+                f"{per} images of class {classes[0]}"
+        else:
+            n = args.n or 64
+            fn = recipe.generate if recipe else _plain
+            images = generate(G, n, _unwrap(G).z_dim, k, args.seed, t, args.device,
+                              fn=lambda G, z, c: fn(G, z, c, t))
+            nrow, what = None, f"{n} images" + (f" (classes 0..{k - 1} in turn)" if k > 1 else "")
+        save_grid(images, args.out, nrow)
+    except (ValueError, OSError) as e:
+        print(f"gankern generate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {what} to {args.out}")
+    return 0
