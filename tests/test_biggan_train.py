@@ -379,6 +379,7 @@ def test_generate_sheets_by_class_from_a_run(run_4_steps, tmp_path, capsys):
                       (["--n", "0"], "--n: must be >= 1"), (["--trunc", "0"], "must be > 0"),
                       (["--frames", "4"], "give --interp"), (["--interp", "z", "--class", "1"], "leave out --class"),
                       (["--interp", "z", "--frames", "1"], "--frames: must be >= 2"),
+                      (["--interp", "w"], "--interp w: StyleGAN's"),
                       (["--biggan-config", "tiny"], "a biggan run has its own config")):
         argv = ["generate", *(["--run", run] if args else []), *args, "--out", str(tmp_path / "x.png")]
         try:
@@ -422,7 +423,9 @@ def test_biggan_options_on_other_runs_are_refused(tmp_path, capsys):
                  "--metrics", "none", "-q", "--no-tensorboard", "--outdir", str(tmp_path)]) == 0
     (run,) = glob.glob(str(tmp_path / "0*"))
     assert main(["generate", "--run", run, "--interp", "z", "--out", str(tmp_path / "x.png")]) == 2
-    assert "--interp: BigGAN options" in capsys.readouterr().err
+    assert "--interp and --frames: interpolation of StyleGAN and BigGAN runs" in capsys.readouterr().err
+    assert main(["generate", "--run", run, "--rows", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--rows: BigGAN options" in capsys.readouterr().err
 
 
 def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):

@@ -568,6 +568,8 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
                                tools.generate_images(G, [0], noise_mode="const")[0].clamp(-1, 1), atol=0.01, rtol=0)
     assert main(["generate", "--network", path, "--interp", "w", "--seeds", "3", "--out", sheet]) == 2
     assert "at least 2 seeds" in capsys.readouterr().err
+    assert main(["generate", "--network", path, "--interp", "class", "--seeds", "0-3", "--out", sheet]) == 2
+    assert "--interp class: BigGAN's" in capsys.readouterr().err
 
 
 def test_train_flags_of_s2a_map_onto_the_recipe(capsys):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import importlib
 import json
 import os
@@ -37,6 +38,7 @@ configs: gankern train --list-configs
 # argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
 GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan", "biggan")]
+INTERP_KINDS = ("z", "z-lerp", "w", "class", "both")      # --interp, shared: each family takes its own kinds
 
 
 def add_parsers(sub) -> None:
@@ -105,6 +107,11 @@ def add_parsers(sub) -> None:
                         "runs and networks, psi (w pulled toward the mean w; 1: none)")
     q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
                    "(conditional configs); several: one row per class (BigGAN-PyTorch's sample sheets)")
+    q.add_argument("--interp", choices=INTERP_KINDS, help="interpolation instead of samples (StyleGAN and BigGAN): z "
+                   "(slerp; BigGAN: only z moves along a row), z-lerp and w (StyleGAN: lerp in z, in W), class "
+                   "(BigGAN: only the class embedding moves), both (BigGAN: z and class)")
+    q.add_argument("--frames", type=int_at_least(2), metavar="N", help="interpolation: images per row, both ends "
+                   "included (default: StyleGAN 8, BigGAN 10)")
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
     q.add_argument("--device", type=device, default="cpu", metavar="DEV", help="(default: %(default)s)")
     add_threads_arg(q)
@@ -236,8 +243,8 @@ def train_main(args) -> int:
         if tdist.is_initialized():
             tdist.destroy_process_group()
     if dist.rank == 0:
-        grid = os.path.join(run_dir, "fakes-latest.png")              # recipes without a G_ema write none
-        print(f"done: {json.dumps(last)}\n" + (f"grid: {grid}\n" if os.path.exists(grid) else "") +
+        grids = sorted(glob.glob(os.path.join(run_dir, "*-latest.png")))     # fakes, classes, translations, ...
+        print(f"done: {json.dumps(last)}\n" + "".join(f"grid: {g}\n" for g in grids) +
               f"plot: {os.path.join(run_dir, 'plot.png')}\nmetrics: {os.path.join(run_dir, 'metrics.jsonl')}")
     return 0
 
@@ -342,6 +349,9 @@ def generate_main(args) -> int:
             return code
     if args.run is None:
         return _error("generate", "give --run DIR (or a checkpoint file)")
+    if args.interp or args.frames:
+        return _error("generate", "--interp and --frames: interpolation of StyleGAN and BigGAN runs; "
+                                  f"{args.run} is a {run_recipe(args.run)} run")
     try:
         if args.trunc is not None and not args.trunc > 0:
             raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")

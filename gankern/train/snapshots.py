@@ -61,19 +61,20 @@ def sample(tr, n: int, seed: int, truncation: float | None = None, net: torch.nn
 
 
 def snapshot(tr, bar=None) -> dict:
-    """Grid of G_ema on fixed latents (and the grids of the recipe's optional ``snapshot_sheets(G_ema, seed)``),
-    FID/KID (digits-fid), and the loss plot of Trainer ``tr``; returns the metric row (empty without metrics),
-    printed under the progress ``bar`` when it shows."""
+    """Grid of G_ema on fixed latents and the grids of the recipe's optional ``snapshot_sheets(G, seed)`` (G_ema, or
+    the trained G of a recipe without one: image-to-image's input | output | target), FID/KID (digits-fid), and the
+    loss plot of Trainer ``tr``; returns the metric row (empty without metrics), printed under the progress ``bar``."""
     t, row = tr.cfg.train, {}
+    grids = {"fakes": (sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31), None)} if tr.G_ema is not None else {}
+    if hasattr(tr.recipe, "snapshot_sheets"):                # a recipe's own grids: {name: (images, nrow)}
+        G = tr.G_ema if tr.G_ema is not None else tr.nets["G"]
+        grids.update(tr.recipe.snapshot_sheets(G, derive_seed(t.seed, "sheets") % 2 ** 31))
+    for name, (images, nrow) in grids.items():
+        save_grid(images, os.path.join(tr.run_dir, f"{name}{tr.step:08d}.png"), nrow)
+        save_grid(images, os.path.join(tr.run_dir, f"{name}-latest.png"), nrow)
+        if tr.tb:
+            tr.tb.grid(name, images, tr.nimg, nrow)
     if tr.G_ema is not None:
-        grids = {"fakes": (sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31), None)}
-        if hasattr(tr.recipe, "snapshot_sheets"):            # a recipe's own grids: {name: (images, nrow)}
-            grids.update(tr.recipe.snapshot_sheets(tr.G_ema, derive_seed(t.seed, "sheets") % 2 ** 31))
-        for name, (images, nrow) in grids.items():
-            save_grid(images, os.path.join(tr.run_dir, f"{name}{tr.step:08d}.png"), nrow)
-            save_grid(images, os.path.join(tr.run_dir, f"{name}-latest.png"), nrow)
-            if tr.tb:
-                tr.tb.grid(name, images, tr.nimg, nrow)
         if tr.metrics == "digits-fid":
             from .digits_features import fid_kid
             row = fid_kid(sample(tr, t.metric_samples, derive_seed(t.seed, "metric") % 2 ** 31), t.resolution)

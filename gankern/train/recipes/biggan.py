@@ -297,7 +297,7 @@ def interp_sheet(recipe: BigGANRecipe | None, G: nn.Module, rows: int, midpoints
 # ---------------------------------------------------------------------------------------------------------------
 # `gankern generate` for biggan runs and BigGAN-PyTorch's G.pth (gankern.train.cli.GENERATE_FAMILIES)
 
-_BIGGAN_FLAGS = ("biggan_config", "interp", "frames", "rows")
+_BIGGAN_FLAGS = ("biggan_config", "rows")
 _INTERP = {"z": dict(fix_y=True), "class": dict(fix_z=True), "both": {}}   # what moves along a row
 
 
@@ -308,11 +308,6 @@ def add_generate_options(gen) -> None:
                                "G.pth / G_ema.pth)")
     g.add_argument("--biggan-config", metavar="PRESET", help="the BigGAN preset of a BigGAN-PyTorch G.pth (32, 64, "
                    "128, tiny) when no state_dict.pth is beside it")
-    g.add_argument("--interp", choices=tuple(_INTERP), help="an interpolation sheet instead: each row goes from one "
-                   "(z, class embedding) to another; z: only z moves (one class per row), class: only the class "
-                   "embedding moves (one z per row), both")
-    g.add_argument("--frames", type=int_at_least(2), metavar="N", help="images per interpolation row, the two ends "
-                   "included (default: 10, BG's 8 midpoints)")
     g.add_argument("--rows", type=int_at_least(1), metavar="R", help="interpolation rows (default: 8)")
 
 
@@ -348,6 +343,8 @@ def generate_main(args) -> int | None:
             raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")
         if (args.frames or args.rows) and not args.interp:
             raise ValueError("--frames and --rows shape an --interp sheet: give --interp z|class|both")
+        if args.interp and args.interp not in _INTERP:
+            raise ValueError(f"--interp {args.interp}: StyleGAN's; BigGAN's sheets move z, class or both")
         if args.interp and args.cls:
             raise ValueError("--interp draws the classes of its rows: leave out --class")
         check_out(args.out)

@@ -447,6 +447,9 @@ def generate_main(args) -> int | None:
         if args.cls is not None and len(args.cls) > 1:
             raise ValueError(f"--class: one class for StyleGAN networks (S2A's --class), got {len(args.cls)}")
         cls = args.cls[0] if args.cls else None
+        if args.interp in ("class", "both"):
+            raise ValueError(f"--interp {args.interp}: BigGAN's; StyleGAN interpolates z, z-lerp or w (frames "
+                             f"between consecutive --seeds: a grid, one row per seed pair, or a folder of PNGs)")
         if args.interp or args.frames:
             return _interpolation(G, args, psi, noise_mode, cls)
         if args.mix_rows or args.mix_cols:
@@ -469,12 +472,11 @@ def generate_main(args) -> int | None:
     return 0
 
 
-_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles", "interp", "frames")
+_STYLEGAN_FLAGS = ("network", "seeds", "noise_mode", "mix_rows", "mix_cols", "styles")
 
 
 def add_generate_options(gen) -> None:
     """S2A's options on the ``generate`` subcommand (gankern.train.cli's parser); --trunc is psi here."""
-    from ...cli import int_at_least
     g = gen.add_argument_group("StyleGAN2 / StyleGAN options (S2A's generate.py and style_mixing.py)")
     g.add_argument("--network", metavar="FILE", help="S2A network pickle (.pkl) or state dict (.pt) instead of --run")
     g.add_argument("--seeds", metavar="LIST", help="latent seeds as S2A's, e.g. 0-15,42 (default: --n seeds from "
@@ -483,11 +485,6 @@ def add_generate_options(gen) -> None:
     g.add_argument("--mix-rows", metavar="LIST", help="style mixing: row seeds (with --mix-cols)")
     g.add_argument("--mix-cols", metavar="LIST", help="style mixing: column seeds, whose --styles replace the rows'")
     g.add_argument("--styles", metavar="LIST", help="style mixing: layers taken from the columns (default: 0-6)")
-    g.add_argument("--interp", choices=("z", "z-lerp", "w"), help="interpolation frames between consecutive "
-                   "--seeds: slerp in z, lerp in z, or lerp in w (default z); --out a grid (one row per seed pair) "
-                   "or a folder of PNG frames (an existing folder or a name without suffix)")
-    g.add_argument("--frames", type=int_at_least(2), metavar="N", help="interpolation: frames per seed pair, both "
-                   "ends included (default: 8)")
 
 
 def add_parsers(sub) -> None:
