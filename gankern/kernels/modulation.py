@@ -12,6 +12,8 @@ dy written).
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_power_of_2
+
 BIAS_ACT_BLOCK = 1024   # bias_act: elements per program
 INDEX32_LIMIT = 2**31   # bias_act: 64-bit offsets for tensors at least this large
 
@@ -115,7 +117,7 @@ def bias_act_kernel(x, b, g, g2, out, n, C, stride_dim, alpha, gain, clamp, HAS_
 
 def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
     n = out.numel()
-    grid = (triton.cdiv(n, BIAS_ACT_BLOCK),)
+    grid = (cdiv(n, BIAS_ACT_BLOCK),)
     bias_act_kernel[grid](x, x if b is None else b, x if g is None else g, x if g2 is None else g2, out, n, C,
                           stride_dim, alpha, gain, clamp, HAS_B=b is not None, MODE=mode, ACT=act,
                           BLOCK=BIAS_ACT_BLOCK, I64=n + BIAS_ACT_BLOCK >= INDEX32_LIMIT)
@@ -225,9 +227,9 @@ def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, s
 
 def _adain_blocks(C, HW, channels_last):
     """(BLOCK_C, BLOCK_HW, ONE_PASS) for a (., C, HW) problem."""
-    hw2 = triton.next_power_of_2(HW)
+    hw2 = next_power_of_2(HW)
     if hw2 <= ADAIN_ONE_PASS_MAX_HW:
-        return max(1, min(triton.next_power_of_2(C), ADAIN_ONE_PASS_TILE // hw2)), hw2, True
+        return max(1, min(next_power_of_2(C), ADAIN_ONE_PASS_TILE // hw2)), hw2, True
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
@@ -235,7 +237,7 @@ def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last):
     N, C, H, W = x.shape
     sxn, sxc, _, sxp = x.stride()
     block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    adain_fwd_kernel[(N * triton.cdiv(C, block_c),)](x, gamma, beta, y, mean, rstd, C, H * W, sxn, sxc, sxp, eps,
+    adain_fwd_kernel[(N * cdiv(C, block_c),)](x, gamma, beta, y, mean, rstd, C, H * W, sxn, sxc, sxp, eps,
                                                     BLOCK_C=block_c, BLOCK_HW=block_hw, ONE_PASS=one_pass)
 
 
@@ -243,7 +245,7 @@ def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last):
     N, C, H, W = x.shape
     sxn, sxc, _, sxp = x.stride()
     block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    adain_bwd_kernel[(N * triton.cdiv(C, block_c),)](x, gamma, mean, rstd, dy, dx, dgamma, dbeta, C, H * W, sxn,
+    adain_bwd_kernel[(N * cdiv(C, block_c),)](x, gamma, mean, rstd, dy, dx, dgamma, dbeta, C, H * W, sxn,
                                                     sxc, sxp, BLOCK_C=block_c, BLOCK_HW=block_hw,
                                                     ONE_PASS=one_pass)
 
@@ -325,7 +327,7 @@ def _epi_args(y, noise, strength, channels_last):
     syn, syc, _, syp = y.stride()
     snn = 0 if noise is None else noise.stride(0)
     ssc = 0 if strength is None or strength.numel() == 1 else 1
-    return (N * triton.cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
+    return (N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
                                                                                      BLOCK_HW=block_hw)
 
 
@@ -379,6 +381,6 @@ def demod_kernel(w, s, d, N, O, I, KK, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.c
 def demodulation(w, s, d, eps):
     O, I = w.shape[:2]
     N = s.shape[0]
-    grid = (triton.cdiv(N, DEMOD_BLOCK_N), triton.cdiv(O, DEMOD_BLOCK_O))
+    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O))
     demod_kernel[grid](w, s, d, N, O, I, w[0, 0].numel(), eps, BLOCK_N=DEMOD_BLOCK_N, BLOCK_O=DEMOD_BLOCK_O,
                        BLOCK_I=DEMOD_BLOCK_I)

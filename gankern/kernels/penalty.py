@@ -11,6 +11,8 @@ lerp 3*N*D*b (real, fake read, x_hat written); rowdot 2*N*D*b (both inputs read)
 import triton
 import triton.language as tl
 
+from ._host import cdiv
+
 BLOCK = 1024            # elements per loop step
 ITERS = 8               # loop steps per program
 CHUNK = BLOCK * ITERS   # elements of one row per program
@@ -102,7 +104,7 @@ def _grid(n, d):
 
 def parts(d):
     """Row chunks (partial sums per row) of a row of d elements."""
-    return triton.cdiv(d, CHUNK)
+    return cdiv(d, CHUNK)
 
 
 def rowdot_partial(a, b, part, acc):

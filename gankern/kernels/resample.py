@@ -5,6 +5,8 @@ evaluated directly per output pixel: only the filter taps that land on non-inser
 import triton
 import triton.language as tl
 
+from ._host import cdiv
+
 BLOCK_Y = 8    # output rows per program
 BLOCK_X = 32   # output columns per program
 
@@ -57,7 +59,7 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2:]
     fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
-    grid = (N * C, triton.cdiv(Ho, BLOCK_Y) * triton.cdiv(Wo, BLOCK_X))
+    grid = (N * C, cdiv(Ho, BLOCK_Y) * cdiv(Wo, BLOCK_X))
     upfirdn2d_kernel[grid](x, f, out, C, H, W, Ho, Wo, fh, fw, *x.stride(), *out.stride(), gain, UPX=up[0],
                            UPY=up[1], DOWNX=down[0], DOWNY=down[1], px0=pad0[0], py0=pad0[1], SEPARABLE=f.dim() == 1,
                            FLIP=not flip_filter, BLOCK_Y=BLOCK_Y, BLOCK_X=BLOCK_X)

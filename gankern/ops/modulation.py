@@ -22,6 +22,7 @@ not measured on a GPU yet; default order for bias_act on CUDA tensors: cuda, the
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -40,6 +41,7 @@ TRITON_ONLY = ("triton",)
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
 
 
+@functools.cache
 def _triton():
     from ..kernels import modulation  # imported late: TRITON_INTERPRET must be set before the kernels are defined
     return modulation
@@ -91,6 +93,8 @@ def _act_params(act, alpha, gain, clamp) -> tuple[Activation, float, float, floa
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
     """t itself when its elements fill its memory without gaps or overlaps (any dim order), else a contiguous copy."""
+    if t.is_contiguous():
+        return t
     dims = sorted((d for d in range(t.dim()) if t.shape[d] != 1), key=lambda d: t.stride(d))
     expect = 1
     for d in dims:
@@ -263,7 +267,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         if b.shape[0] != x.shape[dim]:
             raise ValueError(f"b has {b.shape[0]} elements but x has {x.shape[dim]} along dim {dim} "
                              f"(x shape {tuple(x.shape)})")
-        b = b.to(x.dtype)
+        if b.dtype != x.dtype:
+            b = b.to(x.dtype)
     else:
         dim = 0  # unused without b
     backend = "ref" if impl == "ref" else _backend.select(x.device, x.dtype, BIAS_ACT_PREFERENCE, KERNEL_DTYPES)

@@ -32,6 +32,7 @@ import math
 import torch
 
 from .. import _backend, _validate
+from ._launch import fused_op
 
 PREFERENCE = ("triton",)
 _KERNEL_FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -111,15 +112,13 @@ def _norm_triton(g2, center):
     return loss, s
 
 
-@torch.library.custom_op("gankern::penalty_norm", mutates_args=())
-def _penalty_norm(g: torch.Tensor, center: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _norm_impl(g: torch.Tensor, center: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == "ref":
         return _norm_ref(g.reshape(g.shape[0], -1), center)
     return _norm_triton(_rows(_dense_rows(g)), center)
 
 
-@_penalty_norm.register_fake
-def _(g, center, backend):
+def _norm_fake(g, center, backend):
     acc = _acc(g.dtype)
     return g.new_empty((), dtype=acc), g.new_empty(g.shape[0], dtype=acc)
 
@@ -136,7 +135,7 @@ def _norm_grad(ctx, gloss, gsq):
     return _penalty_norm_backward(g, s, gloss, gsq, ctx.center, ctx.backend), None, None
 
 
-_penalty_norm.register_autograd(_norm_grad, setup_context=_norm_setup)
+_penalty_norm = fused_op("penalty_norm", _norm_impl, _norm_fake, _norm_setup, _norm_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,16 +165,14 @@ def _norm_backward_triton(g, s, gloss, gsq, center):
     return dg
 
 
-@torch.library.custom_op("gankern::penalty_norm_backward", mutates_args=())
-def _penalty_norm_backward(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor | None,
+def _norm_backward_impl(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor | None,
                            gsq: torch.Tensor | None, center: float, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _norm_backward_ref(g, sqnorm, gloss, gsq, center)
     return _norm_backward_triton(g, sqnorm.contiguous(), gloss, None if gsq is None else gsq.contiguous(), center)
 
 
-@_penalty_norm_backward.register_fake
-def _(g, sqnorm, gloss, gsq, center, backend):
+def _norm_backward_fake(g, sqnorm, gloss, gsq, center, backend):
     return torch.empty_like(g)
 
 
@@ -205,7 +202,8 @@ def _norm_backward_grad(ctx, v):
     return dg.view(g.shape).to(g.dtype), None, dgl, None if gsq is None else 2 * gv, None, None
 
 
-_penalty_norm_backward.register_autograd(_norm_backward_grad, setup_context=_norm_backward_setup)
+_penalty_norm_backward = fused_op("penalty_norm_backward", _norm_backward_impl, _norm_backward_fake,
+                                  _norm_backward_setup, _norm_backward_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,15 +223,13 @@ def _lerp_triton(real, fake, eps):
     return out
 
 
-@torch.library.custom_op("gankern::penalty_lerp", mutates_args=())
-def _penalty_lerp(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, backend: str) -> torch.Tensor:
+def _lerp_impl(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _lerp_ref(real, fake, eps)
     return _lerp_triton(real, fake, eps)
 
 
-@_penalty_lerp.register_fake
-def _(real, fake, eps, backend):
+def _lerp_fake(real, fake, eps, backend):
     return torch.empty_like(real)
 
 
@@ -251,7 +247,7 @@ def _lerp_grad(ctx, gout):
     return gout * e, gout * (1 - e), d_eps, None
 
 
-_penalty_lerp.register_autograd(_lerp_grad, setup_context=_lerp_setup)
+_penalty_lerp = fused_op("penalty_lerp", _lerp_impl, _lerp_fake, _lerp_setup, _lerp_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,13 +268,11 @@ def _noise_dot_triton(img, noise, scale):
     return part.sum() * scale
 
 
-@torch.library.custom_op("gankern::penalty_noise_dot", mutates_args=())
-def _penalty_noise_dot(img: torch.Tensor, noise: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+def _noise_dot_impl(img: torch.Tensor, noise: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
     return (_noise_dot_ref if backend == "ref" else _noise_dot_triton)(img, noise, scale)
 
 
-@_penalty_noise_dot.register_fake
-def _(img, noise, scale, backend):
+def _noise_dot_fake(img, noise, scale, backend):
     return img.new_empty((), dtype=_acc(img.dtype))
 
 
@@ -295,7 +289,8 @@ def _noise_dot_grad(ctx, gout):
     return d_img, d_noise, None, None
 
 
-_penalty_noise_dot.register_autograd(_noise_dot_grad, setup_context=_noise_dot_setup)
+_penalty_noise_dot = fused_op("penalty_noise_dot", _noise_dot_impl, _noise_dot_fake, _noise_dot_setup,
+                               _noise_dot_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, fused_op, s2a_impl
+from ._launch import CUDA_DTYPES, fused_op, kernels, s2a_impl
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
            "conv2d_resample", "conv2d_resample_size"]
@@ -142,7 +142,7 @@ def _out_size(H, W, f, up, down, pad) -> tuple[int, int]:
 
 def _upfirdn2d_impl(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, backend: str) -> torch.Tensor:
-    from ..kernels import resample as k
+    k = kernels("resample")
     Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
     out = torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(x))
