@@ -50,10 +50,18 @@ def _noop(*args, **kwargs):
 
 
 class _NoLaunch:
-    """Stands for a @triton.jit kernel: ``kernel[grid](...)`` does nothing."""
+    """Stands for a @triton.jit kernel: ``kernel[grid](...)`` does nothing (or only ``write``, for a kernel whose
+    output the host reads back as indices)."""
+
+    def __init__(self, write=_noop):
+        self.write = write
 
     def __getitem__(self, grid):
-        return _noop
+        return self.write
+
+
+# the SAN kernel's maximizing indices are read on the host by its backward: zeros stand for them
+_WRITES = {"san_kernel": lambda w, layers, items, val, idx, **kw: idx.zero_()}
 
 
 def _stub_module(real):
@@ -77,7 +85,7 @@ def stub_launches() -> None:
         mod = importlib.import_module(f"gankern.kernels.{info.name}")
         for name, value in list(vars(mod).items()):
             if isinstance(value, jit_types):
-                setattr(mod, name, _NoLaunch())
+                setattr(mod, name, _NoLaunch(_WRITES.get(name, _noop)))
     real = importlib.import_module("gankern._C" if DEVICE.type == "cuda" else "gankern._sim")
     sys.modules[f"gankern.{_STUB}"] = _stub_module(real)
     if DEVICE.type == "cuda":

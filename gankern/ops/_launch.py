@@ -113,40 +113,34 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None =
     else:
         op.register_autograd(backward, setup_context=setup)
         if not list_pos:
-            class Eager(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx, *args):
-                    out = impl(*args)
-                    setup(ctx, args, out)
-                    return out
+            def forward(ctx, *args):
+                out = impl(*args)
+                setup(ctx, args, out)
+                return out
 
-                @staticmethod
-                def backward(ctx, *grads):
-                    return backward(ctx, *grads)
+            Eager = _function(name, forward, backward)
 
             def call(*args):
                 m = mode(args)
                 return impl(*args) if m == _NO_GRAD else Eager.apply(*args) if m == _GRAD else op(*args)
         else:
-            class Eager(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx, lens, *flat):
-                    args = _unflatten(flat, lens, list_pos)
-                    out = impl(*args)
-                    setup(ctx, args, out)
-                    ctx.lens = lens
-                    return out
+            def forward(ctx, lens, *flat):
+                args = _unflatten(flat, lens, list_pos)
+                out = impl(*args)
+                setup(ctx, args, out)
+                ctx.lens = lens
+                return out
 
-                @staticmethod
-                def backward(ctx, *grads):
-                    g = backward(ctx, *grads)
-                    flat = [None]
-                    for i, gi in enumerate(g):
-                        if i in list_pos:
-                            flat += [None] * ctx.lens[list_pos.index(i)] if gi is None else gi
-                        else:
-                            flat.append(gi)
-                    return tuple(flat)
+            def eager_backward(ctx, *grads):
+                flat = [None]  # lens
+                for i, gi in enumerate(backward(ctx, *grads)):
+                    if i in list_pos:
+                        flat += [None] * ctx.lens[list_pos.index(i)] if gi is None else gi
+                    else:
+                        flat.append(gi)
+                return tuple(flat)
+
+            Eager = _function(name, forward, eager_backward)
 
             def call(*args):
                 m = mode(args)
@@ -160,12 +154,16 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None =
                         flat.append(a)
                 return Eager.apply(tuple(len(args[i]) for i in list_pos), *flat)
 
-        Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-
     call.op = op
     call.__name__ = call.__qualname__ = name
     REGISTRY[name] = call
     return call
+
+
+def _function(name: str, forward: Callable, backward: Callable) -> type[torch.autograd.Function]:
+    """The autograd.Function ``<name>_eager`` (its graph nodes read ``<name>_eagerBackward``)."""
+    return type(torch.autograd.Function)(f"{name}_eager", (torch.autograd.Function,),
+                                         {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 def _unflatten(flat: tuple, lens: tuple[int, ...], list_pos: tuple[int, ...]) -> list:
