@@ -155,9 +155,11 @@ def _bias_act_run(backend, mode, x, b, g, g2, dim, act, alpha, gain, clamp):
     return out
 
 
-def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+def _reduce_to_bias(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """t summed over every dim but ``dim``, in ``dtype``."""
     dims = [i for i in range(t.dim()) if i != dim]
-    return t.sum(dims) if dims else t  # sum over [] would sum everything
+    t = t.sum(dims) if dims else t  # sum over [] would sum everything
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
@@ -199,7 +201,7 @@ def _bias_act_backward(ctx, dy):
     x, b = ctx.saved_tensors
     dim = ctx.params[0]
     dx = _bias_act_grad_op(dy, x, b, *ctx.params)
-    db = _reduce_to_bias(dx, dim).to(b.dtype) if b is not None and ctx.needs_input_grad[1] else None
+    db = _reduce_to_bias(dx, dim, b.dtype) if b is not None and ctx.needs_input_grad[1] else None
     return dx, db, None, None, None, None, None, None
 
 
@@ -216,7 +218,7 @@ def _bias_act_grad_backward(ctx, ddx):
     d_x = d_b = None
     if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
         d_x = _bias_act_grad2_op(ddx, dy, x, b, *ctx.params)
-        d_b = _reduce_to_bias(d_x, dim).to(b.dtype) if b is not None and ctx.needs_input_grad[2] else None
+        d_b = _reduce_to_bias(d_x, dim, b.dtype) if b is not None and ctx.needs_input_grad[2] else None
     return d_dy, d_x, d_b, None, None, None, None, None, None
 
 

@@ -49,10 +49,12 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 def _dense_rows(t: torch.Tensor) -> torch.Tensor:
     """t (N, ...) itself when each sample's elements lie contiguously at offset i * D (contiguous or channels_last
     memory), else a contiguous copy. Norms and elementwise ops do not depend on the order inside a sample."""
+    if t.is_contiguous():
+        return t
     n, d = t.shape[0], t.numel() // t.shape[0]
     cl = (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) or \
         (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
-    if t.is_contiguous() or (cl and (n == 1 or t.stride(0) == d)):
+    if cl and (n == 1 or t.stride(0) == d):
         return t
     return t.contiguous()
 

@@ -33,6 +33,8 @@ KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 
 def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     """An int or [x, y] -> (x, y), each an int >= minimum."""
+    if type(v) is int and v >= minimum:  # the common case, without the general checks
+        return v, v
     vals = [v, v] if isinstance(v, int) and not isinstance(v, bool) else list(v) if isinstance(v, (list, tuple)) \
         else None
     if vals is None or len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum
@@ -43,6 +45,8 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 
 def _padding(padding) -> tuple[int, int, int, int]:
     """int, [px, py] or [px0, px1, py0, py1] -> (px0, px1, py0, py1)."""
+    if type(padding) is int:
+        return (padding,) * 4
     if isinstance(padding, int) and not isinstance(padding, bool):
         return (padding,) * 4
     if isinstance(padding, (list, tuple)) and all(isinstance(p, int) and not isinstance(p, bool) for p in padding):
