@@ -12,8 +12,10 @@ inputs that need no gradient; "fwd+bwd" rows run the forward with inputs that re
 ``torch.autograd.grad`` (the floor's backward allocates one gradient per input, with ``empty_like``).
 
 Tensors are tiny (host time only); each figure is the best of several batches of calls (the machine is shared).
-Rows: ``{family, workload, backend, dtype, shape, ms, floor_ms, vs_eager, vs_floor, ...}`` with ``ms`` the host
-time per call, ``floor_ms`` the floor's, ``vs_eager`` the ratio to F.leaky_relu on the op's main tensor.
+Rows: ``{family, workload, backend, dtype, shape, ms, floor_ms, vs_eager, vs_floor, launches, ...}`` with ``ms`` the
+host time per call, ``floor_ms`` the floor's, ``vs_eager`` the ratio to F.leaky_relu on the op's main tensor and
+``launches`` the kernel launches one call makes (an op of several launches pays one launcher per launch: the floor
+is that of a one-launch op).
 """
 from __future__ import annotations
 
@@ -45,8 +47,11 @@ _STUB = "_overhead_stub"
 # stubbed launches
 
 
+_LAUNCHES = [0]  # stubbed launches so far
+
+
 def _noop(*args, **kwargs):
-    return None
+    _LAUNCHES[0] += 1
 
 
 class _NoLaunch:
@@ -61,7 +66,7 @@ class _NoLaunch:
 
 
 # the SAN kernel's maximizing indices are read on the host by its backward: zeros stand for them
-_WRITES = {"san_kernel": lambda w, layers, items, val, idx, **kw: idx.zero_()}
+_WRITES = {"san_kernel": lambda w, layers, items, val, idx, **kw: _noop() or idx.zero_()}
 
 
 def _stub_module(real):
@@ -310,9 +315,12 @@ def run(quick: bool) -> list[dict]:
                 with gankern.use_backend(backend), \
                         (_ext.simulate_cuda() if backend == "cuda" and DEVICE.type == "cpu" else _nullctx()):
                     us = host_us(fn, quick)
+                    before = _LAUNCHES[0]
+                    fn()
+                    launches = _LAUNCHES[0] - before
                 err = None
             except Exception as e:  # a backend that cannot run this op is reported, not hidden
-                us, err = None, f"{type(e).__name__}: {e}"[:300]
+                us, launches, err = None, None, f"{type(e).__name__}: {e}"[:300]
             print(f"  {workload:45s} {backend:7s} " + (f"{us:7.1f} us  floor {floor_us:6.1f} us  x{us / floor_us:.2f}"
                                                         if us else err), file=sys.stderr, flush=True)
             rows.append({"family": family, "workload": f"host: {workload}", "backend": backend,
@@ -320,6 +328,7 @@ def run(quick: bool) -> list[dict]:
                          "ms": None if us is None else us / 1e3, "floor_ms": floor_us / 1e3,
                          "vs_eager": None if us is None else us / lrelu_us, "vs_compile": None,
                          "vs_floor": None if us is None else us / floor_us, "leaky_relu_ms": lrelu_us / 1e3,
+                         "launches": launches,
                          **env, **({"error": err} if err else {})})
     return rows
 
@@ -333,13 +342,15 @@ class _nullctx:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| op (host time, launches stubbed) | backend | us/call | floor us | x floor | x leaky_relu |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| op (host time, launches stubbed) | backend | launches | us/call | floor us | x floor | x leaky_relu |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         us = "-" if r["ms"] is None else f"{r['ms'] * 1e3:.1f}"
         ratio = "-" if r["vs_floor"] is None else f"{r['vs_floor']:.2f}"
         lr = "-" if r["vs_eager"] is None else f"{r['vs_eager']:.1f}"
-        lines.append(f"| {r['workload'][6:]} | {r['backend']} | {us} | {r['floor_ms'] * 1e3:.1f} | {ratio} | {lr} |")
+        n = "-" if r["launches"] is None else r["launches"]
+        lines.append(f"| {r['workload'][6:]} | {r['backend']} | {n} | {us} | {r['floor_ms'] * 1e3:.1f} | {ratio} "
+                     f"| {lr} |")
     return "\n".join(lines)
 
 

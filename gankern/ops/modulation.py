@@ -155,11 +155,15 @@ def _bias_act_run(backend, mode, x, b, g, g2, dim, act, alpha, gain, clamp):
     return out
 
 
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in dtype (t itself when it has it: a same-dtype .to() still costs a dispatch)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _reduce_to_bias(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """t summed over every dim but ``dim``, in ``dtype``."""
     dims = [i for i in range(t.dim()) if i != dim]
-    t = t.sum(dims) if dims else t  # sum over [] would sum everything
-    return t if t.dtype == dtype else t.to(dtype)
+    return _cast(t.sum(dims) if dims else t, dtype)  # sum over [] would sum everything
 
 
 def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
@@ -324,7 +328,7 @@ def _adain_impl(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: f
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, cl = _adain_layout(x)
     y = torch.empty_like(x)
-    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    mean = torch.empty(x.shape[:2], dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     if x.numel():
         _triton().adain_fwd(x, gamma.contiguous(), beta.contiguous(), y, mean, rstd, eps, cl)
@@ -407,13 +411,13 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
         y: (N, C, H, W), dtype and layout of x.
     """
     _validate.tensor("x", x, ndim=4)
-    _validate.tensor("gamma", gamma, ndim=2, device=x.device)
-    _validate.tensor("beta", beta, ndim=2, device=x.device)
+    N, C, H, W = x.shape
     for name, t in (("gamma", gamma), ("beta", beta)):
-        if tuple(t.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"{name} must have shape (N, C) = {tuple(x.shape[:2])} to match x of shape "
+        _validate.tensor(name, t, ndim=2, device=x.device)
+        if t.shape != (N, C):
+            raise ValueError(f"{name} must have shape (N, C) = {(N, C)} to match x of shape "
                              f"{tuple(x.shape)}, got {tuple(t.shape)}")
-    if x.shape[2] * x.shape[3] < 2:
+    if H * W < 2:
         raise ValueError(f"x must have at least 2 pixels per plane to normalize, got shape {tuple(x.shape)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive float, got {eps!r}")
@@ -603,9 +607,10 @@ def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
     """The gradients of (y, d, bias, noise, strength) from the fused backward's (dy, sums)."""
     need = ctx.needs_input_grad
     dd = sums[0] if d is not None and need[1] else None
-    db = sums[1].sum(0).to(bias.dtype) if bias is not None and need[2] else None
+    db = _cast(sums[1].sum(0), bias.dtype) if bias is not None and need[2] else None
     if strength is not None and need[4]:  # one strength, or one per channel
-        ds = (sums[2].sum() if strength.numel() == 1 else sums[2].sum(0)).reshape(strength.shape).to(strength.dtype)
+        ds = _cast((sums[2].sum() if strength.numel() == 1 else sums[2].sum(0)).reshape(strength.shape),
+                   strength.dtype)
     else:
         ds = None
     return dy, dd, db, None, ds
