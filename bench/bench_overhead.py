@@ -19,8 +19,8 @@ is that of a one-launch op).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
-import math
 import os
 import pkgutil
 import sys
@@ -30,7 +30,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-if not torch.cuda.is_available():
+if __name__ == "__main__" and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before gankern defines its kernels: triton on CPU tensors
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,7 +40,6 @@ from gankern.ops import fid, penalty, resample, san, spectral_norm  # noqa: E402
 from gankern.ops.modulation import demodulation_coefficients  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-_STUB = "_overhead_stub"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -70,7 +69,7 @@ _WRITES = {"san_kernel": lambda w, layers, items, val, idx, **kw: _noop() or idx
 
 
 def _stub_module(real):
-    stub = types.ModuleType(f"gankern.{_STUB}")
+    stub = types.ModuleType(f"{real.__name__}_stub")
     for name in dir(real):
         if not name.startswith("__"):
             value = getattr(real, name)
@@ -78,24 +77,35 @@ def _stub_module(real):
     return stub
 
 
-def stub_launches() -> None:
-    """Replace every Triton kernel of gankern.kernels and every CUDA launcher with a no-op (for this process)."""
+@contextlib.contextmanager
+def stubbed_launches():
+    """Every Triton kernel of gankern.kernels and every CUDA launcher a no-op inside the block (restored after it,
+    so that benchmarks run after this one in the same process, as ``gankern bench`` runs them, launch for real)."""
     import triton
     from gankern import kernels
     jit_types = (triton.runtime.JITFunction,)
     if os.environ.get("TRITON_INTERPRET") == "1":
         from triton.runtime.interpreter import InterpretedFunction
         jit_types += (InterpretedFunction,)
+    saved = []
     for info in pkgutil.iter_modules(kernels.__path__):
         mod = importlib.import_module(f"gankern.kernels.{info.name}")
         for name, value in list(vars(mod).items()):
             if isinstance(value, jit_types):
+                saved.append((mod, name, value))
                 setattr(mod, name, _NoLaunch(_WRITES.get(name, _noop)))
-    real = importlib.import_module("gankern._C" if DEVICE.type == "cuda" else "gankern._sim")
-    sys.modules[f"gankern.{_STUB}"] = _stub_module(real)
-    if DEVICE.type == "cuda":
-        sys.modules["gankern._C"] = sys.modules[f"gankern.{_STUB}"]
-    _ext._SIM = _STUB
+    modules = dict(_ext._MODULES)
+    name = "_C" if DEVICE.type == "cuda" else _ext._SIM
+    real, err = _ext._import(name)
+    if real is not None:
+        _ext._MODULES[name] = _stub_module(real)
+    try:
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+        _ext._MODULES.clear()
+        _ext._MODULES.update(modules)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,7 +314,11 @@ def cases():
 
 
 def run(quick: bool) -> list[dict]:
-    stub_launches()
+    with stubbed_launches():
+        return _run(quick)
+
+
+def _run(quick: bool) -> list[dict]:
     env = _bench.environment()
     rows = []
     for family, workload, backends, fn, floor, main in cases():
