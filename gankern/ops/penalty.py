@@ -59,12 +59,6 @@ def _dense_rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """The (N, D) view of a tensor that :func:`_dense_rows` returns unchanged."""
-    n = t.shape[0]
-    return t.view(n, -1) if t.is_contiguous() else t.as_strided((n, t.numel() // n), (t.numel() // n, 1))
-
-
 def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """t laid out in memory as ref (same strides)."""
     return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
@@ -103,13 +97,15 @@ def _norm_ref(g2, center):
     return (s.sqrt() - center).pow(2).mean(), s
 
 
-def _norm_triton(g2, center):
+def _norm_triton(g, center):
+    """g: (N, ...) dense rows (_dense_rows)."""
     k = _Triton.k()
-    acc = _acc(g2.dtype)
-    part = torch.empty(g2.shape[0], k.parts(g2.shape[1]), device=g2.device, dtype=acc)
-    k.rowdot_partial(g2, g2, part, _Triton.tl_acc[acc])
-    s = torch.empty(g2.shape[0], device=g2.device, dtype=acc)
-    loss = torch.empty((), device=g2.device, dtype=acc)
+    acc = _acc(g.dtype)
+    n = g.shape[0]
+    part = torch.empty(n, k.parts(g.numel() // n), device=g.device, dtype=acc)
+    k.rowdot_partial(g, g, part, _Triton.tl_acc[acc])
+    s = torch.empty(n, device=g.device, dtype=acc)
+    loss = torch.empty((), device=g.device, dtype=acc)
     k.norm_finish(part, s, loss, center, _Triton.tl_acc[acc])
     return loss, s
 
@@ -117,7 +113,7 @@ def _norm_triton(g2, center):
 def _norm_impl(g: torch.Tensor, center: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == "ref":
         return _norm_ref(g.reshape(g.shape[0], -1), center)
-    return _norm_triton(_rows(_dense_rows(g)), center)
+    return _norm_triton(_dense_rows(g), center)
 
 
 def _norm_fake(g, center, backend):
@@ -163,7 +159,7 @@ def _norm_backward_triton(g, s, gloss, gsq, center):
     k = _Triton.k()
     g = _dense_rows(g)
     dg = torch.empty_like(g)
-    k.norm_backward(_rows(g), s, gloss, gsq, _rows(dg), center, _Triton.tl_acc[s.dtype])
+    k.norm_backward(g, s, gloss, gsq, dg, center, _Triton.tl_acc[s.dtype])
     return dg
 
 
@@ -221,7 +217,7 @@ def _lerp_triton(real, fake, eps):
     real = _dense_rows(real)
     fake = _like(fake, real)
     out = torch.empty_like(real)
-    k.lerp(_rows(real), _rows(fake), eps.contiguous(), _rows(out), _Triton.tl_acc[_acc(real.dtype)])
+    k.lerp(real, fake, eps.contiguous(), out, _Triton.tl_acc[_acc(real.dtype)])
     return out
 
 
@@ -264,9 +260,9 @@ def _noise_dot_triton(img, noise, scale):
     k = _Triton.k()
     acc = _acc(img.dtype)
     img = _dense_rows(img)
-    a, b = _rows(img), _rows(_like(noise, img))
-    part = torch.empty(a.shape[0], k.parts(a.shape[1]), device=img.device, dtype=acc)
-    k.rowdot_partial(a, b, part, _Triton.tl_acc[acc])
+    n = img.shape[0]
+    part = torch.empty(n, k.parts(img.numel() // n), device=img.device, dtype=acc)
+    k.rowdot_partial(img, _like(noise, img), part, _Triton.tl_acc[acc])
     return part.sum() * scale
 
 
