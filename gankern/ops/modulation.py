@@ -567,11 +567,12 @@ def _flat(t):
 
 
 def _noise_rows(noise, y):
-    """noise (N | 1, 1, H, W) as (N, H * W) rows with a 0 batch stride for a shared map."""
+    """noise (N | 1, 1, H, W) with contiguous planes and a 0 batch stride for a shared map (the kernels read
+    noise[n * stride(0) + p])."""
     if noise is None:
         return None
-    rows = noise.reshape(noise.shape[0], -1).contiguous()
-    return rows.expand(y.shape[0], rows.shape[1])
+    noise = noise if noise.is_contiguous() else noise.contiguous()
+    return noise if noise.shape[0] == y.shape[0] else noise.expand(y.shape[0], *noise.shape[1:])
 
 
 def _epilogue_fake(y, d, bias, noise, strength, act, alpha, gain, clamp, backend):
