@@ -36,18 +36,6 @@ def module_and_stream(device: torch.device):
 _EAGER_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def traced(*args) -> bool:
-    """True under torch.compile / export, or when a tensor argument (or one in a list argument) is a tracer's
-    subclass (e.g. AOT autograd's fake / functional tensors): then ops must go through their torch.library op."""
-    if torch.compiler.is_compiling():
-        return True
-    for a in args:
-        for t in (a if isinstance(a, (list, tuple)) else (a,)):
-            if isinstance(t, torch.Tensor) and type(t) not in _EAGER_TYPES:
-                return True
-    return False
-
-
 # every op registered through fused_op: name -> the function the family calls (tests check that all of gankern's
 # torch.library ops are here, i.e. that there is one way to register an op)
 REGISTRY: dict[str, Callable] = {}
