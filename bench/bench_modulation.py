@@ -1,5 +1,6 @@
-"""Modulation family: bias_act (forward, backward, double backward), AdaIN (forward, backward) and the modulated
-3x3 convolution with its epilogue, on each backend, eager PyTorch, torch.compile and the floor.
+"""Modulation family: bias_act (forward, backward, double backward), AdaIN and instance_norm + lrelu (forward,
+backward) and the modulated 3x3 convolution with its epilogue, on each backend, eager PyTorch, torch.compile and the
+floor.
 
     python bench/bench_modulation.py [--quick]
 
@@ -9,6 +10,9 @@ Workloads (issue 4 and shared/GPU.md; --quick shrinks them to a CPU smoke run, w
   Floor: forward reads x and writes y (2 elements), backward 3, double backward 4.
 - AdaIN, x 32x512x32x32 fp32 and bf16: forward (GPU.md: eager 295 / 262 us, compile 49 / 27 us, floor 45 / 22 us)
   and backward (dx, dgamma, dbeta). Floor: forward 2 elements per element of x, backward 3.
+- instance_norm + lrelu (no affine: pix2pix / CycleGAN's norm + activation), x 1x256x64x64 and 8x256x64x64 (CycleGAN's
+  64x64 stage), fp16 and fp32: forward and backward (dx); eager = F.leaky_relu(F.instance_norm(x), 0.2). Floor:
+  forward 2 elements per element of x (the kernels read x twice at 4096 pixels per plane: 3), backward 3.
 - modulated 3x3 convolution, N=32, I=O=512, 32x32, demodulation + bias + lrelu + noise; fp16, bf16 and fp32 (TF32
   on): rows "plain conv" (cuDNN conv of the same shape alone: the target is <= 1.15x of it), "grouped" (StyleGAN2's
   per-sample weights in one grouped convolution), "split" (x * s, conv, then torch ops for d, bias, noise, act),
@@ -131,6 +135,42 @@ def adain_rows(device, quick):
     return rows
 
 
+def _eager_instance_norm_lrelu(x):
+    return F.leaky_relu(F.instance_norm(x), 0.2)
+
+
+def instance_norm_rows(device, quick):
+    """instance_norm + lrelu without affine (pix2pix / CycleGAN's norm + activation) at CycleGAN's 64x64 stage."""
+    rows = []
+    for shape in ([(1, 8, 6, 6)] if quick else [(1, 256, 64, 64), (8, 256, 64, 64)]):
+        for dtype in (torch.float16, torch.float32):
+            if device.type == "cpu" and dtype != torch.float32:
+                continue
+            xs = [torch.randn(shape, device=device, dtype=dtype) for _ in range(N_INPUTS)]
+            nbytes = xs[0].numel() * xs[0].element_size()
+            compiled = torch.compile(_eager_instance_norm_lrelu)
+            fused = lambda x: m.instance_norm(x, act="lrelu")  # noqa: E731
+            fwd = {"eager": lambda i: _eager_instance_norm_lrelu(xs[i]), "torch.compile": lambda i: compiled(xs[i])}
+            fwd.update({name: _forced(name, lambda i: fused(xs[i])) for name in _backends(device, ("triton",))})
+            rows += _bench.measure(FAMILY, "instance_norm+lrelu fwd", shape, dtype, fwd, _bench.floor_ms(2 * nbytes),
+                                   N_INPUTS)
+
+            def backward_of(fn):
+                def make(i):
+                    x = xs[i].clone().requires_grad_(True)
+                    return fn(x), x, torch.randn_like(xs[i])
+                return make
+
+            bwd = {"eager": _grad_fn(backward_of(_eager_instance_norm_lrelu)),
+                   "torch.compile": _grad_fn(backward_of(compiled))}
+            for name in _backends(device, ("triton",)):
+                with gankern.use_backend(name):
+                    bwd[name] = _forced(name, _grad_fn(backward_of(fused)))
+            rows += _bench.measure(FAMILY, "instance_norm+lrelu bwd", shape, dtype, bwd, _bench.floor_ms(3 * nbytes),
+                                   N_INPUTS)
+    return rows
+
+
 def _split_modconv(x, weight, styles, bias, noise, strength):
     """The non-fused way: x * s, conv, then d, bias, noise and lrelu as separate torch ops."""
     y = F.conv2d(x * styles.to(x.dtype)[:, :, None, None], weight, padding=1)
@@ -169,7 +209,8 @@ def modconv_rows(device, quick):
 def run(quick: bool = False) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    return bias_act_rows(device, quick) + adain_rows(device, quick) + modconv_rows(device, quick)
+    return (bias_act_rows(device, quick) + adain_rows(device, quick) + instance_norm_rows(device, quick) +
+            modconv_rows(device, quick))
 
 
 if __name__ == "__main__":

@@ -28,16 +28,18 @@ struct alignas(16) Vec4 {
 // the banks.
 __host__ __device__ __forceinline__ int64_t vec_stride(int64_t C) { return ((C + 3) / 4) | 1; }
 
-// tile[r, c] = M[r0 + r, b, c] in fp32 for r < MB_TILE, c < 4 * vec_stride(C); zeros past N or C.
+// tile[r, c] = M[r0 + r, b, c] in fp32 for r < MB_TILE, c < 4 * vec_stride(C); zeros past N or C. 32-bit tile
+// indices stepped incrementally (no division per element: the tile is at most MB_TILE x 52 floats).
 template <typename T>
 __device__ __forceinline__ void load_tile(Vec4* tile, const T* M, int64_t r0, int64_t b, int64_t N, int64_t B,
                                           int64_t C) {
-  const int64_t width = 4 * vec_stride(C);
+  const int width = 4 * (int)vec_stride(C), c_end = (int)C;
+  const int rows = N - r0 < MB_TILE ? (int)(N - r0) : MB_TILE;
+  const T* src = M + (r0 * B + b) * C;  // row r at src + r * B * C
   float* t = reinterpret_cast<float*>(tile);
-  for (int64_t e = threadIdx.x; e < MB_TILE * width; e += kThreads) {
-    const int64_t r = e / width, c = e % width;
-    t[e] = r0 + r < N && c < C ? to_float(M[((r0 + r) * B + b) * C + c]) : 0.0f;
-  }
+  DivStep<int> rc((int)threadIdx.x, kThreads, width);  // (row, column) of element e
+  for (int e = threadIdx.x; e < MB_TILE * width; e += kThreads, rc.next())
+    t[e] = rc.q < rows && rc.r < c_end ? to_float(src[rc.q * B * C + rc.r]) : 0.0f;
 }
 
 __device__ __forceinline__ float abs_diff4(const Vec4& a, const Vec4& b) {
@@ -109,14 +111,20 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
   float* gj = gi + MB_TILE;                           // [MB_TILE]
   const int64_t b = blockIdx.x, i0 = (int64_t)blockIdx.y * MB_TILE;
   const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
-  const int64_t n_items = MB_TILE * n4;  // item e: row e / n4, columns 4 (e % n4) .. + 3
+  // item e = threadIdx.x + kThreads * k (k < kItems, e < MB_TILE * n4): row e / n4, columns 4 (e % n4) .. + 3;
+  // rows past the tile mark items that do not exist. 32-bit division once per item, not per tile of rows j.
+  int item_row[kItems], item_col[kItems];
+  for (int k = 0; k < kItems; ++k) {
+    const int e = (int)threadIdx.x + kThreads * k;
+    item_row[k] = e / (int)n4;
+    item_col[k] = e - item_row[k] * (int)n4;
+  }
   load_tile(mi, M, i0, b, N, B, C);
   if (threadIdx.x < MB_TILE) gi[threadIdx.x] = i0 + threadIdx.x < N ? to_float(g[(i0 + threadIdx.x) * B + b]) : 0.0f;
   __syncthreads();
   Vec4 xi[kItems], acc[kItems];
   for (int k = 0; k < kItems; ++k) {
-    const int64_t e = threadIdx.x + (int64_t)kThreads * k;
-    xi[k] = e < n_items ? mi[(e / n4) * s4 + e % n4] : Vec4{0.0f, 0.0f, 0.0f, 0.0f};
+    xi[k] = item_row[k] < MB_TILE ? mi[item_row[k] * s4 + item_col[k]] : Vec4{0.0f, 0.0f, 0.0f, 0.0f};
     acc[k] = Vec4{0.0f, 0.0f, 0.0f, 0.0f};
   }
   for (int64_t j0 = 0; j0 < N; j0 += MB_TILE) {
@@ -134,10 +142,9 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
     __syncthreads();
     const int64_t rows_j = N - j0 < MB_TILE ? N - j0 : MB_TILE;
     for (int k = 0; k < kItems; ++k) {
-      const int64_t e = threadIdx.x + (int64_t)kThreads * k;
-      if (e >= n_items) break;
-      const float* wr = w + (e / n4) * kWStride;
-      const Vec4* y = mj + e % n4;
+      if (item_row[k] >= MB_TILE) break;
+      const float* wr = w + item_row[k] * kWStride;
+      const Vec4* y = mj + item_col[k];
       for (int64_t l = 0; l < rows_j; ++l) {
         const float wv = wr[l];
         const Vec4 m = y[l * s4];
@@ -149,34 +156,39 @@ __global__ void __launch_bounds__(kThreads) disc_backward_kernel(const T* __rest
     }
   }
   for (int k = 0; k < kItems; ++k) {
-    const int64_t e = threadIdx.x + (int64_t)kThreads * k, r = e / n4, c = 4 * (e % n4);
-    if (e >= n_items || i0 + r >= N) continue;
+    const int r = item_row[k], c = 4 * item_col[k];
+    if (r >= MB_TILE || i0 + r >= N) continue;
     T* dst = dM + ((i0 + r) * B + b) * C;
     const float v[4] = {acc[k].x, acc[k].y, acc[k].z, acc[k].w};
     for (int q = 0; q < 4 && c + q < C; ++q) dst[c + q] = from_float<T>(v[q]);
   }
 }
 
-// Minibatch stddev, one block per (group slot m, channel group f): each thread takes elements k of the group's
-// c * H * W slab and reads its G values (mean, then variance: the re-reads hit L1). Forward: copies x into out,
-// then the block's mean of s goes into the extra channel f of the G samples. Backward: dx = dout[:, :C] +
-// (x - mean) / (G * s) * gstd / (c * H * W), gstd the sum of dout's extra channel f over the group's samples.
+// Minibatch stddev. The c * H * W slab of a (group slot m, channel group f) is split over P blocks (grid (S * F, P),
+// P from std_splits, so that small batches still fill the GPU); each thread takes elements k of the block's part
+// and reads their G values (mean, then variance: the re-reads hit L1). Forward: copies x into out and writes the
+// block's sum of s into partials[(m * F + f) * P + p]; std_fill_kernel then sums the P partials in order and writes
+// the mean into the extra channel f of the G samples. Backward: dx = dout[:, :C] + (x - mean) / (G * s) * gstd /
+// (c * H * W), gstd the sum of dout's extra channel f over the group's samples (each block sums it).
 // Floor: x read and the output written once (backward: x and dout read, dx written).
 template <typename T, bool kBackward>
 __global__ void __launch_bounds__(kThreads) std_kernel(const T* __restrict__ x, const T* __restrict__ dout,
                                                        int64_t C, int64_t HW, int64_t G, int64_t F, int64_t S,
-                                                       float eps, T* __restrict__ out) {
+                                                       int64_t chunk, float eps, T* __restrict__ out,
+                                                       float* __restrict__ partials) {
   __shared__ float scratch[32];
-  const int64_t m = blockIdx.x / F, f = blockIdx.x % F, chw = C / F * HW, CF = C + F;
+  const int64_t m = blockIdx.x / (unsigned)F, f = blockIdx.x - m * F, chw = C / F * HW, CF = C + F;
   float coef = 0.0f;
   if constexpr (kBackward) {
     float acc = 0.0f;
-    for (int64_t e = threadIdx.x; e < G * HW; e += kThreads)
-      acc += to_float(dout[((e / HW * S + m) * CF + C + f) * HW + e % HW]);
+    DivStep<int64_t> gp(threadIdx.x, kThreads, HW);  // (sample in the group, pixel)
+    for (int64_t e = threadIdx.x; e < G * HW; e += kThreads, gp.next())
+      acc += to_float(dout[((gp.q * S + m) * CF + C + f) * HW + gp.r]);
     coef = block_sum(acc, scratch) / (float)(chw * G);
   }
+  const int64_t k0 = f * chw + blockIdx.y * chunk, k1 = k0 + chunk < (f + 1) * chw ? k0 + chunk : (f + 1) * chw;
   float acc = 0.0f;
-  for (int64_t k = f * chw + threadIdx.x; k < (f + 1) * chw; k += kThreads) {
+  for (int64_t k = k0 + threadIdx.x; k < k1; k += kThreads) {
     float mean = 0.0f, var = 0.0f;
     for (int64_t g = 0; g < G; ++g) mean += to_float(x[(g * S + m) * C * HW + k]);
     mean /= (float)G;
@@ -196,10 +208,23 @@ __global__ void __launch_bounds__(kThreads) std_kernel(const T* __restrict__ x, 
     acc += s;
   }
   if constexpr (!kBackward) {
-    const float std = block_sum(acc, scratch) / (float)chw;
-    for (int64_t e = threadIdx.x; e < G * HW; e += kThreads)
-      out[((e / HW * S + m) * CF + C + f) * HW + e % HW] = from_float<T>(std);
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) partials[(int64_t)blockIdx.x * gridDim.y + blockIdx.y] = acc;
   }
+}
+
+// grid (S * F): the extra channel f of the G samples of slot m = the sum of the slab's P partials / (c * H * W).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) std_fill_kernel(const float* __restrict__ partials, int64_t P,
+                                                            int64_t C, int64_t HW, int64_t G, int64_t F, int64_t S,
+                                                            T* __restrict__ out) {
+  const int64_t m = blockIdx.x / (unsigned)F, f = blockIdx.x - m * F, chw = C / F * HW;
+  float total = 0.0f;
+  for (int64_t p = 0; p < P; ++p) total += partials[blockIdx.x * P + p];  // the same order every run
+  const T std = from_float<T>(total / (float)chw);
+  DivStep<int64_t> gp(threadIdx.x, kThreads, HW);  // (sample in the group, pixel)
+  for (int64_t e = threadIdx.x; e < G * HW; e += kThreads, gp.next())
+    out[((gp.q * S + m) * (C + F) + C + f) * HW + gp.r] = std;
 }
 
 bool bad_sizes(int64_t N, int64_t B, int64_t C) {
@@ -214,28 +239,50 @@ bool bad_std_sizes(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F) {
   return N < 1 || C < 1 || HW < 1 || G < 1 || F < 1 || N % G != 0 || C % F != 0 || N / G * F > 0x7fffffff;
 }
 
+// Elements of a slab per block: P = ceil(chw / chunk) blocks per slab make the grid about kStdBlocks blocks (two per
+// SM of a 132-SM GPU) when the S * F slabs are fewer, whole steps of the block each.
+constexpr int64_t kStdBlocks = 264;
+int64_t std_chunk(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F) {
+  const int64_t slabs = N / G * F, chw = C / F * HW;
+  const int64_t want = slabs >= kStdBlocks ? 1 : (kStdBlocks + slabs - 1) / slabs;
+  const int64_t chunk = (chw + want - 1) / want;
+  return (chunk + kThreads - 1) / kThreads * kThreads;
+}
+
+int64_t std_splits(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F) {
+  return (C / F * HW + std_chunk(N, C, HW, G, F) - 1) / std_chunk(N, C, HW, G, F);
+}
+
 template <bool kBackward>
 cudaError_t launch_std(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
-                       float eps, void* out, int dtype, cudaStream_t stream) {
+                       float eps, void* out, float* partials, int dtype, cudaStream_t stream) {
   if (bad_std_sizes(N, C, HW, G, F)) return cudaErrorInvalidValue;
+  const int64_t chunk = std_chunk(N, C, HW, G, F), P = std_splits(N, C, HW, G, F);
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    return launch(std_kernel<T, kBackward>, dim3((unsigned)(N / G * F)), dim3(kThreads), 0, stream,
-                  static_cast<const T*>(x), static_cast<const T*>(dout), C, HW, G, F, N / G, eps,
-                  static_cast<T*>(out));
+    const cudaError_t e = launch(std_kernel<T, kBackward>, dim3((unsigned)(N / G * F), (unsigned)P), dim3(kThreads),
+                                 0, stream, static_cast<const T*>(x), static_cast<const T*>(dout), C, HW, G, F, N / G,
+                                 chunk, eps, static_cast<T*>(out), partials);
+    if (kBackward || e != cudaSuccess) return e;
+    return launch(std_fill_kernel<T>, dim3((unsigned)(N / G * F)), dim3(kThreads), 0, stream,
+                  static_cast<const float*>(partials), P, C, HW, G, F, N / G, static_cast<T*>(out));
   });
 }
 
 }  // namespace
 
+int64_t mb_std_partials(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F) {
+  return bad_std_sizes(N, C, HW, G, F) ? 0 : N / G * F * std_splits(N, C, HW, G, F);
+}
+
 cudaError_t mb_std_forward(const void* x, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F, float eps,
-                           void* out, int dtype, cudaStream_t stream) {
-  return launch_std<false>(x, nullptr, N, C, HW, G, F, eps, out, dtype, stream);
+                           void* out, float* partials, int dtype, cudaStream_t stream) {
+  return launch_std<false>(x, nullptr, N, C, HW, G, F, eps, out, partials, dtype, stream);
 }
 
 cudaError_t mb_std_backward(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
                             float eps, void* dx, int dtype, cudaStream_t stream) {
-  return launch_std<true>(x, dout, N, C, HW, G, F, eps, dx, dtype, stream);
+  return launch_std<true>(x, dout, N, C, HW, G, F, eps, dx, nullptr, dtype, stream);
 }
 
 cudaError_t mb_disc_forward(const void* M, int64_t N, int64_t B, int64_t C, void* out, int dtype,

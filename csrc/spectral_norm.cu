@@ -93,25 +93,45 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const int64_t* __restr
   if (mode == 1 && threadIdx.x == 0) sigma[blockIdx.x] = total / denom;
 }
 
+// out[n_off + e] = W[e] / sigma. A whole item with W and out + n_off 16-byte aligned (the branch is uniform over
+// the block) moves 16-byte vectors, vector k of thread t at element e0 + (k * kThreads + t) * kVec: every load of the
+// thread issued before the first store. Otherwise one element per step, also all loads before the stores.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) scale_kernel(const int64_t* __restrict__ meta,
                                                          const int32_t* __restrict__ items,
                                                          const float* __restrict__ sigma, T* __restrict__ out) {
+  constexpr int kVec = 16 / sizeof(T), kVecSteps = kScaleSteps / kVec;
+  static_assert(kScaleSteps % kVec == 0, "an item is whole vectors of every thread");
+  using V = Vec<T, kVec>;
   const int layer = items[2 * blockIdx.x];
   const Layer L = load_layer(meta, layer);
   const int64_t numel = L.h * L.w_cols, e0 = items[2 * blockIdx.x + 1];
   const float inv = 1.0f / sigma[layer];
-  const T* __restrict__ W = static_cast<const T*>(L.w);
-  float x[kScaleSteps];  // every load of the thread issued before the first store: kScaleSteps in flight
+  const T* __restrict__ W = static_cast<const T*>(L.w) + e0;
+  T* __restrict__ dst = out + L.n_off + e0;
+  if (e0 + SN_SCALE_ELEMS <= numel && aligned_to(W, 16) && aligned_to(dst, 16)) {
+    V x[kVecSteps];
+#pragma unroll
+    for (int k = 0; k < kVecSteps; ++k) x[k] = load_global(reinterpret_cast<const V*>(W) + k * kThreads + threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < kVecSteps; ++k) {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) x[k].v[j] = from_float<T>(to_float(x[k].v[j]) * inv);
+      reinterpret_cast<V*>(dst)[k * kThreads + threadIdx.x] = x[k];
+    }
+    return;
+  }
+  const int n = numel - e0 < SN_SCALE_ELEMS ? (int)(numel - e0) : SN_SCALE_ELEMS;
+  float x[kScaleSteps];
 #pragma unroll
   for (int k = 0; k < kScaleSteps; ++k) {
-    const int64_t e = e0 + k * kThreads + threadIdx.x;
-    x[k] = e < numel ? to_float(W[e]) : 0.0f;
+    const int e = k * kThreads + threadIdx.x;
+    x[k] = e < n ? to_float(load_global(W + e)) : 0.0f;
   }
 #pragma unroll
   for (int k = 0; k < kScaleSteps; ++k) {
-    const int64_t e = e0 + k * kThreads + threadIdx.x;
-    if (e < numel) out[L.n_off + e] = from_float<T>(x[k] * inv);
+    const int e = k * kThreads + threadIdx.x;
+    if (e < n) dst[e] = from_float<T>(x[k] * inv);
   }
 }
 

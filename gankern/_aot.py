@@ -1,20 +1,23 @@
-"""Every gankern kernel compiled ahead of time for sm_90 without a GPU, its resources checked against a baseline.
+"""Every gankern kernel compiled ahead of time for sm_90 and sm_80 without a GPU, its resources checked against a
+baseline.
 
 Triton kernels: the specializations (argument dtypes, int widths, constexprs, num_warps/num_stages) are recorded
 from the launches of the test suite (``pytest -p gankern._aot`` with ``GANKERN_AOT_RECORD=FILE`` and
 ``TRITON_INTERPRET=1``: a plugin on the interpreter's launcher, no extra test time) and of ``gpu_workloads``
-(GPU-sized calls, launches stubbed); each is bound with Triton's own binder for an sm_90 target (pointers and ints
+(GPU-sized calls, launches stubbed); each is bound with Triton's own binder for each target (pointers and ints
 taken 16-aligned, as at the GPU workloads) and compiled by ``triton.compile`` with the ptxas Triton ships. CUDA
-sources: ``nvcc -cubin -arch=sm_90 -Xptxas -v``. Registers, spills, stack frame and shared memory are read from
-ptxas' report.
+sources: ``nvcc -cubin -arch=sm_XY -Xptxas -v``. Registers, spills, stack frame and shared memory are read from
+ptxas' report. Targets (``ARCHS``): sm_90 (H100/H200) and sm_80 (A100: 163 KiB of shared memory per block); the
+baseline has one row per kernel, specialization and target (``arch``).
 
 A breach fails the check: a compile error, spills or a stack frame (beyond what the baseline already records as a
-known defect), dynamic + static shared memory over 227 KiB per block, registers x threads over 64K per block, a
-recorded grid with y or z over 65535, registers above the baseline by more than ``REG_SLACK``, and a kernel or a
-recorded specialization missing from the baseline (bench/aot_baseline.json).
+known defect), dynamic + static shared memory over the target's limit per block (227 KiB on sm_90, 163 KiB on
+sm_80), registers x threads over 64K per block, a recorded grid with y or z over 65535, registers above the baseline
+by more than ``REG_SLACK``, and a kernel or a recorded specialization missing from the baseline
+(bench/aot_baseline.json).
 
-    python -m gankern._aot check [--specs FILE ...] [--update] [--table]   (the CI step; --update rewrites the
-                                                                           baseline, --table prints it per kernel)
+    python -m gankern._aot check [--specs FILE ...] [--update] [--table] [--archs 90 80]
+        (the CI step; --update rewrites the baseline, --table prints it per kernel and target)
 """
 from __future__ import annotations
 
@@ -35,9 +38,11 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(ROOT, "bench", "aot_baseline.json")
-ARCH = 90
-SMEM_LIMIT = 227 * 1024       # bytes of shared memory per block on sm_90 (with opt-in)
-REGS_PER_BLOCK = 64 * 1024    # 32-bit registers per block (and per SM) on sm_90
+ARCH = 90                     # the GPU of the GPU checks (shared/GPU.md)
+ARCHS = (90, 80)              # compiled for in CI: sm_90 (H100/H200) and sm_80 (A100)
+SMEM_LIMITS = {90: 227 * 1024, 80: 163 * 1024}  # bytes of shared memory per block (with opt-in)
+SMEM_LIMIT = SMEM_LIMITS[ARCH]
+REGS_PER_BLOCK = 64 * 1024    # 32-bit registers per block (and per SM) on sm_80 and sm_90
 GRID_YZ_MAX = 65535
 REG_SLACK = 8                 # registers a kernel may gain over the baseline before the check fails
 
@@ -168,6 +173,12 @@ def gpu_workloads() -> None:
             x = torch.randn(2, 512, 32, 32, dtype=dt)
             run(lambda x, g, b: ops.adain(x, g, b), x, torch.randn(2, 512, dtype=dt), torch.randn(2, 512, dtype=dt))
             run(lambda x, b: ops.bias_act(x, b), x, torch.randn(512, dtype=dt))
+            xi = torch.randn(2, 256, 64, 64, dtype=dt)  # CycleGAN's 64x64 stage (two-pass), and 32x32 (one pass)
+            run(lambda x: ops.instance_norm(x, act="lrelu"), xi)
+            run(lambda x, w, b: ops.instance_norm(x, w, b, act="relu"), xi[:, :, :32, :32], torch.randn(256),
+                torch.randn(256))
+            run(lambda w, s: ops.modulation.demodulation_coefficients(w, s), torch.randn(512, 512, 3, 3, dtype=dt),
+                torch.randn(32, 512, dtype=dt))  # StyleGAN2's N = 32, I = O = 512 (I split in slices)
             y = torch.randn(2, 512, 64, 64, dtype=dt)
             f = torch.tensor([1.0, 3.0, 3.0, 1.0])
             run(lambda y: ops.upsample2d(y, f), y)
@@ -252,8 +263,8 @@ def parse_ptxas(log: str) -> dict[str, dict]:
     return out
 
 
-def compile_triton(spec: dict) -> dict:
-    """Compiles one recorded specialization for sm_90; returns a table row (or one with an 'error')."""
+def compile_triton(spec: dict, arch: int = ARCH) -> dict:
+    """Compiles one recorded specialization for sm_``arch``; returns a table row (or one with an 'error')."""
     os.environ.pop("TRITON_INTERPRET", None)
     import triton
     from triton import knobs
@@ -261,12 +272,12 @@ def compile_triton(spec: dict) -> dict:
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
 
-    row = {"kernel": spec["kernel"], "spec": spec_key(spec)}
+    row = {"kernel": spec["kernel"], "spec": spec_key(spec), "arch": arch}
     errlog = tempfile.TemporaryFile(mode="w+")
     try:
         mod_name, _, fn_name = spec["kernel"].rpartition(".")
         fn = getattr(importlib.import_module(mod_name), fn_name)
-        target = GPUTarget("cuda", ARCH, 32)
+        target = GPUTarget("cuda", arch, 32)
         backend = make_backend(target)
         binder = create_function_from_signature(fn.signature, fn.params, backend)
         kwargs = {k: _arg(v) for k, v in spec["args"].items()}
@@ -279,7 +290,7 @@ def compile_triton(spec: dict) -> dict:
             ck = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
         stats = parse_ptxas(log.getvalue()).get(ck.metadata.name)
         if stats is None:  # a hit in Triton's cache: its ptxas did not run, so run it on the PTX here
-            stats = _ptxas_stats(ck.asm["ptx"], ck.metadata.name)
+            stats = _ptxas_stats(ck.asm["ptx"], ck.metadata.name, arch)
         row.update(regs=stats["regs"], spills=stats["spill_stores"] + stats["spill_loads"], stack=stats["stack"],
                    smem=ck.metadata.shared + stats["static_smem"], threads=32 * ck.metadata.num_warps)
     except Exception as e:  # noqa: BLE001 - every failure is a finding of the check
@@ -312,13 +323,14 @@ def _tool(name: str) -> str:
     return bundled if os.path.exists(bundled) else (shutil.which(name) or name)
 
 
-def _ptxas_stats(ptx: str, name: str) -> dict:
-    """ptxas -v of Triton's PTX for sm_90a (what Triton's own compile runs)."""
+def _ptxas_stats(ptx: str, name: str, arch: int) -> dict:
+    """ptxas -v of Triton's PTX for sm_90a / sm_80 (what Triton's own compile runs)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "k.ptx")
         with open(src, "w") as f:
             f.write(ptx)
-        p = subprocess.run([_tool("ptxas"), "-lineinfo", "-v", f"--gpu-name=sm_{ARCH}a", src, "-o",
+        gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        p = subprocess.run([_tool("ptxas"), "-lineinfo", "-v", f"--gpu-name={gpu}", src, "-o",
                             os.path.join(tmp, "k.cubin")], capture_output=True, text=True, check=True)
     return parse_ptxas(p.stderr + p.stdout)[name]
 
@@ -344,21 +356,22 @@ def _demangle(names: list[str]) -> list[str]:
     return short
 
 
-def compile_cuda(path: str, nvcc: str) -> list[dict]:
-    """Compiles one CUDA source for sm_90 (-Xptxas -v); one row per kernel."""
+def compile_cuda(path: str, nvcc: str, arch: int = ARCH) -> list[dict]:
+    """Compiles one CUDA source for sm_``arch`` (-Xptxas -v); one row per kernel."""
     rel = os.path.relpath(path, ROOT)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [nvcc, "-cubin", "-arch=sm_90", "-std=c++17", "-O3", "-Xptxas", "-v,--warn-on-spills",
+        cmd = [nvcc, "-cubin", f"-arch=sm_{arch}", "-std=c++17", "-O3", "-Xptxas", "-v,--warn-on-spills",
                "-I", os.path.join(ROOT, "csrc", "include"), "-I", os.path.join(ROOT, "csrc"), path,
                "-o", os.path.join(tmp, "k.cubin")]
         p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return [{"kernel": rel, "spec": "sm_90", "error": (p.stderr.strip() or p.stdout.strip())[-400:]}]
+        return [{"kernel": rel, "spec": f"sm_{arch}", "arch": arch,
+                 "error": (p.stderr.strip() or p.stdout.strip())[-400:]}]
     stats = parse_ptxas(p.stderr + p.stdout)
     rows = []
     for name, pretty in zip(stats, _demangle(list(stats))):
         s = stats[name]
-        rows.append({"kernel": f"{rel}:{pretty}", "spec": "sm_90", "regs": s["regs"],
+        rows.append({"kernel": f"{rel}:{pretty}", "spec": f"sm_{arch}", "arch": arch, "regs": s["regs"],
                      "spills": s["spill_stores"] + s["spill_loads"], "stack": s["stack"], "smem": s["static_smem"],
                      "threads": None})
     return rows
@@ -380,35 +393,48 @@ def triton_kernels() -> list[str]:
 # ---------------------------------------------------------------- checking
 
 
+def _arch(row: dict) -> int:
+    return row.get("arch", ARCH)  # rows of a one-target baseline (before sm_80 was added) are sm_90's
+
+
+def _name(row: dict) -> str:
+    """kernel [specialization] [target]: the specialization of a Triton row, the target when not sm_90."""
+    name = row["kernel"] if row["spec"].startswith("sm_") else f"{row['kernel']} {row['spec']}"
+    return name if _arch(row) == ARCH else f"{name} (sm_{_arch(row)})"
+
+
 def budget_problems(row: dict) -> list[str]:
-    """Breaches of the sm_90 budgets by one compiled kernel (independent of the baseline)."""
-    k = f"{row['kernel']} {row['spec']}" if row.get("spec") != "sm_90" else row["kernel"]
+    """Breaches of the target's budgets by one compiled kernel (independent of the baseline)."""
+    k, arch = _name(row), _arch(row)
     if "error" in row:
         return [f"{k}: compile error: {row['error']}"]
     out = []
-    if row["smem"] > SMEM_LIMIT:
-        out.append(f"{k}: {row['smem']} bytes of shared memory per block, over the {SMEM_LIMIT} of sm_90")
+    if row["smem"] > SMEM_LIMITS[arch]:
+        out.append(f"{k}: {row['smem']} bytes of shared memory per block, over the {SMEM_LIMITS[arch]} of sm_{arch}")
     if row.get("threads") and row["regs"] * row["threads"] > REGS_PER_BLOCK:
         out.append(f"{k}: {row['regs']} registers x {row['threads']} threads over {REGS_PER_BLOCK} per block")
     return out
 
 
 def compare(rows: list[dict], baseline: dict) -> list[str]:
-    """Breaches: budgets, and spills / stack / registers beyond the baseline's entry of the same kernel+spec."""
-    base = {(b["kernel"], b["spec"]): b for b in baseline.get("kernels", [])}
+    """Breaches: budgets, and spills / stack / registers beyond the baseline's entry of the same kernel, spec and
+    target."""
+    base = {(b["kernel"], b["spec"], _arch(b)): b for b in baseline.get("kernels", [])}
     problems = []
     for row in rows:
-        if "error" in row and "error" in base.get((row["kernel"], row["spec"]), {}):
+        key = (row["kernel"], row["spec"], _arch(row))
+        if "error" in row and "error" in base.get(key, {}):
             continue  # a known failure the baseline records (reported by known_defects)
         problems += budget_problems(row)
         if "error" in row:
             continue
-        b = base.get((row["kernel"], row["spec"]))
-        name = row["kernel"] if row["spec"] == "sm_90" else f"{row['kernel']} {row['spec']}"
+        b = base.get(key)
+        name = _name(row)
         if b is None:
             # the suite draws sizes fresh, so a known kernel meets specializations (divisibility of its integer
             # arguments) the baseline has not seen: they are held to the worst the baseline accepts for that kernel
-            known = [k for (kernel, _), k in base.items() if kernel == row["kernel"] and "error" not in k]
+            known = [k for (kernel, _, arch), k in base.items()
+                     if kernel == row["kernel"] and arch == key[2] and "error" not in k]
             if not known:
                 problems.append(f"{name}: not in the baseline (python -m gankern._aot check --update, review the "
                                 f"diff)")
@@ -453,8 +479,10 @@ def _record_workloads_subprocess(path: str) -> None:
 
 
 def run_check(spec_files: list[str], update: bool = False, jobs: int | None = None,
-              baseline_path: str = BASELINE, cuda: bool = True) -> tuple[list[dict], list[str]]:
-    """Compiles the baseline's specs, the recorded ones and the CUDA sources; returns (rows, problems)."""
+              baseline_path: str = BASELINE, cuda: bool = True,
+              archs: tuple[int, ...] = ARCHS) -> tuple[list[dict], list[str]]:
+    """Compiles the baseline's specs, the recorded ones and the CUDA sources for each target; returns (rows,
+    problems)."""
     with open(baseline_path) if os.path.exists(baseline_path) else contextlib.nullcontext() as f:
         baseline = json.load(f) if f else {"specs": [], "kernels": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -469,9 +497,9 @@ def run_check(spec_files: list[str], update: bool = False, jobs: int | None = No
     jobs = jobs or max(1, min(os.cpu_count() or 1, 4))
     nvcc = _nvcc() if cuda else None
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        futs = [pool.submit(compile_cuda, p, nvcc) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu")))
-                if nvcc]
-        futs += [pool.submit(compile_triton, s) for s in specs]
+        futs = [pool.submit(compile_cuda, p, nvcc, a) for a in archs
+                for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu"))) if nvcc]
+        futs += [pool.submit(compile_triton, s, a) for a in archs for s in specs]
         for fut in futs:
             r = fut.result()
             rows += r if isinstance(r, list) else [r]
@@ -479,11 +507,11 @@ def run_check(spec_files: list[str], update: bool = False, jobs: int | None = No
         problems.append("nvcc not found: the CUDA sources were not compiled")
     if update:
         problems += [p for r in rows if "error" not in r for p in budget_problems(r)]
-        kernels = [{k: r[k] for k in ("kernel", "spec", "error", "regs", "spills", "stack", "smem", "threads")
-                    if k in r} for r in rows]
+        kernels = [{k: r[k] for k in ("kernel", "spec", "arch", "error", "regs", "spills", "stack", "smem",
+                                      "threads") if k in r} for r in rows]
         with open(baseline_path, "w") as f:
-            json.dump({"arch": f"sm_{ARCH}", "specs": sorted(specs, key=spec_key),
-                       "kernels": sorted(kernels, key=lambda r: (r["kernel"], r["spec"]))}, f, indent=1)
+            json.dump({"archs": [f"sm_{a}" for a in archs], "specs": sorted(specs, key=spec_key),
+                       "kernels": sorted(kernels, key=lambda r: (r["kernel"], r["spec"], r["arch"]))}, f, indent=1)
             f.write("\n")
     else:
         problems += compare(rows, baseline)
@@ -494,47 +522,51 @@ def known_defects(rows: list[dict]) -> list[str]:
     """Compile errors, spills and stack frames that the check tolerates because the baseline records them."""
     out = []
     for r in rows:
-        name = r["kernel"] if r["spec"] == "sm_90" else f"{r['kernel']} {r['spec']}"
         if "error" in r:
-            out.append(f"{name}: compile error: {r['error']}")
+            out.append(f"{_name(r)}: compile error: {r['error']}")
         elif r["spills"] or r["stack"]:
-            out.append(f"{name}: {r['spills']} bytes of spills, {r['stack']} bytes of stack")
+            out.append(f"{_name(r)}: {r['spills']} bytes of spills, {r['stack']} bytes of stack")
     return out
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table of the compiled kernels: one line per kernel, its worst specialization."""
-    worst: dict[str, dict] = {}
+    """A markdown table of the compiled kernels: one line per kernel and target, its worst specialization."""
+    worst: dict[tuple[str, int], dict] = {}
     for r in rows:
         if "error" in r:
             continue
-        w = worst.get(r["kernel"])
+        k = (r["kernel"], _arch(r))
+        w = worst.get(k)
         if w is None or (r["spills"], r["regs"], r["smem"]) > (w["spills"], w["regs"], w["smem"]):
-            worst[r["kernel"]] = r
-    n = {k: sum(1 for r in rows if r["kernel"] == k) for k in worst}
-    lines = ["| kernel | specs | regs (max) | spills (B) | stack (B) | smem (B) |", "|---|---|---|---|---|---|"]
-    for k in sorted(worst):
+            worst[k] = r
+    n = {k: sum(1 for r in rows if (r["kernel"], _arch(r)) == k) for k in worst}
+    lines = ["| kernel | target | specs | regs (max) | spills (B) | stack (B) | smem (B) |",
+             "|---|---|---|---|---|---|---|"]
+    for k in sorted(worst, key=lambda k: (k[0], -k[1])):
         r = worst[k]
-        lines.append(f"| {k.removeprefix('gankern.kernels.')} | {n[k]} | {r['regs']} | {r['spills']} | "
-                     f"{r['stack']} | {r['smem']} |")
+        lines.append(f"| {k[0].removeprefix('gankern.kernels.')} | sm_{k[1]} | {n[k]} | {r['regs']} | {r['spills']} "
+                     f"| {r['stack']} | {r['smem']} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gankern._aot", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="compile every kernel for sm_90 and compare with the baseline")
+    c = sub.add_parser("check", help="compile every kernel for each target and compare with the baseline")
     c.add_argument("--specs", nargs="*", default=[], help="recorded specialization files (GANKERN_AOT_RECORD)")
     c.add_argument("--update", action="store_true", help="rewrite the baseline from this run")
     c.add_argument("--baseline", default=BASELINE)
     c.add_argument("--jobs", type=int, default=None)
+    c.add_argument("--archs", type=int, nargs="+", default=list(ARCHS), choices=sorted(SMEM_LIMITS),
+                   help="compute capabilities to compile for (default: %(default)s)")
     c.add_argument("--table", action="store_true", help="print the per-kernel table")
     args = ap.parse_args(argv)
     rows, problems = run_check([p for p in args.specs if os.path.exists(p)], update=args.update, jobs=args.jobs,
-                               baseline_path=args.baseline)
+                               baseline_path=args.baseline, archs=tuple(args.archs))
     if args.table:
         print(table(rows))
-    print(f"aot: {len(rows)} kernel specializations compiled for sm_{ARCH}", file=sys.stderr)
+    print(f"aot: {len(rows)} kernel specializations compiled for "
+          f"{', '.join(f'sm_{a}' for a in args.archs)}", file=sys.stderr)
     for p in known_defects(rows):
         print("AOT KNOWN (in the baseline):", p, file=sys.stderr)
     for p in problems:

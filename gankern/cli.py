@@ -40,15 +40,24 @@ def int_at_least(low: int):
     return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+def _number(text: str, positive: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, not '{text}'") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    if not (math.isfinite(v) and (v > 0 or not positive)):
+        raise argparse.ArgumentTypeError(f"must be a finite number{' > 0' if positive else ''}, not {text}")
     return v
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    return _number(text, False)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(text, True)
 
 
 def power_of_two(text: str) -> int:

@@ -16,10 +16,11 @@ void bind_minibatch(py::module_& m) {
     check(gk::mb_disc_backward(ptr<const void>(M), ptr<const void>(g), N, B, C, ptr<void>(dM), dtype,
                                stream_of(stream)), "mb_disc_backward");
   });
+  m.def("mb_std_partials", &gk::mb_std_partials);
   m.def("mb_std_forward", [](std::uintptr_t x, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F, float eps,
-                             std::uintptr_t out, int dtype, std::uintptr_t stream) {
-    check(gk::mb_std_forward(ptr<const void>(x), N, C, HW, G, F, eps, ptr<void>(out), dtype, stream_of(stream)),
-          "mb_std_forward");
+                             std::uintptr_t out, std::uintptr_t partials, int dtype, std::uintptr_t stream) {
+    check(gk::mb_std_forward(ptr<const void>(x), N, C, HW, G, F, eps, ptr<void>(out), ptr<float>(partials), dtype,
+                             stream_of(stream)), "mb_std_forward");
   });
   m.def("mb_std_backward", [](std::uintptr_t x, std::uintptr_t dout, int64_t N, int64_t C, int64_t HW, int64_t G,
                               int64_t F, float eps, std::uintptr_t dx, int dtype, std::uintptr_t stream) {

@@ -48,3 +48,26 @@ def poison_allocator(nbytes: int) -> None:
     """NaN-fill free memory of the CUDA caching allocator (at least ``nbytes``), so that an output element a kernel
     does not write shows up in the comparison (GPU tests; outputs allocated inside the ops)."""
     torch.empty(nbytes // 4 + 4096, device="cuda").fill_(float("nan"))
+
+
+# GPU tests compare a result in `dtype` with a float64 reference run on the same inputs (already rounded to dtype), so
+# only the roundings inside the op count. Unit roundoff u = half the machine epsilon: one rounding to a dtype moves a
+# value by at most u relative (fp32 2^-24, fp16 2^-11, bf16 2^-8).
+UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+
+
+def gpu_rtol(dtype: torch.dtype, roundings: int, acc_len: int = 1) -> float:
+    """The tolerance of a GPU result relative to the reference's scale (assert_close_scaled): ``roundings`` roundings
+    to ``dtype`` on the way from the inputs to the result (outputs and intermediates stored in dtype, each <= u), an
+    fp32 accumulation of ``acc_len`` terms (rounding errors of random sign grow as sqrt(n) u; 4 standard deviations
+    taken) and 16 u(fp32) for the fp32 math functions (exp, tanh, rsqrt: a few ulp each)."""
+    return roundings * UNIT_ROUNDOFF[dtype] + (4 * acc_len ** 0.5 + 16) * UNIT_ROUNDOFF[torch.float32]
+
+
+def assert_close_scaled(got: torch.Tensor, want: torch.Tensor, rtol: float, msg: str = "") -> None:
+    """|got - want| <= rtol * (|want| + max |want|) elementwise, got finite (want in float64). Relative to the
+    largest element, not an absolute tolerance per dtype (which passes any value of a small-scaled output) nor
+    elementwise alone (a sum that cancels to near 0 has no relative accuracy)."""
+    assert torch.isfinite(got).all(), f"{msg}: non-finite values"
+    torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=rtol * want.abs().max().item(),
+                               msg=(lambda m: f"{msg}: {m}") if msg else None)

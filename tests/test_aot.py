@@ -70,12 +70,12 @@ KNOWN_DEFECTS = {
 }
 
 
-def _compile_planted_triton(tmp_path, specs):
+def _compile_planted_triton(tmp_path, specs, arch=_aot.ARCH):
     """Compiles specs of the planted module in a process without the interpreter (the tests run under it)."""
     (tmp_path / "aot_planted.py").write_text(PLANTED_TRITON)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), _aot.ROOT, env.get("PYTHONPATH", "")])
-    code = f"import json, gankern._aot as a; print(json.dumps([a.compile_triton(s) for s in {specs!r}]))"
+    code = f"import json, gankern._aot as a; print(json.dumps([a.compile_triton(s, {arch}) for s in {specs!r}]))"
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -97,6 +97,15 @@ def test_planted_triton_breaches_are_caught(tmp_path):
     assert any("dot_kernel" in p and "compile error" in p and "K >= 16" in p for p in problems), problems
     # a kernel whose spills the baseline already records (a known defect) passes until it gets worse
     assert not _aot.compare([spill], {"kernels": [spill]})
+
+
+def test_shared_memory_that_fits_sm_90_but_not_sm_80_is_caught(tmp_path):
+    """Four stages of 128 x 128 fp16 tiles of A and B: for sm_80, three buffers of 64 KiB, 192 KiB: within sm_90's
+    227 KiB, over A100's 163 KiB."""
+    (row,) = _compile_planted_triton(tmp_path, [SMEM], arch=80)
+    assert row["arch"] == 80 and _aot.SMEM_LIMITS[80] < row["smem"] <= _aot.SMEM_LIMITS[90], row
+    assert any("(sm_80)" in p and "over the 166912 of sm_80" in p for p in _aot.compare([row], {"kernels": []}))
+    assert not _aot.budget_problems(dict(row, arch=90))
 
 
 def test_planted_cuda_breaches_are_caught(tmp_path):
@@ -161,9 +170,11 @@ def test_baseline_covers_every_kernel_within_the_budgets():
     compiled = {r["kernel"] for r in baseline["kernels"]}
     missing = [k for k in _aot.triton_kernels() if k not in compiled]
     assert not missing, f"kernels with no compiled specialization in {_aot.BASELINE}: {missing}"
-    sources = {r["kernel"].split(":")[0] for r in baseline["kernels"] if r["spec"] == "sm_90"}
     cu = {os.path.relpath(p, _aot.ROOT) for p in glob.glob(os.path.join(_aot.ROOT, "csrc", "*.cu"))}
-    assert cu <= sources, cu - sources
+    for arch in _aot.ARCHS:  # every kernel and CUDA source compiled for every target
+        rows = [r for r in baseline["kernels"] if r.get("arch") == arch]
+        assert not [k for k in _aot.triton_kernels() if k not in {r["kernel"] for r in rows}], arch
+        assert cu <= {r["kernel"].split(":")[0] for r in rows if r["spec"] == f"sm_{arch}"}, arch
     defects = {r["kernel"] for r in baseline["kernels"] if "error" in r or r["spills"] or r["stack"]}
     assert defects <= set(KNOWN_DEFECTS), defects - set(KNOWN_DEFECTS)
     for row in baseline["kernels"]:

@@ -34,7 +34,7 @@ def assert_resumes_exactly(cfg, tmp_path, crash_step):
     for name, net in full.nets.items():
         for k, v in net.state_dict().items():
             assert torch.equal(v, part.nets[name].state_dict()[k]), (name, k)
-    for k, v in full.G_ema.state_dict().items():
+    for k, v in (full.G_ema.state_dict() if full.G_ema is not None else {}).items():     # recipes without G_ema
         assert torch.equal(v, part.G_ema.state_dict()[k]), k
     drop = ("img_per_s",)                                                       # wall-clock
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "full")] == \
@@ -72,6 +72,15 @@ def test_infogan_information_term_rises_and_sweep_varies_one_code(tmp_path):
     assert (cont[:, 0] - cont[:, -1]).abs().max() > 0 and cont.shape == (3, 5, 64)
     with pytest.raises(ValueError, match="codes 0..2"):
         rec.sweep(tr.G_ema, 3)
+    from PIL import Image
+
+    from gankern.cli import main                          # the same from the command line
+    png = str(tmp_path / "sweep.png")
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "2", "--sweep-steps", "5", "--n", "3", "--seed", "1",
+                 "--out", png]) == 0
+    assert Image.open(png).size == (5 * 66 + 2, 3 * 66 + 2)            # 5 x 3 tiles (shown at 64 px) + padding
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "3", "--out", png]) == 2
+    assert main(["generate", "--run", str(tmp_path), "--sweep", "0", "--sweep-steps", "1", "--out", png]) == 2
 
 
 def test_infogan_resumes_exactly(tmp_path):
@@ -118,6 +127,26 @@ def test_unrolled_gradient_differs_from_plain_and_resumes_exactly(tmp_path):
         rec.accumulate_gradients("G", type("B", (), {"real": torch.zeros(2, 1, 8, 8)})(), 1.0)
     rec.options.unroll = 3
     assert_resumes_exactly(cfg, tmp_path, 15)
+
+
+def test_unrolled_adam_continues_from_the_trainers_D_optimizer_state(tmp_path):
+    """The unroll starts from D's Adam moments and step count (the paper's code rewires the optimizer's own update
+    ops): the recipe's mirror equals torch.optim.Adam's state after training, and with a zero lr the unrolled D is
+    D itself."""
+    cfg = tiny("unrolled-gan", steps=7, batch=32, log_steps=7, snap_steps=7, ckpt_steps=7)
+    cfg.options.unroll = 2
+    tr = train(cfg, tmp_path)
+    opt, rec = tr.opt["D"], tr.recipe
+    assert rec.adam_t == 7
+    for k, w in tr.nets["D"].named_parameters():
+        st = opt.state[w]
+        assert int(st["step"]) == rec.adam_t
+        torch.testing.assert_close(rec.adam_m[k], st["exp_avg"], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(rec.adam_v[k], st["exp_avg_sq"], rtol=1e-6, atol=1e-12)
+    real, fake = torch.randn(32, 1, 1, 2), torch.randn(32, 1, 1, 2)
+    rec.options.opt.d_lr = 0.0
+    for k, w in rec.unrolled_D(real, fake).items():
+        assert torch.equal(w, dict(tr.nets["D"].named_parameters())[k])
 
 
 def test_began_convergence_measure_falls_and_k_moves(tmp_path):
@@ -184,3 +213,20 @@ def test_msgan_on_acgan_resumes_exactly(tmp_path):
     cfg.loss.mode_seeking = 1.0
     assert_resumes_exactly(cfg, tmp_path, 15)
     assert all("G/ms_ratio" in r for r in rows(tmp_path / "full") if "G/loss" in r)
+
+
+def test_ring_comparison_is_one_command(tmp_path):
+    """bench/ring_compare.py: both ring configs trained from the CLI, their metrics and the plot written."""
+    import importlib.util
+    import json
+    import os
+    spec = importlib.util.spec_from_file_location("ring_compare", os.path.join(os.path.dirname(__file__), "..",
+                                                                               "bench", "ring_compare.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "cmp"
+    assert mod.main(["--kimg", "0.256", "--unroll", "2", "--out", str(out), "--set", "train.batch=64",
+                     "--set", "train.log_steps=2"]) == 0
+    got = json.load(open(out / "compare.json"))
+    assert set(got) == {"gan-ring", "unrolled-gan"} and all(len(v) >= 2 for v in got.values())
+    assert os.path.getsize(out / "compare.png") > 0

@@ -245,7 +245,7 @@ def test_stddev_kernels_match_reference(name, order, shape):
 
 
 def test_stddev_cuda_kernel_more_elements_than_threads():
-    x = torch.randn(4, 70, 3, 3)  # c * H * W = 630 elements per block of 256 threads
+    x = torch.randn(4, 70, 3, 3)  # c * H * W = 630 elements per slab: 3 blocks of 256 threads, the last one partial
     assert_all_close(std_run("cuda", x, 2, 1, second_order=True), std_run("ref", x, 2, 1, second_order=True),
                      rtol=1e-5, atol=1e-5)
 

@@ -69,6 +69,13 @@ def _adain(draw):
     return dict(x=torch.randn(n, c, h, w), gamma=torch.randn(n, c), beta=torch.randn(n, c))
 
 
+def _instance_norm(draw):
+    n, c = sizes(draw, 1, 3, 2)
+    h, w = sizes(draw, 1, 5, 2)
+    return dict(x=torch.randn(n, c, h + (h * w < 2), w), weight=torch.randn(c), bias=torch.randn(c),
+                act=draw(st.sampled_from(["linear", "relu", "lrelu"])))
+
+
 def _modconv(draw):
     n, i, o = sizes(draw, 1, 3, 3)
     h, w = sizes(draw, 3, 6, 2)
@@ -193,6 +200,7 @@ def _stats_call(feats):
 SPECS: dict[str, Spec] = {
     "bias_act": Spec(_bias_act, _bias_act_all, ALL, grad=("x", "b")),
     "adain": Spec(_adain, ops.adain, TRITON, grad=("x", "gamma", "beta"), tol=1e-4),
+    "instance_norm": Spec(_instance_norm, ops.instance_norm, TRITON, grad=("x", "weight", "bias"), tol=1e-4),
     "modulated_conv2d": Spec(
         _modconv, lambda x, weight, styles, bias, noise, noise_strength, up, act, clamp: ops.modulated_conv2d(
             x, weight, styles, up=up, padding=1, bias=bias, noise=noise, noise_strength=noise_strength, act=act,

@@ -15,7 +15,7 @@ from gankern.nn import SpectralNormGroup, convert
 from gankern.nn.utils import spectral_norm
 from gankern.ops.spectral_norm import as_matrix, power_iteration_all, spectral_normalize_all
 
-from conftest import CPU_BACKENDS, backend_ctx, poison_allocator
+from conftest import CPU_BACKENDS, assert_close_scaled, backend_ctx, poison_allocator
 
 # (shape, dim): convs, a transposed conv (dim 1), linears with few and many rows, sizes that are not multiples of
 # any tile of the kernels.
@@ -432,11 +432,6 @@ def test_benchmark_workload_is_biggan128_of_gpu_md():
 # the weights' dtype after each of the 2 iterations and the outputs are rounded to it (2^-11 / 2^-8 relative each),
 # so sigma, W / sigma and dW carry a few roundings: 4 and 8 times the unit roundoff.
 GPU_RTOL = {torch.float32: 1e-4, torch.float16: 4 * 2.0 ** -11, torch.bfloat16: 8 * 2.0 ** -8}
-
-
-def assert_close_scaled(got, want, rtol):
-    """|got - want| <= rtol * (|want| + max |want|), elementwise (want in float64)."""
-    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * want.abs().max().item())
 
 
 @pytest.mark.gpu

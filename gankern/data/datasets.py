@@ -295,13 +295,17 @@ def open_dataset(spec: str, resolution: int, channels: int | None = None, labels
                  subfolder_labels: bool = False):
     """'digits', 'ring' (2-D points: gankern.data.ring), a folder, a .zip, or a .npz (keys x|images, optional
     y|labels) / .npy (images) file; image pairs (aligned:DIR, paired:DIR, unpaired:DIR, digits-edges, digits-styles:
-    gankern/data/paired.py) as 2C channels.
+    gankern/data/paired.py) as 2C channels; one image (sample:china, sample:flower, an image file:
+    gankern/data/single.py) at its aspect ratio, its longer side ``resolution``.
 
     Logs one line (``.summary``: what was read, and the pixel range it was read in) to the ``gankern.data`` logger.
     Raises FileNotFoundError or ValueError with a message (bad range, labels, shapes, unreadable first image)."""
     from .paired import is_pair_spec, open_pairs
+    from .single import is_single_spec, open_single
     if is_pair_spec(spec):
         ds = open_pairs(spec, resolution, channels)
+    elif is_single_spec(spec):
+        ds = open_single(spec, resolution, channels)
     elif spec == "digits":
         ds = digits(resolution)
     elif spec == "ring":

@@ -8,6 +8,8 @@ Specs (``NAME[:SPLIT]``), read by ``open_dataset``:
   with B[perm(i) mod nB], perm a fixed permutation: the sets need not be the same size and hold no correspondences.
 - ``digits-edges[:val]``: built in, paired: Sobel edge map of a digit (A, 1 channel) -> the digit (B), 32 px from
   scikit-learn's digits; images 0..1499 train, 1500..1796 (``:val``) held out.
+- ``digits-labels[:val]``: built in, paired, pix2pixHD's kind: a label map (A, 1 channel; pixel value = label id as in
+  Cityscapes' labelIds PNGs: 0 background, 1 + the digit on its strokes, so 11 labels) -> the digit (B), 32 px.
 - ``digits-styles[:val]``: built in, unpaired, 3 channels: thin gray digits (A, even images) vs thick orange digits
   (B, odd images, dilated with a 3x3 max filter at 32 px-scale), so no A has its B.
 """
@@ -24,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .datasets import IMAGE_EXTS, ArrayDataset, _crop_resize, _load_pil, _open, digits
 
-BUILTIN = ("digits-edges", "digits-styles")
+BUILTIN = ("digits-edges", "digits-labels", "digits-styles")
 KINDS = ("aligned", "paired", "unpaired")
 _N_TRAIN = 1500
 
@@ -55,8 +57,14 @@ def builtin(name: str, split: str, resolution: int) -> ArrayDataset:
     """The built-in sets of the module docstring; split 'train' or 'val'."""
     if split not in ("train", "val"):
         raise ValueError(f"{name}: split must be train or val, not '{split}'")
-    d = digits(resolution).images
-    d = d[:_N_TRAIN] if split == "train" else d[_N_TRAIN:]
+    ds = digits(resolution)
+    d, y = (ds.images[:_N_TRAIN], ds.labels[:_N_TRAIN]) if split == "train" else \
+        (ds.images[_N_TRAIN:], ds.labels[_N_TRAIN:])
+    if name == "digits-labels":
+        ids = torch.where(d > -0.5, 1.0 + y.float()[:, None, None, None], 0.0)       # strokes: 1 + digit
+        ds = ArrayDataset(torch.cat([ids / 255 * 2 - 1, d], 1), name=f"{name}:{split}")
+        ds.summary = f"data: {name}:{split}: {len(ds)} pairs label map (11 labels) -> digit, {resolution} px"
+        return ds
     if name == "digits-edges":
         ds = ArrayDataset(torch.cat([_edges(d), d], 1), name=f"{name}:{split}")
         ds.summary = f"data: {name}:{split}: {len(ds)} pairs edge map -> digit, {resolution} px, 1 channel each"

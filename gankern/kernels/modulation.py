@@ -1,13 +1,14 @@
-"""Triton kernels of the modulation family: fused bias + activation (value, first and second derivative), AdaIN
-(forward and backward), and the modulated convolution's output epilogue (demodulation, bias, noise, activation).
+"""Triton kernels of the modulation family: fused bias + activation (value, first and second derivative), AdaIN and
+instance norm + activation (forward and backward: one pair of kernels), the modulated convolution's output epilogue
+(demodulation, bias, noise, activation) and its demodulation coefficients.
 
 Activation codes (``ACT``) follow the table in gankern/ops/modulation.py and the gk::Act enum of
 csrc/include/gankern/modulation.h. Everything is computed in fp32; loads and stores are in the tensors' dtypes.
 
 Floors (elements of memory traffic per element of x / y): bias_act forward 2, backward 3, double backward 4;
-adain forward 2 (x read once when a plane fits one tile; 3 otherwise), backward 3 (4 otherwise); modulated-conv
-epilogue forward 2 (y read, out written; the noise map is read once per channel block), backward 3 (y and dout read,
-dy written).
+adain / instance_norm forward 2 (x read once when a plane fits one tile; 3 otherwise), backward 3 (4 otherwise);
+modulated-conv epilogue forward 2 (y read, out written; the noise map is read once per channel block), backward 3
+(y and dout read, dy written).
 """
 import triton
 import triton.language as tl
@@ -124,8 +125,11 @@ def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# AdaIN. x, y, dy, dx: (N, C, HW) read through strides (sxn, sxc, sxp) (contiguous NCHW: (C HW, HW, 1); channels_last:
-# (HW C, 1, C)); gamma, beta, dgamma, dbeta, mean, rstd: (N, C) contiguous. One program per (n, block of channels).
+# AdaIN and instance norm (one pair of kernels): y = f((x - mean) * rstd * gamma + beta) per (n, c) plane, f the
+# activation ACT (linear for AdaIN). x, y, dy, dx: (N, C, HW) read through strides (sxn, sxc, sxp) (contiguous NCHW:
+# (C HW, HW, 1); channels_last: (HW C, 1, C)); gamma, beta: (N, C) for AdaIN (sgn = C) or (C,) for instance norm's
+# per-channel affine (sgn = 0), absent without HAS_W / HAS_B (gamma 1, beta 0); dgamma, dbeta, mean, rstd: (N, C)
+# contiguous fp32. One program per (n, block of channels).
 # ONE_PASS: the whole row fits the tile (HW <= BLOCK_HW), so x (and dy) are read once; else twice.
 
 ADAIN_ONE_PASS_MAX_HW = 2048  # rows up to this many pixels (rounded up to a power of 2) are read once
@@ -145,13 +149,25 @@ def _plane_tile(pid, C, sxn, sxc, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp, eps, BLOCK_C: tl.constexpr,
+def _norm_affine(gamma, beta, n, c, cmask, sgn, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(gamma, beta) of the channels c of sample n, fp32 [BLOCK_C] (1 and 0 when absent)."""
+    g = tl.full([BLOCK_C], 1.0, tl.float32)
+    bt = tl.zeros([BLOCK_C], tl.float32)
+    if HAS_W:
+        g = tl.load(gamma + n * sgn + c, mask=cmask, other=0.0).to(tl.float32)
+    if HAS_B:
+        bt = tl.load(beta + n * sgn + c, mask=cmask, other=0.0).to(tl.float32)
+    return g, bt
+
+
+@triton.jit
+def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp, sgn, eps, alpha,
+                     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr,
                      BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
-    """y = (x - mean) * rstd * gamma + beta per (n, c) over HW; writes mean, rstd (fp32)."""
+    """y = f((x - mean) * rstd * gamma + beta) per (n, c) over HW; writes mean, rstd (fp32)."""
     n, c, cmask, row = _plane_tile(tl.program_id(0), C, sxn, sxc, BLOCK_C)
     p = tl.arange(0, BLOCK_HW)
-    g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
-    bt = tl.load(beta + n * C + c, mask=cmask, other=0.0).to(tl.float32)
+    g, bt = _norm_affine(gamma, beta, n, c, cmask, sgn, HAS_W, HAS_B, BLOCK_C)
     if ONE_PASS:
         m = cmask[:, None] & (p < HW)[None, :]
         off = row[:, None] + p[None, :].to(tl.int64) * sxp
@@ -159,7 +175,8 @@ def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp
         mean = tl.sum(v, axis=1) / HW
         d = tl.where(m, v - mean[:, None], 0.0)
         rstd = tl.rsqrt(tl.sum(d * d, axis=1) / HW + eps)
-        tl.store(y + off, (d * (rstd * g)[:, None] + bt[:, None]).to(y.dtype.element_ty), mask=m)
+        out = act_eval(d * (rstd * g)[:, None] + bt[:, None], alpha, ACT, 0)
+        tl.store(y + off, out.to(y.dtype.element_ty), mask=m)
     else:
         # sums shifted by each row's first element (no cancellation when |mean| >> std)
         k = tl.load(x + row, mask=cmask, other=0.0).to(tl.float32)
@@ -178,29 +195,44 @@ def adain_fwd_kernel(x, gamma, beta, y, mean_out, rstd_out, C, HW, sxn, sxc, sxp
             m = cmask[:, None] & (p0 + p < HW)[None, :]
             off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
             v = tl.load(x + off, mask=m, other=0.0).to(tl.float32)
-            out = (v - mean[:, None]) * (rstd * g)[:, None] + bt[:, None]
+            out = act_eval((v - mean[:, None]) * (rstd * g)[:, None] + bt[:, None], alpha, ACT, 0)
             tl.store(y + off, out.to(y.dtype.element_ty), mask=m)
     tl.store(mean_out + n * C + c, mean, mask=cmask)
     tl.store(rstd_out + n * C + c, rstd, mask=cmask)
 
 
 @triton.jit
-def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, sxn, sxc, sxp,
-                     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
-    """dbeta = sum dy, dgamma = sum dy xhat, dx = gamma rstd (dy - dbeta / HW - xhat dgamma / HW) per (n, c)."""
+def _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT: tl.constexpr):
+    """(xhat, dv) on one tile: dv = dy * f'(xhat * gamma + beta), both 0 outside the mask m."""
+    xh = tl.where(m, (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
+    gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+    if ACT == 1:  # torch's relu backward tests its output (v <= 0): a NaN v passes the gradient, as in the ref
+        gy = tl.where(m & (xh * g[:, None] + bt[:, None] <= 0), 0.0, gy)
+    elif ACT != 0:
+        gy = tl.where(m, gy * act_eval(xh * g[:, None] + bt[:, None], alpha, ACT, 1), 0.0)
+    return xh, gy
+
+
+@triton.jit
+def adain_bwd_kernel(x, gamma, beta, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, sxn, sxc, sxp, sgn, alpha,
+                     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_HW: tl.constexpr, ONE_PASS: tl.constexpr):
+    """With dv = dy * f'(v): dbeta = sum dv, dgamma = sum dv xhat, dx = gamma rstd (dv - dbeta / HW - xhat dgamma /
+    HW) per (n, c); dgamma, dbeta: (N, C) per-sample sums."""
     n, c, cmask, row = _plane_tile(tl.program_id(0), C, sxn, sxc, BLOCK_C)
     p = tl.arange(0, BLOCK_HW)
-    g = tl.load(gamma + n * C + c, mask=cmask, other=0.0).to(tl.float32)
+    g, bt = _norm_affine(gamma, beta, n, c, cmask, sgn, HAS_W, HAS_B, BLOCK_C)
     mean = tl.load(mean_in + n * C + c, mask=cmask, other=0.0)
     rstd = tl.load(rstd_in + n * C + c, mask=cmask, other=0.0)
+    # gamma factored out of the sums: an Inf gamma gives NaN, as dxhat = dv * gamma minus its mean does in the ref
+    gr = tl.where(tl.abs(g) < float("inf"), g * rstd, float("nan"))
     if ONE_PASS:
         m = cmask[:, None] & (p < HW)[None, :]
         off = row[:, None] + p[None, :].to(tl.int64) * sxp
-        xh = tl.where(m, (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None], 0.0)
-        gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+        xh, gy = _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT)
         sdy = tl.sum(gy, axis=1)
         sdyx = tl.sum(gy * xh, axis=1)
-        out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+        out = gr[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
         tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
     else:
         a1 = tl.zeros([BLOCK_C, BLOCK_HW], tl.float32)
@@ -208,18 +240,16 @@ def adain_bwd_kernel(x, gamma, mean_in, rstd_in, dy, dx, dgamma, dbeta, C, HW, s
         for p0 in range(0, HW, BLOCK_HW):
             m = cmask[:, None] & (p0 + p < HW)[None, :]
             off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
-            xh = (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
-            gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
+            xh, gy = _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT)
             a1 += gy
-            a2 += tl.where(m, gy * xh, 0.0)
+            a2 += gy * xh
         sdy = tl.sum(a1, axis=1)
         sdyx = tl.sum(a2, axis=1)
         for p0 in range(0, HW, BLOCK_HW):
             m = cmask[:, None] & (p0 + p < HW)[None, :]
             off = row[:, None] + (p0 + p)[None, :].to(tl.int64) * sxp
-            xh = (tl.load(x + off, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
-            gy = tl.load(dy + off, mask=m, other=0.0).to(tl.float32)
-            out = (g * rstd)[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
+            xh, gy = _norm_grad_tile(x, dy, off, m, mean, rstd, g, bt, alpha, ACT)
+            out = gr[:, None] * (gy - (sdy / HW)[:, None] - xh * (sdyx / HW)[:, None])
             tl.store(dx + off, out.to(dx.dtype.element_ty), mask=m)
     tl.store(dgamma + n * C + c, sdyx, mask=cmask)
     tl.store(dbeta + n * C + c, sdy, mask=cmask)
@@ -233,21 +263,29 @@ def _adain_blocks(C, HW, channels_last):
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
-def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last):
+def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
+    """(grid, (x, gamma, beta), (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch."""
     N, C, H, W = x.shape
     sxn, sxc, _, sxp = x.stride()
     block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    adain_fwd_kernel[(N * cdiv(C, block_c),)](x, gamma, beta, y, mean, rstd, C, H * W, sxn, sxc, sxp, eps,
-                                                    BLOCK_C=block_c, BLOCK_HW=block_hw, ONE_PASS=one_pass)
+    consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw,
+                  ONE_PASS=one_pass)
+    return ((N * cdiv(C, block_c),), (x, x if gamma is None else gamma, x if beta is None else beta),
+            (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts)
 
 
-def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last):
-    N, C, H, W = x.shape
-    sxn, sxc, _, sxp = x.stride()
-    block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    adain_bwd_kernel[(N * cdiv(C, block_c),)](x, gamma, mean, rstd, dy, dx, dgamma, dbeta, C, H * W, sxn,
-                                                    sxc, sxp, BLOCK_C=block_c, BLOCK_HW=block_hw,
-                                                    ONE_PASS=one_pass)
+def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last, per_sample=True, act=0, alpha=0.0):
+    """AdaIN (per_sample: gamma, beta (N, C)) or instance norm (gamma, beta (C,) or None) + activation code act."""
+    grid, ptrs, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
+    adain_fwd_kernel[grid](*ptrs, y, mean, rstd, *sizes, eps, alpha, **consts)
+
+
+def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last, beta=None, per_sample=True, act=0,
+              alpha=0.0):
+    """The backward of :func:`adain_fwd` (beta is read only for a non-linear act); dgamma, dbeta: (N, C) sums."""
+    grid, (x, gamma, beta), sizes, consts = _norm_launch(x, gamma, beta if act else None, per_sample, act,
+                                                         channels_last)
+    adain_bwd_kernel[grid](x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, *sizes, alpha, **consts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -349,21 +387,36 @@ def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Demodulation coefficients d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps), q[o, i] = sum_k w[o, i, k]^2: one launch,
-# each program a (BLOCK_N, BLOCK_O) tile of d, w read once per block of samples. Floor: w and s read, d written.
+# Demodulation coefficients d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps), q[o, i] = sum_k w[o, i, k]^2: each program
+# a (BLOCK_N, BLOCK_O) tile of d over one slice of I, w read once per block of samples. A grid of (sample blocks x
+# output-channel blocks) alone is 32 programs at N = 32, O = 512 (132 SMs on an H100/H200), so I is split until the
+# grid has DEMOD_MIN_PROGRAMS programs: each slice writes fp32 partial sums, and a second small kernel adds them in
+# a fixed order (deterministic) and takes the rsqrt. Floor: w and s read, d written.
 
 DEMOD_BLOCK_N = 16
 DEMOD_BLOCK_O = 32
 DEMOD_BLOCK_I = 32
+DEMOD_MIN_PROGRAMS = 264  # two programs per SM of a 132-SM GPU
+DEMOD_FINISH_BLOCK = 1024
 
 
 @triton.jit
-def demod_kernel(w, s, d, N, O, I, KK, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
-    """w: (O, I, KK) contiguous; s: (N, I) contiguous; d: (N, O) fp32."""
+def _demod_rsqrt(a, eps):
+    a = a + eps
+    return tl.where(a == float("inf"), float("nan"), tl.rsqrt(a))  # an Inf weight or style: NaN (see the op)
+
+
+@triton.jit
+def demod_kernel(w, s, d, part, N, O, I, KK, I_SLICE, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.constexpr,
+                 BLOCK_I: tl.constexpr, PARTIAL: tl.constexpr):
+    """w: (O, I, KK) contiguous; s: (N, I) contiguous; program (i, j, k): d[n, o] of its tile over inputs
+    [k I_SLICE, (k + 1) I_SLICE) (I_SLICE a multiple of BLOCK_I): without PARTIAL, d (N, O) fp32 itself (one
+    slice); with it, the partial sums to part[k] (part: (slices, N, O) fp32)."""
     nn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     oo = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    i_lo = tl.program_id(2) * I_SLICE
     acc = tl.zeros([BLOCK_N, BLOCK_O], tl.float32)
-    for i0 in range(0, I, BLOCK_I):
+    for i0 in range(i_lo, tl.minimum(i_lo + I_SLICE, I), BLOCK_I):
         ii = i0 + tl.arange(0, BLOCK_I)
         wm = (oo < O)[:, None] & (ii < I)[None, :]
         q = tl.zeros([BLOCK_O, BLOCK_I], tl.float32)
@@ -373,14 +426,40 @@ def demod_kernel(w, s, d, N, O, I, KK, eps, BLOCK_N: tl.constexpr, BLOCK_O: tl.c
         sv = tl.load(s + nn[:, None].to(tl.int64) * I + ii[None, :], mask=(nn < N)[:, None] & (ii < I)[None, :],
                      other=0.0).to(tl.float32)
         acc += tl.dot(sv * sv, tl.trans(q), input_precision="ieee")
-    a = acc + eps
-    r = tl.where(a == float("inf"), float("nan"), tl.rsqrt(a))  # an Inf weight or style: NaN (see the op)
-    tl.store(d + nn[:, None] * O + oo[None, :], r, mask=(nn < N)[:, None] & (oo < O)[None, :])
+    om = (nn < N)[:, None] & (oo < O)[None, :]
+    if not PARTIAL:
+        tl.store(d + nn[:, None] * O + oo[None, :], _demod_rsqrt(acc, eps), mask=om)
+    else:
+        tl.store(part + tl.program_id(2) * N * O + nn[:, None] * O + oo[None, :], acc, mask=om)
+
+
+@triton.jit
+def demod_finish_kernel(part, d, NO, SPLIT, eps, BLOCK: tl.constexpr):
+    """d = rsqrt(sum_k part[k] + eps) over the NO = N * O elements (part: (SPLIT, N, O) fp32)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NO
+    a = tl.zeros([BLOCK], tl.float32)
+    for k in range(SPLIT):
+        a += tl.load(part + k * NO + offs, mask=mask, other=0.0)
+    tl.store(d + offs, _demod_rsqrt(a, eps), mask=mask)
+
+
+def demod_split(N, O, I):
+    """(number of I slices, inputs per slice) so that the grid has about DEMOD_MIN_PROGRAMS programs."""
+    tiles = cdiv(N, DEMOD_BLOCK_N) * cdiv(O, DEMOD_BLOCK_O)
+    i_blocks = cdiv(I, DEMOD_BLOCK_I)
+    per = cdiv(i_blocks, max(1, min(i_blocks, cdiv(DEMOD_MIN_PROGRAMS, tiles)))) * DEMOD_BLOCK_I
+    return cdiv(I, per), per
 
 
 def demodulation(w, s, d, eps):
     O, I = w.shape[:2]
     N = s.shape[0]
-    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O))
-    demod_kernel[grid](w, s, d, N, O, I, w[0, 0].numel(), eps, BLOCK_N=DEMOD_BLOCK_N, BLOCK_O=DEMOD_BLOCK_O,
-                       BLOCK_I=DEMOD_BLOCK_I)
+    split, per = demod_split(N, O, I)
+    part = d if split == 1 else d.new_empty((split, N, O))
+    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)
+    demod_kernel[grid](w, s, d, part, N, O, I, w[0, 0].numel(), per, eps, BLOCK_N=DEMOD_BLOCK_N,
+                       BLOCK_O=DEMOD_BLOCK_O, BLOCK_I=DEMOD_BLOCK_I, PARTIAL=split > 1)
+    if split > 1:
+        demod_finish_kernel[(cdiv(N * O, DEMOD_FINISH_BLOCK),)](part, d, N * O, split, eps,
+                                                                        BLOCK=DEMOD_FINISH_BLOCK)

@@ -71,11 +71,11 @@ def sn_rows_kernel(meta, items, t, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C
 def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
                    ROW_STEP: tl.constexpr):
     """s[w_off + c] += sum_{r in item} u[r] W(r, c), ROW_STEP rows at a time (a whole ROWS x COLS tile live at
-    once took 255 registers and spilled). items: (n, 3) [layer, row0, col0]."""
+    once took 255 registers and spilled). items: (n, 3) [layer, row0, col0], col0 a multiple of COLS."""
     pid = tl.program_id(0)
     layer = tl.load(items + 3 * pid)
     row0 = tl.load(items + 3 * pid + 1)
-    col0 = tl.load(items + 3 * pid + 2)
+    col0 = tl.multiple_of(tl.load(items + 3 * pid + 2), COLS)  # so _w_tile's vector path sees aligned columns
     w_addr = tl.load(meta + layer * 9)
     u_ptr = _layer_ptr(meta, layer, 1, DT)
     h, w, inner = _layer_dims(meta, layer)

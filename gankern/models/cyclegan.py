@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pix2pix import PatchGAN, norm_layer
+from .pix2pix import PatchGAN, norm_act, norm_layer
 
 
 class ResBlock(nn.Module):
@@ -14,9 +14,8 @@ class ResBlock(nn.Module):
     def __init__(self, ch: int, norm: str):
         super().__init__()
         bias = norm == "instance"
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=bias), norm_layer(norm, ch),
-                                  nn.ReLU(True), nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=bias),
-                                  norm_layer(norm, ch))
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=bias), *norm_act(norm, ch, "relu"),
+                                  nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=bias), norm_layer(norm, ch))
 
     def forward(self, x):
         return x + self.body(x)
@@ -31,15 +30,15 @@ class ResnetGenerator(nn.Module):
                  norm: str = "instance"):
         super().__init__()
         bias = norm == "instance"
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True)]
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7, bias=bias), *norm_act(norm, ngf, "relu")]
         for i in range(n_down):
             c = ngf * 2 ** i
-            layers += [nn.Conv2d(c, 2 * c, 3, 2, 1, bias=bias), norm_layer(norm, 2 * c), nn.ReLU(True)]
+            layers += [nn.Conv2d(c, 2 * c, 3, 2, 1, bias=bias), *norm_act(norm, 2 * c, "relu")]
         layers += [ResBlock(ngf * 2 ** n_down, norm) for _ in range(n_blocks)]
         for i in reversed(range(n_down)):
             c = ngf * 2 ** (i + 1)
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=bias), norm_layer(norm, c // 2),
-                       nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=bias),
+                       *norm_act(norm, c // 2, "relu")]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 

@@ -5,15 +5,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nn.modulation import InstanceNorm2d
 
-def norm_layer(kind: str, ch: int) -> nn.Module:
-    """'batch' (BatchNorm2d, affine) or 'instance' (InstanceNorm2d without affine or running stats, as pix2pix and
-    CycleGAN use it) over ch channels."""
+ACT_MODULES = {"relu": lambda: nn.ReLU(True), "lrelu": lambda: nn.LeakyReLU(0.2, True)}
+
+
+def norm_layer(kind: str, ch: int, act: str = "linear") -> nn.Module:
+    """'batch' (BatchNorm2d, affine) or 'instance' (gankern's InstanceNorm2d without affine or running stats, as
+    pix2pix and CycleGAN use it, fused with ``act``) over ch channels."""
     if kind == "batch":
         return nn.BatchNorm2d(ch)
     if kind == "instance":
-        return nn.InstanceNorm2d(ch)
+        return InstanceNorm2d(ch, act=act)
     raise ValueError(f"norm must be batch or instance, not '{kind}'")
+
+
+class FusedAct(nn.Identity):
+    """The place of an activation that the instance norm before it applies (fused): it keeps Sequential indices,
+    so state_dict keys, those of the unfused pair, and marks where the activation's output is (pix2pixHD's feature
+    matching reads the outputs of the activations)."""
+
+
+def norm_act(kind: str, ch: int, act: str) -> list[nn.Module]:
+    """[norm, activation] over ch channels, act "relu" or "lrelu" (slope 0.2); instance norm: [the fused norm,
+    FusedAct()]."""
+    if kind == "instance":
+        return [norm_layer(kind, ch, act), FusedAct()]
+    return [norm_layer(kind, ch), ACT_MODULES[act]()]
 
 
 class UNet(nn.Module):
@@ -32,12 +50,15 @@ class UNet(nn.Module):
         self.depth = depth
         w = [ngf * min(2 ** i, 8) for i in range(depth)]
         bias = norm == "instance"                   # BatchNorm's shift replaces the bias (as the official code)
+        # a down block's LeakyReLU acts in place on the previous block's output, which is also its skip: instance
+        # norm takes it into its fused op (same values in both places) and a FusedAct keeps its index
+        fused = norm == "instance"
         self.down = nn.ModuleList()
         for i in range(depth):
-            layers = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
+            layers = [] if i == 0 else [FusedAct() if fused and 1 < i else nn.LeakyReLU(0.2, True)]
             layers.append(nn.Conv2d(in_ch if i == 0 else w[i - 1], w[i], 4, 2, 1, bias=bias or i in (0, depth - 1)))
             if 0 < i < depth - 1:
-                layers.append(norm_layer(norm, w[i]))
+                layers.append(norm_layer(norm, w[i], "lrelu" if fused else "linear"))
             self.down.append(nn.Sequential(*layers))
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
@@ -76,8 +97,7 @@ class PatchGAN(nn.Module):
         layers, cin = [nn.Conv2d(in_ch, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
         for i in range(1, n_layers + 1):
             cout = ndf * min(2 ** i, 8)
-            layers += [nn.Conv2d(cin, cout, 4, 2 if i < n_layers else 1, 1, bias=bias), norm_layer(norm, cout),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(cin, cout, 4, 2 if i < n_layers else 1, 1, bias=bias), *norm_act(norm, cout, "lrelu")]
             cin = cout
         layers.append(nn.Conv2d(cin, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)

@@ -56,6 +56,9 @@ def convert(model: nn.Module, to: str = "gankern", **san_kwargs) -> nn.Module:
     ``linear=True``) gets sparsity-aware normalization instead (:func:`gankern.nn.utils.sparsity_aware_norm`,
     keyword arguments ``san_kwargs``; the original weights are kept, the spectral-norm vectors dropped).
 
+    ``torch.nn.InstanceNorm2d`` becomes :class:`gankern.nn.InstanceNorm2d` (the same object, its class swapped:
+    values, keys and mode kept; the fused op, or torch's with running statistics).
+
     Swaps for :func:`gankern.nn.utils.spectral_norm`'s parametrization:
 
     - torch's ``torch.nn.utils.parametrizations.spectral_norm``: exactly (same values, keys and training steps).

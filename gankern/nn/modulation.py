@@ -12,6 +12,8 @@ buffers and state_dict keys, so that S2A's state dicts load into them exactly (s
 - :class:`AdaIN` and :class:`AdaINSynthesisLayer`: StyleGAN (v1)'s style block (conv, noise with a per-channel
   strength, bias, lrelu, then instance norm with per-sample (gamma, beta) = affine(w)): the layer of
   gankern.models.stylegan2's ``layer="adain"`` mode.
+- :class:`InstanceNorm2d`: torch's InstanceNorm2d fused with the activation after it (pix2pix, CycleGAN);
+  ``gankern.nn.convert`` swaps torch's for it.
 
 Shapes: x (N, C, H, W); w (N, w_dim). Layers keep fp32 parameters and compute in x's dtype (S2A's fp16 blocks).
 """
@@ -25,8 +27,10 @@ from torch import nn
 
 from ..ops import modulation as mod_ops
 from ..ops import resample as resample_ops
+from .convert import register_converter
 
-__all__ = ["FullyConnectedLayer", "Conv2dLayer", "SynthesisLayer", "ToRGBLayer", "AdaIN", "AdaINSynthesisLayer"]
+__all__ = ["FullyConnectedLayer", "Conv2dLayer", "SynthesisLayer", "ToRGBLayer", "AdaIN", "AdaINSynthesisLayer",
+           "InstanceNorm2d"]
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -342,3 +346,46 @@ class AdaINSynthesisLayer(nn.Module):
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}, "
                 f"resolution={self.resolution}, up={self.up}, use_noise={self.use_noise}, "
                 f"activation={self.activation!r}, conv_clamp={self.conv_clamp}")
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``torch.nn.InstanceNorm2d`` fused with the activation that follows it (pix2pix / CycleGAN's norm + ReLU or
+    LeakyReLU 0.2): ``f(instance_norm(x))`` in one :func:`gankern.ops.instance_norm` call. A subclass of torch's, with
+    its arguments, parameters (``weight``, ``bias`` with affine), buffers and state_dict keys, so checkpoints load
+    both ways and ``isinstance(m, torch.nn.InstanceNorm2d)`` holds.
+
+    Args:
+        num_features, eps, momentum, affine, track_running_stats, device, dtype, bias: as torch's.
+        act: a key of gankern.ops.modulation's ACTIVATIONS, applied without gain ("linear": torch's module exactly);
+        alpha: lrelu's negative slope.
+    With ``track_running_stats=True`` the running statistics are torch's own: that mode runs torch's
+    ``F.instance_norm`` (which updates them in training and uses them in eval), then the activation; the fused op
+    covers instance statistics (torch's default, ``track_running_stats=False``).
+    Shapes: x (N, C, H, W) or unbatched (C, H, W) -> same.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device=None, dtype=None, *, bias: bool = True,
+                 act: str = "linear", alpha: float = 0.2):
+        mod_ops._act_params(act, alpha, None, None)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype,
+                         bias=bias)
+        self.act, self.alpha = act, alpha
+
+    def _apply_instance_norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.running_mean is not None:
+            return mod_ops.ACTIVATIONS[self.act].func(super()._apply_instance_norm(x), self.alpha)
+        return mod_ops.instance_norm(x, self.weight, self.bias, self.eps, self.act, self.alpha)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", act={self.act!r}" + (f", alpha={self.alpha}" if self.act == "lrelu" else "")
+
+
+@register_converter
+def _convert_instance_norm(module: nn.Module) -> nn.Module | None:
+    """torch.nn.InstanceNorm2d -> InstanceNorm2d with act="linear", in place (same object, values and keys)."""
+    if type(module) is not nn.InstanceNorm2d:
+        return None
+    module.__class__ = InstanceNorm2d
+    module.act, module.alpha = "linear", 0.2
+    return module

@@ -150,7 +150,9 @@ def _std_kernels(backend: str, x: torch.Tensor, go: torch.Tensor | None, G: int,
     else:
         mod, stream = module_and_stream(x.device)
         if go is None:
-            mod.mb_std_forward(ptr(x), N, C, H * W, G, F, STD_EPS, ptr(out), DTYPE_CODES[x.dtype], stream)
+            partials = torch.empty(mod.mb_std_partials(N, C, H * W, G, F), device=x.device, dtype=torch.float32)
+            mod.mb_std_forward(ptr(x), N, C, H * W, G, F, STD_EPS, ptr(out), ptr(partials), DTYPE_CODES[x.dtype],
+                               stream)
         else:
             mod.mb_std_backward(ptr(x), ptr(go), N, C, H * W, G, F, STD_EPS, ptr(out), DTYPE_CODES[x.dtype], stream)
     return out

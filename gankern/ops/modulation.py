@@ -9,6 +9,9 @@ twice. Floor: forward 2, backward 3, double backward 4 elements of memory traffi
 adain: instance_norm(x) * gamma + beta in one kernel (statistics + normalization + affine), and a fused backward
 (dx, dgamma, dbeta). Floor: forward reads x and writes y; backward reads x and dy and writes dx.
 
+instance_norm: torch's instance norm with a per-channel affine and a fused activation (pix2pix / CycleGAN's norm +
+ReLU / LeakyReLU), on the AdaIN kernels; same floors.
+
 modulated_conv2d: x * s (per sample and input channel), one ordinary convolution, then one fused epilogue pass
 y * d[n, o] + bias + noise * strength, activation, gain, clamp, where d[n, o] = rsqrt(sum_i s[n, i]^2 q[o, i] + eps)
 and q[o, i] = sum_k w[o, i, k]^2 come from one small kernel (an (N, I) @ (I, O) product with q formed on the fly:
@@ -34,7 +37,8 @@ from .. import _backend, _validate
 from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr, s2a_impl
 
 __all__ = ["ACTIVATIONS", "bias_act", "bias_act_ref", "adain", "adain_ref", "modulated_conv2d",
-           "modulated_conv2d_ref", "demodulation_coefficients", "noise_bias_act"]
+           "modulated_conv2d_ref", "demodulation_coefficients", "noise_bias_act", "instance_norm",
+           "instance_norm_ref"]
 
 BIAS_ACT_PREFERENCE = ("cuda", "triton")
 TRITON_ONLY = ("triton",)
@@ -428,6 +432,152 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
         raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: adain has Triton "
                                           "kernels only (use the triton backend)")
     return _adain_op(x, gamma, beta, float(eps), backend)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# instance_norm: instance normalization, per-channel affine and activation on the AdaIN kernels
+
+
+def instance_norm_ref(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                      eps: float = 1e-5, act: str = "linear", alpha: float | None = 0.2) -> torch.Tensor:
+    """Eager twin of :func:`instance_norm`: ``f(F.instance_norm(x, eps=eps) * weight + bias)`` with f the activation
+    (no gain), computed in fp32 for 16-bit inputs. The affine comes after the normalization, as in the kernels and
+    adain_ref (torch's CPU kernel folds mean, rstd and the affine into one multiply-add, which makes some of an Inf
+    weight's +-Inf NaN)."""
+    spec, alpha = _act_params(act, alpha, None, None)[:2]
+    xc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    y = F.instance_norm(xc, eps=eps)
+    if weight is not None:
+        y = y * weight.to(xc.dtype)[:, None, None]
+    if bias is not None:
+        y = y + bias.to(xc.dtype)[:, None, None]
+    return spec.func(y, alpha).to(x.dtype)
+
+
+def _instance_norm_impl(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+                        act: str, alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd); mean, rstd: (N, C) fp32."""
+    x, cl = _adain_layout(x)
+    y = torch.empty_like(x)
+    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    if x.numel():
+        _triton().adain_fwd(x, _flat(weight), _flat(bias), y, mean, rstd, eps, cl, per_sample=False,
+                            act=ACTIVATIONS[act].code, alpha=alpha)
+    return y, mean, rstd
+
+
+def _instance_norm_fake(x, weight, bias, eps, act, alpha, backend):
+    x, _ = _adain_layout(x)
+    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return torch.empty_like(x), mean, torch.empty_like(mean)
+
+
+def _instance_norm_backward_impl(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                                 mean: torch.Tensor, rstd: torch.Tensor, dy: torch.Tensor, eps: float, act: str,
+                                 alpha: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias) from the statistics of the forward; dweight, dbias: (C,) fp32 (computed with weight 1
+    and bias 0 when they are absent)."""
+    x, cl = _adain_layout(x)
+    dx = torch.empty_like(x)
+    dw = torch.zeros_like(mean)  # (N, C) per-sample sums
+    db = torch.zeros_like(mean)
+    if x.numel():
+        _triton().adain_bwd(x, _flat(weight), mean, rstd, _like(dy, x), dx, dw, db, cl, beta=_flat(bias),
+                            per_sample=False, act=ACTIVATIONS[act].code, alpha=alpha)
+    return dx, dw.sum(0), db.sum(0)
+
+
+def _instance_norm_backward_fake(x, weight, bias, mean, rstd, dy, eps, act, alpha, backend):
+    x, _ = _adain_layout(x)
+    return torch.empty_like(x), mean.new_empty(mean.shape[1:]), mean.new_empty(mean.shape[1:])
+
+
+def _instance_norm_setup(ctx, inputs, output):
+    x, weight, bias, *params = inputs
+    ctx.save_for_backward(x, weight, bias, output[1], output[2])
+    ctx.params = params  # eps, act, alpha, backend
+
+
+def _instance_norm_backward(ctx, dy, _dmean, _drstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dw, db = _instance_norm_backward_op(x, weight, bias, mean, rstd, dy, *ctx.params)
+    need = ctx.needs_input_grad
+    return (dx, dw.to(weight.dtype) if weight is not None and need[1] else None,
+            db.to(bias.dtype) if bias is not None and need[2] else None, None, None, None, None)
+
+
+def _instance_norm_backward_setup(ctx, inputs, output):
+    x, weight, bias, _, _, dy, *params = inputs
+    ctx.save_for_backward(x, weight, bias, dy)
+    ctx.params = params  # eps, act, alpha, backend
+
+
+def _instance_norm_backward_ref(x, weight, bias, dy, eps, act, alpha):
+    """(dx, dweight, dbias) of instance_norm_ref by autograd, differentiable (the meaning of
+    gankern::instance_norm_backward: weight 1 and bias 0 stand in for absent ones)."""
+    dt = torch.promote_types(x.dtype, torch.float32)
+    w = torch.ones(x.shape[1], dtype=dt, device=x.device, requires_grad=True) if weight is None else weight
+    b = torch.zeros(x.shape[1], dtype=dt, device=x.device, requires_grad=True) if bias is None else bias
+    return torch.autograd.grad(instance_norm_ref(x, w, b, eps, act, alpha), (x, w, b), dy, create_graph=True)
+
+
+def _instance_norm_double_backward(ctx, ddx, ddw, ddb):
+    """Second order from the reference formula (mean and rstd are recomputed from x, so they get no gradient)."""
+    x, weight, bias, dy = ctx.saved_tensors
+    eps, act, alpha, _ = ctx.params
+    gx, gw, gb, gdy = _double_backward(lambda x, w, b, dy: _instance_norm_backward_ref(x, w, b, dy, eps, act, alpha),
+                                       (x, weight, bias, dy), (ddx, ddw, ddb))
+    return gx, gw, gb, None, None, gdy, None, None, None, None
+
+
+_instance_norm_op = fused_op("instance_norm", _instance_norm_impl, _instance_norm_fake, _instance_norm_setup,
+                             _instance_norm_backward)
+_instance_norm_backward_op = fused_op("instance_norm_backward", _instance_norm_backward_impl,
+                                      _instance_norm_backward_fake, _instance_norm_backward_setup,
+                                      _instance_norm_double_backward)
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  eps: float = 1e-5, act: str = "linear", alpha: float | None = 0.2) -> torch.Tensor:
+    """Instance normalization with an optional per-channel affine and a fused activation:
+    ``f(F.instance_norm(x, weight=weight, bias=bias, eps=eps))`` (torch's training-mode meaning: statistics of each
+    (n, c) plane, biased variance), f the activation without gain (pix2pix / CycleGAN: ``act="relu"``, or
+    ``act="lrelu"`` with alpha 0.2).
+
+    One kernel computes the statistics, normalizes, applies the affine and the activation (x read once when H*W <=
+    2048, else twice); the backward is one fused kernel for (dx, dweight, dbias); second order through the reference
+    formula (WGAN-GP through a discriminator with instance norm).
+
+    Args:
+        x: (N, C, H, W), H * W >= 2 (torch raises too), any layout (NCHW or channels_last kept, others copied),
+            fp32/bf16/fp16 (and fp64 on ref).
+        weight, bias: (C,) or None, any float dtype (the gradients come back in their dtypes).
+        eps: added to the variance (> 0).
+        act: a key of ACTIVATIONS (linear, relu, lrelu, tanh, ...); alpha: lrelu's negative slope (None: 0.2).
+    Returns:
+        y: (N, C, H, W), dtype and layout of x.
+    """
+    _validate.tensor("x", x, ndim=4)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _validate.tensor(name, t, ndim=1, device=x.device)
+            if t.shape[0] != x.shape[1]:
+                raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},) to match x of shape "
+                                 f"{tuple(x.shape)}, got {tuple(t.shape)}")
+    if x.shape[2] * x.shape[3] < 2:
+        raise ValueError(f"instance norm needs more than 1 spatial element per plane (torch raises too), got x of "
+                         f"shape {tuple(x.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    _, alpha = _act_params(act, alpha, None, None)[:2]
+    backend = _backend.select(x.device, x.dtype, TRITON_ONLY, KERNEL_DTYPES)
+    if backend == "ref":
+        return instance_norm_ref(x, weight, bias, eps, act, alpha)
+    if backend == "cuda":
+        raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: instance_norm has "
+                                          "Triton kernels only (use the triton backend)")
+    return _instance_norm_op(x, weight, bias, float(eps), act, alpha, backend)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ correlation with the flipped filter, unless flip_filter), multiply by gain, keep
 separable (applied along x then y, each with gain ** 0.5); a 2-D f is (fh, fw). The filter is a constant (no
 gradient); the gradient w.r.t. x is itself an upfirdn2d, so every order of gradients comes from the same op.
 
-Backends: ref (eager torch), triton (one kernel, direct evaluation of the taps that hit real pixels).
+Backends: ref (eager torch), triton (one polyphase kernel: each output phase visits only its own taps).
 Floor: read x once and write the output once. Speed: not measured on a GPU yet.
 """
 from __future__ import annotations

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import re
 import sys
 
-from ..cli import add_threads_arg, device, int_at_least, positive_float, power_of_two
+from ..cli import add_threads_arg, device, finite_float, int_at_least, positive_float, power_of_two
 
 TRAIN_EPILOG = """\
 examples:
@@ -33,7 +32,7 @@ configs: gankern train --list-configs
 # Families with their own kind of ``gankern generate``: each module defines ``add_generate_options(parser)`` (an
 # argument group of its flags) and ``generate_main(args) -> int | None`` (None: not its call; see ``run_recipe``).
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
-GENERATE_FAMILIES = ["gankern.train.recipes.stylegan2"]
+GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan")]
 
 
 def add_parsers(sub) -> None:
@@ -45,8 +44,8 @@ def add_parsers(sub) -> None:
     g = p.add_argument_group("general options")
     g.add_argument("--config", metavar="NAME", default="dcgan", help="named config (default: %(default)s)")
     g.add_argument("--list-configs", action="store_true", help="print the named configs and exit")
-    g.add_argument("--data", metavar="PATH", help="'digits' (embedded), folder, .zip, .npz or .npy "
-                                                  "(default: digits)")
+    g.add_argument("--data", metavar="PATH", help="'digits' (embedded), folder, .zip, .npz or .npy; "
+                                                  "one image for SinGAN: sample:china or IMG.png (default: digits)")
     g.add_argument("--outdir", metavar="DIR", default="runs", help="where to make the run directory "
                                                                    "(default: %(default)s)")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint")
@@ -91,7 +90,7 @@ def add_parsers(sub) -> None:
     q.add_argument("--out", default="grid.png", metavar="FILE",
                    help="output image; its suffix names the format: .png, .jpg, .webp, ... (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0, metavar="INT", help="latent seed (default: %(default)s)")
-    q.add_argument("--trunc", "--truncation", dest="trunc", type=_finite, metavar="T",
+    q.add_argument("--trunc", "--truncation", dest="trunc", type=finite_float, metavar="T",
                    help="truncation: the latent threshold (|z| > T redrawn, T > 0; BigGAN's trick) or, for StyleGAN "
                         "runs and networks, psi (w pulled toward the mean w; 1: none)")
     q.add_argument("--class", dest="cls", type=_class_list, metavar="K|A-B|A,B,..", help="class label(s) "
@@ -132,8 +131,8 @@ def _resolve(args):
     for s in args.set:
         set_field(cfg, s)
     data = cfg.train.data
-    if not data.startswith("digits") and ":" not in data and not os.path.exists(data):   # built-ins, KIND:DIR apart
-        raise FileNotFoundError(f"--data {data}: no such file or folder (or 'digits', the embedded data set)")
+    if not data.startswith(("digits", "ring")) and ":" not in data and not os.path.exists(data):  # built-ins, KIND:X
+        raise FileNotFoundError(f"--data {data}: no such file or folder (or a built-in: digits, ring, ...)")
     return cfg.validate()
 
 
@@ -260,17 +259,6 @@ def run_recipe(run: str | None) -> str | None:
         return json.load(open(path)).get("recipe", "classic")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def _finite(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not '{text}'") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-    return v
 
 
 def _class_list(text: str) -> list[int]:

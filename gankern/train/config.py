@@ -151,6 +151,9 @@ def _row(description: str, recipe: str = "classic", train: dict | None = None, *
 _BIGGAN_TRAIN = dict(ema_kimg=0.0, grid=100)
 _WGAN_OPT = dict(kind="rmsprop", g_lr=5e-5, d_lr=5e-5, n_critic=5)
 _RING = dict(data="ring", batch=512, kimg=2560.0, ema_kimg=0.0, snap_steps=500, ckpt_steps=500)   # 5000 steps
+# SinGAN: batch 1 (one image); G_ema a copy of G (snapshots); 20 kimg = 2000 steps per scale at 10 scales (256 px)
+_SINGAN_TRAIN = dict(data="sample:china", resolution=256, batch=1, kimg=20.0, ema_kimg=0.0, ema_rampup=0.0,
+                     log_steps=100, snap_steps=1000, ckpt_steps=1000, grid=16)
 _GP_OPT = dict(g_lr=1e-4, d_lr=1e-4, g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)
 
 #: name -> (description, overrides of the RunConfig defaults per section). Adding a GAN is one row.
@@ -208,12 +211,27 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                     "100 L1, Adam(2e-4, 0.5), lr constant then linear decay; built-in digits-edges (edge map -> "
                     "digit), held-out L1/PSNR/SSIM", recipe="pix2pix", ngf=32, ndf=32, val_data="digits-edges:val",
                     train=dict(data="digits-edges", batch=16, kimg=100.0)),
+    "pix2pixhd": _row("pix2pixHD (Wang et al. 2018): one-hot label map -> image, global ResNet G (recipe.local=1: "
+                      "the local enhancer around a global run's G, recipe.init_global=RUN), multi-scale PatchGAN Ds, "
+                      "LSGAN + feature matching 10 (+ VGG19 10 with recipe.vgg=WEIGHTS); built-in digits-labels "
+                      "(11 labels, 32 px: widths 16, 3 levels, 3 blocks, 2 D scales), held-out L1/PSNR/SSIM",
+                      recipe="pix2pixhd", n_labels=11, ngf=16, n_down_global=3, n_blocks_global=3, ndf=16, num_D=2,
+                      d_layers=2, val_data="digits-labels:val", train=dict(data="digits-labels", batch=8, kimg=50.0)),
     "cyclegan": _row("CycleGAN (Zhu et al. 2017): ResNet Gs (reflection padding, instance norm), PatchGAN Ds, LSGAN, "
                      "cycle 10 + identity 0.5 x 10, pool of 50 fakes, lr constant then linear decay; built-in "
                      "digits-styles (thin gray <-> thick orange digits, 32 px: 6 blocks, widths 32), held-out "
                      "digits-FID of B -> A", recipe="cyclegan",
                      ngf=32, ndf=32, n_blocks=6, val_data="digits-styles:val",
                      train=dict(data="digits-styles", batch=8, kimg=50.0)),
+    "singan": _row("SinGAN (Rott Shaham et al. 2019): a pyramid of 5-layer conv G/D pairs (32 channels, x2 every 4 "
+                   "scales) trained coarse to fine on one image (--res: its longer side), scale factor ~0.75 down to "
+                   "25 px, WGAN-GP 0.1 + 10 x reconstruction, Adam(5e-4, 0.5), 3 D + 3 G steps, lr x0.1 at 80% of "
+                   "each scale; built-in sample:china; kimg spreads over the scales (20: 2000 steps per scale at "
+                   "256 px); logs rec/rmse and SIFID", recipe="singan", train=_SINGAN_TRAIN),
+    "singan-cpu": _row("singan as a CPU preset: 32 px, coarsest 16 px, 16 channels, 300 steps per scale",
+                       recipe="singan", min_size=16, width=16, max_width=64,
+                       train={**_SINGAN_TRAIN, "resolution": 32, "kimg": 1.2, "log_steps": 50, "snap_steps": 300,
+                              "ckpt_steps": 300}),
     "acgan": _row("ACGAN: DCGAN with an auxiliary classifier head in D, class losses on reals and fakes "
                   "(Odena et al. 2017)", recipe="acgan"),
     "infogan": _row("InfoGAN: DCGAN with a 10-way categorical and 2 continuous codes, a Q head sharing D's body, "
@@ -230,6 +248,18 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                   "0.001), M_global logged, ELU nets, Adam(1e-4, 0.5) (Berthelot et al. 2017)", recipe="began"),
     "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
                   "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
+    "pggan": _row("PGGAN: progressive growing 4 -> data resolution with fade-in (800 kimg fade, 800 stable per "
+                  "resolution), pixel norm, equalized lr, minibatch stddev, WGAN-GP 10 + drift 0.001, Adam(1e-3, 0, "
+                  "0.99), widths min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan",
+                  train=dict(batch=16, kimg=5600.0)),
+    "pggan-cpu": _row("PGGAN as a CPU preset: 4 -> 8 -> 16 -> 32 px, 10 kimg fade + 10 stable per resolution, "
+                      "widths min(512 / res, 32), z 128 (Karras et al. 2018)", recipe="pggan",
+                      model=dict(z_dim=128, ch_base=512, ch_max=32), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
+                      train=dict(batch=32, kimg=70.0)),
+    "lapgan": _row("LAPGAN: a Laplacian pyramid of GANs, 8 -> 16 -> 32 px: an MLP GAN on the coarsest level, conv "
+                   "Gs of band-pass residuals conditioned on the upsampled coarser image (noise as an extra plane), "
+                   "levels trained independently on real pyramids, sampled coarse to fine; Adam(2e-4, 0.5) "
+                   "(Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
 }
 
 

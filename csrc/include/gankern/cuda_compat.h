@@ -15,6 +15,8 @@
 #endif
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace gk {
 
@@ -29,6 +31,53 @@ template <typename T> __device__ __forceinline__ T from_float(float x);
 template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
+
+// N elements of T moved as one access (at most 16 bytes): on the GPU a load or store of a Vec compiles to one
+// ld/st.global.v2/v4 where the address is a multiple of sizeof(Vec) (callers check it and keep a scalar path).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  static_assert(sizeof(T) * N <= 16 && (sizeof(T) * N & (sizeof(T) * N - 1)) == 0, "2, 4, 8 or 16 bytes");
+  T v[N];
+};
+
+// *p through the read-only path (ld.global.nc), for data the kernel does not write: pointers read from a table
+// leave the compiler no address space, and it would issue a generic load. T: 2, 4, 8 or 16 bytes.
+template <typename T>
+__device__ __forceinline__ T load_global(const T* p) {
+#ifdef GANKERN_SIM
+  return *p;
+#else
+  using Bits = std::conditional_t<sizeof(T) == 16, uint4, std::conditional_t<sizeof(T) == 8, uint2,
+               std::conditional_t<sizeof(T) == 4, unsigned, unsigned short>>>;
+  static_assert(sizeof(T) == sizeof(Bits), "2, 4, 8 or 16 bytes");
+  const Bits bits = __ldg(reinterpret_cast<const Bits*>(p));
+  T out;
+  memcpy(&out, &bits, sizeof(T));
+  return out;
+#endif
+}
+
+// (q, r) = (e / d, e % d) along e = start, start + step, ...: one division up front, then additions (a division per
+// element costs tens of instructions, 64-bit ones far more).
+template <typename I>
+struct DivStep {
+  I q, r, dq, dr, d;
+  __device__ __forceinline__ DivStep(I start, I step, I d_)
+      : q(start / d_), r(start - start / d_ * d_), dq(step / d_), dr(step - step / d_ * d_), d(d_) {}
+  __device__ __forceinline__ void next() {
+    q += dq;
+    r += dr;
+    if (r >= d) {
+      r -= d;
+      ++q;
+    }
+  }
+};
+
+// Whether p is a multiple of `bytes` (a power of two).
+__host__ __device__ __forceinline__ bool aligned_to(const void* p, unsigned bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
+}
 
 // Calls f(T{}) with T the storage type of the gk::DType `dtype` (float, __nv_bfloat16, __half) and returns its
 // result; an unknown code is cudaErrorInvalidValue. Launchers use it to instantiate their kernels per dtype.

@@ -28,12 +28,14 @@ cudaError_t mb_disc_backward(const void* M, const void* g, int64_t N, int64_t B,
 
 // Minibatch standard deviation (StyleGAN2-ADA's MinibatchStdLayer). x: (N, C, H * W) contiguous, dtype `dtype`;
 // N = G * S samples, sample n in group slot n % S (x.reshape(G, S, ...)); F groups of C / F channels.
-// One block per (slot, channel group):
+// Each (slot, channel group) slab is split over several blocks when there are few slabs (a grid that fills the GPU):
 //   forward   out (N, C + F, H * W) = cat([x, std], 1), std[n, f] = mean over the channel group and pixels of
-//             sqrt(var over n's group + eps)
+//             sqrt(var over n's group + eps); partials: mb_std_partials(...) floats of fp32 scratch (the blocks'
+//             partial sums, no initialization needed; 0 for bad sizes)
 //   backward  dx (N, C, H * W) from x and dout (N, C + F, H * W)
+int64_t mb_std_partials(int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F);
 cudaError_t mb_std_forward(const void* x, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F, float eps,
-                           void* out, int dtype, cudaStream_t stream);
+                           void* out, float* partials, int dtype, cudaStream_t stream);
 cudaError_t mb_std_backward(const void* x, const void* dout, int64_t N, int64_t C, int64_t HW, int64_t G, int64_t F,
                             float eps, void* dx, int dtype, cudaStream_t stream);
 

@@ -9,7 +9,11 @@ from .classic import ClassicRecipe
 from .cyclegan import CycleGANRecipe
 from .ebgan import EBGANRecipe
 from .infogan import InfoGANRecipe
+from .lapgan import LAPGANRecipe
+from .pggan import PGGANRecipe
 from .pix2pix import Pix2PixRecipe
+from .pix2pixhd import Pix2PixHDRecipe
+from .singan import SinGANRecipe
 from .stylegan2 import StyleGAN2Recipe
 from .unrolled import UnrolledRecipe
 
@@ -18,12 +22,16 @@ RECIPES: dict[str, type[Recipe]] = {
     "stylegan2": StyleGAN2Recipe,
     "biggan": BigGANRecipe,
     "pix2pix": Pix2PixRecipe,
+    "pix2pixhd": Pix2PixHDRecipe,
     "cyclegan": CycleGANRecipe,
+    "singan": SinGANRecipe,
     "acgan": ACGANRecipe,
     "infogan": InfoGANRecipe,
     "unrolled": UnrolledRecipe,
     "began": BEGANRecipe,
     "ebgan": EBGANRecipe,
+    "pggan": PGGANRecipe,
+    "lapgan": LAPGANRecipe,
 }
 
 

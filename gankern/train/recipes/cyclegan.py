@@ -142,10 +142,19 @@ class CycleGANRecipe(Recipe):
             return {}
         from ..digits_features import fid_kid
         if self.val is None:
-            self.val = split_ab(held_out(self))[1]
-        out = eval_batches(self.nets["G"], self.val, "BA")
+            self.val = held_out(self)
+        out = eval_batches(self.nets["G"], split_ab(self.val)[1], "BA")
         fid = fid_kid(out.mean(1, keepdim=True).cpu(), self.env.resolution)["fid_digits"]
         return {"val/fid_digits_BA": torch.tensor(fid, device=self.env.device)}
+
+    def snapshot_sheets(self, G, seed):
+        """Held-out A | G_AB(A) | G_BA(G_AB(A)) rows, then B | G_BA(B) | G_AB(G_BA(B)) rows."""
+        def columns(a, b):
+            G = self.nets["G"]
+            fake_b, fake_a = eval_batches(G, a, "AB"), eval_batches(G, b, "BA")
+            rec_a, rec_b = eval_batches(G, fake_b, "BA"), eval_batches(G, fake_a, "AB")
+            return [torch.cat([a, b]), torch.cat([fake_b, fake_a]), torch.cat([rec_a, rec_b])]
+        return translation_sheet(self, columns, n=4)
 
     def state_dict(self):
         return {f"pool_{k}": p.state() for k, p in self.pools.items()}

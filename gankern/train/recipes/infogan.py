@@ -145,3 +145,36 @@ class InfoGANRecipe(ClassicRecipe):
                     loss = loss + sum(pen.values())
         env.backward(loss * gain)
         return {k: v.detach().float() for k, v in stats.items()}
+
+
+def add_generate_options(gen) -> None:
+    """InfoGAN's option of ``gankern generate`` (gankern.train.cli's parser)."""
+    g = gen.add_argument_group("InfoGAN options")
+    g.add_argument("--sweep", type=int, metavar="CODE", help="vary latent code CODE along each row (0: the "
+                   "categorical code when there is one, else the continuous ones), the other codes and the noise fixed "
+                   "per row (--n rows, default 8; --seed)")
+    g.add_argument("--sweep-steps", type=int, default=10, metavar="N", help="images per row of a continuous code's "
+                   "sweep, from -2 to 2 (default: %(default)s; a categorical code: one per category)")
+
+
+def generate_main(args) -> int | None:
+    """``gankern generate --sweep CODE`` on an infogan run: one row per latent draw, the code varied along it."""
+    import sys
+
+    from ..cli import load_generator, run_recipe
+    from ..outputs import save_grid
+    if args.sweep is None:
+        return None
+    try:
+        if run_recipe(args.run) != "infogan":
+            raise ValueError(f"--sweep: an InfoGAN option, and {args.run} is not an infogan run")
+        if args.sweep_steps < 2:
+            raise ValueError(f"--sweep-steps {args.sweep_steps}: a sweep has at least 2 steps")
+        G, _, _, recipe = load_generator(args.run, args.device, not args.no_ema)
+        images = recipe.sweep(G, args.sweep, rows=args.n or 8, steps=args.sweep_steps, seed=args.seed)
+        save_grid(images, args.out, nrow=images.shape[0] // (args.n or 8))
+    except (ValueError, OSError) as e:
+        print(f"gankern generate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote a sweep of code {args.sweep} ({images.shape[0]} images) to {args.out}")
+    return 0

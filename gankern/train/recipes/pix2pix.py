@@ -37,6 +37,33 @@ def eval_batches(G: torch.nn.Module, x: torch.Tensor, *args, chunk: int = 64) ->
     return out
 
 
+@torch.no_grad()
+def held_out_scores(recipe, prepare=None) -> dict[str, torch.Tensor]:
+    """L1 (on [-1, 1]), PSNR and SSIM of ``recipe.nets["G"]`` (eval mode) on the first ``val_n`` held-out pairs of
+    ``options.val_data`` (read once into ``recipe.val``); ``prepare`` maps the inputs A to G's input."""
+    if not recipe.options.val_data:
+        return {}
+    if recipe.val is None:
+        recipe.val = held_out(recipe)
+    a, b = split_ab(recipe.val)
+    out = eval_batches(recipe.nets["G"], prepare(a) if prepare else a)
+    psnr, ssim = psnr_ssim(out, b)
+    return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
+
+
+@torch.no_grad()
+def translation_sheet(recipe, columns, n: int = 8) -> dict[str, tuple[torch.Tensor, int]]:
+    """The snapshot sheet of an image-to-image recipe: {"translations": (images, columns per row)}, one row per held-out
+    pair of the first ``n`` (``options.val_data``; {} without it), its columns ``columns(a, b)``, a list of (n', C, R,
+    R) tensors (e.g. input | output | target)."""
+    if not recipe.options.val_data:
+        return {}
+    if recipe.val is None:
+        recipe.val = held_out(recipe)
+    cols = columns(*split_ab(recipe.val[:n]))
+    return {"translations": (torch.stack([c.float() for c in cols], 1).flatten(0, 1), len(cols))}
+
+
 class LinearDecay:
     """lr factor 1 for steps < decay_from * total, then linearly down to 1 / (n + 1) at the last of the n decaying
     steps (the official code's per-epoch rule, per step). ``before(net)`` copies the net's parameters (once per
@@ -158,14 +185,9 @@ class Pix2PixRecipe(Recipe):
     def after_step(self, phase, step):
         self.decay.after(phase, step)
 
-    @torch.no_grad()
     def log_stats(self):
-        """L1 (on [-1, 1]), PSNR and SSIM of G (eval mode) on the first val_n held-out pairs (``val_data``)."""
-        if not self.options.val_data:
-            return {}
-        if self.val is None:
-            self.val = held_out(self)
-        a, b = split_ab(self.val)
-        out = eval_batches(self.nets["G"], a)
-        psnr, ssim = psnr_ssim(out, b)
-        return {"val/l1": (out - b).abs().mean(), "val/psnr": psnr, "val/ssim": ssim}
+        return held_out_scores(self)
+
+    def snapshot_sheets(self, G, seed):
+        """Held-out input | output | target, a pair per row."""
+        return translation_sheet(self, lambda a, b: [a, eval_batches(self.nets["G"], a), b])

@@ -1,0 +1,149 @@
+"""PGGAN (Karras et al. 2018, "Progressive Growing of GANs for Improved Quality, Stability, and Variation"): G and D
+grow from ``grow.start_res`` to the data resolution; each new resolution fades in while alpha ramps linearly from 0 to
+1 over ``grow.fade_kimg`` thousand real images, then trains ``grow.stable_kimg`` at alpha 1 (the first resolution
+trains ``stable_kimg``, the last until the end of the run). Real images are box-downsampled to the current
+resolution and, during a fade-in, blended as the paper does: ``lerp(upsample(downsample(x)), x, alpha)``. Loss:
+WGAN-GP (lambda 10, gankern.ops.gradient_penalty) plus the drift term epsilon E[D(x)^2] (0.001); Adam(1e-3, 0, 0.99);
+one D step per G step. Nets: gankern.models.pggan (pixel norm, equalized learning rate, minibatch stddev).
+
+Progress is counted in real images shown to D (``nimg`` in the recipe's state, with the stage and alpha it gives),
+updated after each step's G phase, so a run resumed mid-stage or mid-fade continues exactly. The stage and alpha are
+also buffers of G (so G_ema and ``gankern generate`` sample at the trained resolution); samples are upsampled
+(nearest) to the data resolution for grids and FID. One batch size for all stages: the trainer core reads
+``train.batch`` images per step (the paper's smaller batches at high resolutions are not reproduced); the paper's
+Adam-state reset at each new resolution is not done either (the trainer owns the optimizers).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ... import losses
+from ...models.pggan import Discriminator, Generator, PGGANModelConfig, num_stages
+from ...ops import gradient_penalty
+from .base import Batch, OptSpec, Phase, Recipe
+
+
+@dataclass
+class GrowConfig:
+    start_res: int = 4           # first resolution trained (a power of two >= 4)
+    fade_kimg: float = 800.0     # real images (thousands) over which a new resolution's alpha ramps 0 -> 1
+    stable_kimg: float = 800.0   # real images (thousands) at alpha 1 before the next resolution
+
+
+@dataclass
+class PGGANOptions:
+    model: PGGANModelConfig = field(default_factory=PGGANModelConfig)
+    grow: GrowConfig = field(default_factory=GrowConfig)
+    lr: float = 1e-3             # Adam(lr, betas) for G and D
+    betas: tuple[float, float] = (0.0, 0.99)
+    gp: float = 10.0             # WGAN-GP lambda
+    drift: float = 0.001         # epsilon_drift: weight of E[D(x_real)^2] in D's loss
+
+    def validate(self) -> None:
+        g = self.grow
+        if g.start_res < 4 or g.start_res & (g.start_res - 1):
+            raise ValueError(f"grow.start_res={g.start_res} must be a power of two >= 4")
+        if not (g.fade_kimg >= 0 and g.stable_kimg >= 0 and math.isfinite(g.fade_kimg + g.stable_kimg)):
+            raise ValueError(f"grow.fade_kimg={g.fade_kimg} and grow.stable_kimg={g.stable_kimg} must be finite >= 0")
+        if self.model.mbstd_group < 0 or self.model.z_dim < 1 or self.model.ch_base < 1 or self.model.ch_max < 1:
+            raise ValueError("model.z_dim, ch_base and ch_max must be >= 1 and model.mbstd_group >= 0")
+
+
+def progress(kimg: float, first: int, last: int, fade_kimg: float, stable_kimg: float) -> tuple[int, float]:
+    """(stage, alpha) after ``kimg`` thousand real images: stage ``first`` for stable_kimg, then per stage
+    fade_kimg with alpha = (kimg into the stage) / fade_kimg, then stable_kimg at alpha 1; ``last`` stays."""
+    t = kimg - stable_kimg
+    if t < 0 or last == first:
+        return first, 1.0
+    period = fade_kimg + stable_kimg
+    k = int(t // period) if period > 0 else last - first
+    if k >= last - first:
+        return last, 1.0
+    into = t - k * period
+    return first + k + 1, min(1.0, into / fade_kimg) if fade_kimg > 0 else 1.0
+
+
+class PGGANRecipe(Recipe):
+    """Phases D (WGAN-GP + drift), G; the stage and alpha of a step are fixed while it runs."""
+    Options = PGGANOptions
+
+    def __init__(self, options: PGGANOptions, env):
+        super().__init__(options, env)
+        m, g = options.model, options.grow
+        self.last = num_stages(env.resolution) - 1
+        self.first = num_stages(g.start_res) - 1
+        if g.start_res > env.resolution:
+            raise ValueError(f"grow.start_res={g.start_res} is above the data resolution {env.resolution}")
+        self.z_dim = m.z_dim
+        self.nets = {"G": Generator(m, env.resolution, env.channels), "D": Discriminator(m, env.resolution,
+                                                                                           env.channels)}
+        self.optimizers = {n: OptSpec("adam", options.lr, tuple(options.betas)) for n in self.nets}
+        self.phases = [Phase("D", "D"), Phase("G", "G")]
+        self.nimg, self._seen = 0, 0
+        self._advance()
+
+    def _advance(self) -> None:
+        """Stage and alpha of ``self.nimg``, also into G's buffers."""
+        g = self.options.grow
+        self.stage, self.alpha = progress(self.nimg / 1000, self.first, self.last, g.fade_kimg, g.stable_kimg)
+        self.nets["G"].set_progress(self.stage, self.alpha)
+
+    def run_G(self, z, c, **kw):
+        return self.nets["G"](z, None, self.stage, self.alpha)
+
+    def run_D(self, img, c, **kw):
+        return self.nets["D"](img, None, self.alpha)
+
+    def reals(self, x: torch.Tensor) -> torch.Tensor:
+        """Reals (N, C, R, R) at the current resolution r (box filter), blended with their 2x coarser version
+        during a fade-in: lerp(upsample(avgpool(x_r)), x_r, alpha)."""
+        r = 4 << self.stage
+        if x.shape[-1] != r:
+            x = F.avg_pool2d(x, x.shape[-1] // r)
+        if self.stage > 0 and self.alpha < 1:
+            x = torch.lerp(F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest"), x, self.alpha)
+        return x
+
+    def accumulate_gradients(self, phase, b: Batch, gain):
+        o = self.options
+        with self.env.autocast():
+            fake = self.run_G(b.z, None)      # in the D phase G's weights do not require grad: no graph
+            if phase == "G":
+                loss = losses.g_loss("wasserstein", self.run_D(fake, None))
+                stats = {"G/loss": loss}
+            else:
+                real = self.reals(b.real)
+                self._seen += real.shape[0] * self.env.world
+                lr, lf = self.run_D(real, None).float(), self.run_D(fake.detach(), None).float()
+                gp = gradient_penalty(lambda x: self.run_D(x, None), real, fake.detach().to(real.dtype))
+                drift = lr.square().mean()
+                loss = losses.d_loss("wasserstein", lr, lf) + o.gp * gp + o.drift * drift
+                stats = {"D/loss": loss, "D/real": lr.mean(), "D/fake": lf.mean(), "D/gp": gp, "D/drift": drift}
+        self.env.backward(loss * gain)
+        return {k: v.detach().float() for k, v in stats.items()}
+
+    def after_step(self, phase, step):
+        if phase == "G":
+            self.nimg += self._seen
+            self._seen = 0
+            self._advance()
+
+    def log_stats(self):
+        return {"pggan/res": float(4 << self.stage), "pggan/alpha": self.alpha}
+
+    def state_dict(self):
+        return {"nimg": self.nimg, "stage": self.stage, "alpha": self.alpha}
+
+    def load_state_dict(self, state):
+        self.nimg, self._seen = int(state["nimg"]), 0
+        self._advance()
+
+    def generate(self, G, z, c):
+        """G's images at its stage, upsampled (nearest) to the data resolution."""
+        img = G(z, None)
+        return F.interpolate(img, size=self.env.resolution, mode="nearest") if img.shape[-1] != \
+            self.env.resolution else img
