@@ -79,12 +79,16 @@ class _NoLaunch:
 _WRITES = {"san_kernel": lambda w, layers, items, val, idx, **kw: _noop() or idx.zero_()}
 
 
+_QUERIES = ("mb_std_partials", "static_smem_bytes")  # host-only functions of the CUDA module: kept
+
+
 def _stub_module(real):
     stub = types.ModuleType(f"{real.__name__}_stub")
     for name in dir(real):
         if not name.startswith("__"):
             value = getattr(real, name)
-            setattr(stub, name, value if isinstance(value, (int, float, bool, str)) else _noop)
+            keep = isinstance(value, (int, float, bool, str)) or name in _QUERIES
+            setattr(stub, name, value if keep else _noop)
     return stub
 
 
