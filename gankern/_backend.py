@@ -114,17 +114,37 @@ def unavailable_reason(name: str, device: torch.device, dtype: torch.dtype | Non
     raise ValueError(name)
 
 
+_CHOICE: dict = {}  # (device, dtype, preference, dtypes id, forced, simulating) -> backend or the error's text
+
+
 def select(device: torch.device, dtype: torch.dtype | None, preference: Iterable[str],
            dtypes: dict[str, Sequence[torch.dtype]] | None = None) -> str:
-    """The backend that runs one call.
+    """The backend that runs one call (decided once per device, dtype, family and forced backend; TRITON_INTERPRET
+    and the installed extension are read once per process).
 
     Args:
         device, dtype: of the call's main tensor.
-        preference: the family's fast backends, fastest first (``ref`` is always last and always able).
-        dtypes: per backend, the dtypes its kernels take (absent: any).
+        preference: the family's fast backends, fastest first, a tuple (``ref`` is always last and always able).
+        dtypes: per backend, the dtypes its kernels take (absent: any); a module-level constant of the family.
     """
-    dtypes = dtypes or {}
     forced = forced_backend()
+    if torch.compiler.is_compiling():
+        return _select(device, dtype, preference, dtypes, forced)
+    key = (device, dtype, preference, id(dtypes), forced, _ext._simulating)
+    choice = _CHOICE.get(key)
+    if choice is None:
+        try:
+            choice = _select(device, dtype, preference, dtypes, forced)
+        except BackendUnavailable as e:
+            choice = e
+        _CHOICE[key] = choice
+    if isinstance(choice, BackendUnavailable):
+        raise BackendUnavailable(*choice.args)
+    return choice
+
+
+def _select(device, dtype, preference, dtypes, forced) -> str:
+    dtypes = dtypes or {}
     if forced is not None:
         reason = unavailable_reason(forced, device, dtype, dtypes.get(forced))
         if reason is not None:

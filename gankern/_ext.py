@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 from typing import Iterator
 
 import torch
@@ -80,8 +81,18 @@ def cuda_module(device: torch.device):
     if device.type == "cpu":
         if not _simulating:
             raise RuntimeError("CUDA kernels on CPU tensors run only under gankern._ext.simulate_cuda()")
-        return importlib.import_module(f"gankern.{_SIM}"), 0
-    mod, err = _import("_C")
+        return _module(_SIM), 0
+    return _module("_C"), torch.cuda.current_stream(device).cuda_stream
+
+
+_MODULES: dict = {}  # name -> imported module (cuda_module runs on every launch: no import machinery per call)
+
+
+def _module(name: str):
+    mod = _MODULES.get(name) or sys.modules.get(f"gankern.{name}")
     if mod is None:
-        raise RuntimeError(f"gankern._C does not import: {err}")
-    return mod, torch.cuda.current_stream(device).cuda_stream
+        mod, err = _import(name)
+        if mod is None:
+            raise RuntimeError(f"gankern.{name} does not import: {err}")
+    _MODULES[name] = mod
+    return mod

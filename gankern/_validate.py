@@ -29,11 +29,13 @@ def tensor(name: str, t, *, ndim: int | Sequence[int] | None = None, dtypes: Seq
 
 def same_device(**tensors: torch.Tensor) -> torch.device:
     """All tensors on one device; return it."""
-    devices = {n: t.device for n, t in tensors.items()}
-    first = next(iter(devices.values()))
-    for n, d in devices.items():
-        if d != first:
-            raise ValueError(f"all inputs must be on one device: {', '.join(f'{k} on {v}' for k, v in devices.items())}")
+    first = None
+    for t in tensors.values():
+        if first is None:
+            first = t.device
+        elif t.device != first:
+            where = ", ".join(f"{k} on {v.device}" for k, v in tensors.items())
+            raise ValueError(f"all inputs must be on one device: {where}")
     return first
 
 

@@ -486,6 +486,6 @@ def test_custom_ops_pass_opcheck():
     from gankern.ops.spectral_norm import _sn_normalize, _sn_power_iteration
     w = [torch.randn(5, 4), torch.randn(3, 2, 3)]
     u, v = fresh_vectors(w, [0, 1])
-    torch.library.opcheck(_sn_power_iteration, (w, u, v, [0, 1], 1, 1e-12, "ref"))
+    torch.library.opcheck(_sn_power_iteration.op, (w, u, v, [0, 1], 1, 1e-12, "ref"))
     s, uf, vf = _sn_power_iteration(w, u, v, [0, 1], 1, 1e-12, "ref")
-    torch.library.opcheck(_sn_normalize, ([x.requires_grad_(True) for x in w], s, uf, vf, [0, 1], "ref"))
+    torch.library.opcheck(_sn_normalize.op, ([x.requires_grad_(True) for x in w], s, uf, vf, [0, 1], "ref"))

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import cdiv
+
 
 @triton.jit
 def _kid_sum_kernel(a_ptr, b_ptr,            # [Na, d], [Nb, d] features (fp32 or fp64)
@@ -69,7 +71,7 @@ def kid_kernel_sums(a: torch.Tensor, b: torch.Tensor, ia: torch.Tensor, ib: torc
     s, m = ia.shape
     a = a if a.stride(1) == 1 else a.contiguous()
     b = b if b.stride(1) == 1 else b.contiguous()
-    ti, tj = triton.cdiv(m, block_m), triton.cdiv(m, block_n)
+    ti, tj = cdiv(m, block_m), cdiv(m, block_n)
     out = torch.empty(s, ti * tj, dtype=torch.float64, device=a.device)
     _kid_sum_kernel[(ti, tj, s)](a, b, ia.contiguous(), ib.contiguous(), out, m, d, 1.0 / d,
                                  a.stride(0), b.stride(0), SKIP_DIAG=skip_diag,

@@ -12,6 +12,8 @@ Backward: dx = dout[:, :C] + (d / (G * s)) * gstd / (c * H * W), gstd the sum of
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_power_of_2
+
 _DISC_TILE = 8192   # elements of the (BI, BJ, CP) register tile
 _STD_TILE = 4096    # elements of the (GP, BLOCK) register tile
 
@@ -101,18 +103,18 @@ def mb_std_kernel(x, go, out, M, C, HW, F, eps, G: tl.constexpr, GP: tl.constexp
 def disc(M, g, out):
     """Forward (g None) or backward of the pair sums; M (N, B, C) contiguous, out preallocated."""
     N, B, C = M.shape
-    CP = triton.next_power_of_2(C)
+    CP = next_power_of_2(C)
     BI = max(1, min(32, 512 // CP))
     BJ = max(1, min(32, _DISC_TILE // (BI * CP)))
     # the backward's tile over 8 warps: over 4, the (16, 16, 32) fp32 one spills on sm_80 (168 registers + 24 B)
-    mb_disc_kernel[(triton.cdiv(N, BI), B)](M, M if g is None else g, out, N, B, C, BACKWARD=g is not None,
+    mb_disc_kernel[(cdiv(N, BI), B)](M, M if g is None else g, out, N, B, C, BACKWARD=g is not None,
                                             BI=BI, BJ=BJ, CP=CP, num_warps=4 if g is None else 8)
 
 
 def std(x, go, out, G, F, eps):
     """Forward (go None) or backward of minibatch stddev; x (N, C, H, W) contiguous, out preallocated."""
     N, C, H, W = x.shape
-    GP = triton.next_power_of_2(G)
-    BLOCK = max(1, min(1024, triton.next_power_of_2(C // F * H * W), _STD_TILE // GP))
+    GP = next_power_of_2(G)
+    BLOCK = max(1, min(1024, next_power_of_2(C // F * H * W), _STD_TILE // GP))
     mb_std_kernel[(N // G * F,)](x, x if go is None else go, out, N // G, C, H * W, F, eps, G=G, GP=GP,
                                  BACKWARD=go is not None, BLOCK=BLOCK)

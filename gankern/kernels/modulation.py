@@ -13,6 +13,8 @@ modulated-conv epilogue forward 2 (y read, out written; the noise map is read on
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_power_of_2
+
 BIAS_ACT_BLOCK = 1024   # bias_act: elements per program
 INDEX32_LIMIT = 2**31   # bias_act: 64-bit offsets for tensors at least this large
 
@@ -116,7 +118,7 @@ def bias_act_kernel(x, b, g, g2, out, n, C, stride_dim, alpha, gain, clamp, HAS_
 
 def bias_act(x, b, g, g2, out, C, stride_dim, mode, act, alpha, gain, clamp):
     n = out.numel()
-    grid = (triton.cdiv(n, BIAS_ACT_BLOCK),)
+    grid = (cdiv(n, BIAS_ACT_BLOCK),)
     bias_act_kernel[grid](x, x if b is None else b, x if g is None else g, x if g2 is None else g2, out, n, C,
                           stride_dim, alpha, gain, clamp, HAS_B=b is not None, MODE=mode, ACT=act,
                           BLOCK=BIAS_ACT_BLOCK, I64=n + BIAS_ACT_BLOCK >= INDEX32_LIMIT)
@@ -255,9 +257,9 @@ def adain_bwd_kernel(x, gamma, beta, mean_in, rstd_in, dy, dx, dgamma, dbeta, C,
 
 def _adain_blocks(C, HW, channels_last):
     """(BLOCK_C, BLOCK_HW, ONE_PASS) for a (., C, HW) problem."""
-    hw2 = triton.next_power_of_2(HW)
+    hw2 = next_power_of_2(HW)
     if hw2 <= ADAIN_ONE_PASS_MAX_HW:
-        return max(1, min(triton.next_power_of_2(C), ADAIN_ONE_PASS_TILE // hw2)), hw2, True
+        return max(1, min(next_power_of_2(C), ADAIN_ONE_PASS_TILE // hw2)), hw2, True
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
@@ -268,7 +270,7 @@ def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
     block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
     consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw,
                   ONE_PASS=one_pass)
-    return ((N * triton.cdiv(C, block_c),), (x, x if gamma is None else gamma, x if beta is None else beta),
+    return ((N * cdiv(C, block_c),), (x, x if gamma is None else gamma, x if beta is None else beta),
             (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts)
 
 
@@ -363,7 +365,7 @@ def _epi_args(y, noise, strength, channels_last):
     syn, syc, _, syp = y.stride()
     snn = 0 if noise is None else noise.stride(0)
     ssc = 0 if strength is None or strength.numel() == 1 else 1
-    return (N * triton.cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
+    return (N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
                                                                                      BLOCK_HW=block_hw)
 
 
@@ -444,10 +446,10 @@ def demod_finish_kernel(part, d, NO, SPLIT, eps, BLOCK: tl.constexpr):
 
 def demod_split(N, O, I):
     """(number of I slices, inputs per slice) so that the grid has about DEMOD_MIN_PROGRAMS programs."""
-    tiles = triton.cdiv(N, DEMOD_BLOCK_N) * triton.cdiv(O, DEMOD_BLOCK_O)
-    i_blocks = triton.cdiv(I, DEMOD_BLOCK_I)
-    per = triton.cdiv(i_blocks, max(1, min(i_blocks, triton.cdiv(DEMOD_MIN_PROGRAMS, tiles)))) * DEMOD_BLOCK_I
-    return triton.cdiv(I, per), per
+    tiles = cdiv(N, DEMOD_BLOCK_N) * cdiv(O, DEMOD_BLOCK_O)
+    i_blocks = cdiv(I, DEMOD_BLOCK_I)
+    per = cdiv(i_blocks, max(1, min(i_blocks, cdiv(DEMOD_MIN_PROGRAMS, tiles)))) * DEMOD_BLOCK_I
+    return cdiv(I, per), per
 
 
 def demodulation(w, s, d, eps):
@@ -455,9 +457,9 @@ def demodulation(w, s, d, eps):
     N = s.shape[0]
     split, per = demod_split(N, O, I)
     part = d if split == 1 else d.new_empty((split, N, O))
-    grid = (triton.cdiv(N, DEMOD_BLOCK_N), triton.cdiv(O, DEMOD_BLOCK_O), split)
+    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)
     demod_kernel[grid](w, s, d, part, N, O, I, w[0, 0].numel(), per, eps, BLOCK_N=DEMOD_BLOCK_N,
                        BLOCK_O=DEMOD_BLOCK_O, BLOCK_I=DEMOD_BLOCK_I, PARTIAL=split > 1)
     if split > 1:
-        demod_finish_kernel[(triton.cdiv(N * O, DEMOD_FINISH_BLOCK),)](part, d, N * O, split, eps,
+        demod_finish_kernel[(cdiv(N * O, DEMOD_FINISH_BLOCK),)](part, d, N * O, split, eps,
                                                                         BLOCK=DEMOD_FINISH_BLOCK)

@@ -11,6 +11,8 @@ lerp 3*N*D*b (real, fake read, x_hat written); rowdot 2*N*D*b (both inputs read)
 import triton
 import triton.language as tl
 
+from ._host import cdiv
+
 BLOCK = 1024            # elements per loop step
 ITERS = 8               # loop steps per program
 CHUNK = BLOCK * ITERS   # elements of one row per program
@@ -102,12 +104,14 @@ def _grid(n, d):
 
 def parts(d):
     """Row chunks (partial sums per row) of a row of d elements."""
-    return triton.cdiv(d, CHUNK)
+    return cdiv(d, CHUNK)
 
 
 def rowdot_partial(a, b, part, acc):
-    """a, b: (N, D) row views; part: (N, parts(D)) in the sum dtype."""
-    n, d = a.shape
+    """a, b: (N, ...) with each row's D elements contiguous at i * D (no view needed); part: (N, parts(D)) in the
+    sum dtype."""
+    n = a.shape[0]
+    d = a.numel() // n
     rowdot_partial_kernel[_grid(n, d)](a, b, part, d, part.shape[1], ACC=acc, BLOCK=BLOCK, ITERS=ITERS)
 
 
@@ -117,13 +121,17 @@ def norm_finish(part, sqnorm, loss, center, acc):
 
 
 def norm_backward(g, sqnorm, gloss, gsq, dg, center, acc):
-    """gloss () or None, gsq (N,) or None: the incoming gradients of the penalty and of the squared norms."""
-    n, d = g.shape
+    """g, dg: rows as in rowdot_partial; gloss () or None, gsq (N,) or None: the incoming gradients of the penalty
+    and of the squared norms."""
+    n = g.shape[0]
+    d = g.numel() // n
     norm_backward_kernel[_grid(n, d)](g, sqnorm, g if gloss is None else gloss, g if gsq is None else gsq, dg, center,
                                       n, d, HAS_GLOSS=gloss is not None, HAS_GSQ=gsq is not None, ACC=acc,
                                       BLOCK=BLOCK, ITERS=ITERS)
 
 
 def lerp(real, fake, eps, out, acc):
-    n, d = real.shape
+    """real, fake, out: rows as in rowdot_partial; eps (N,)."""
+    n = real.shape[0]
+    d = real.numel() // n
     lerp_kernel[_grid(n, d)](real, fake, eps, out, d, ACC=acc, BLOCK=BLOCK, ITERS=ITERS)

@@ -17,6 +17,8 @@ import math
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_power_of_2
+
 # phase positions (m) per thread: 8 when the phases share loads (2 x 2, 2 x 1 or 1 x 2 phases), else 4 (at 8 the
 # 16 taps of down 2 spill at sm_90); a program has BLOCK_Y x BLOCK_X of them, BLOCK_X <= 64 fitted to the output
 # width, on up to 4 warps (fewer for small planes)
@@ -218,10 +220,10 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
     wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
     if tuple(up) == (1, 1) and down[1] < fh <= 2 * down[1]:
-        block_x = min(128, max(32, triton.next_power_of_2(Wo)))
-        n_ty, n_tx = triton.cdiv(Ho, DOWN_ROWS), triton.cdiv(Wo, block_x)
-        block_c = min(DOWN_CHANNELS, triton.next_power_of_2(C))
-        grid = N * triton.cdiv(C, block_c) * n_ty * n_tx
+        block_x = min(128, max(32, next_power_of_2(Wo)))
+        n_ty, n_tx = cdiv(Ho, DOWN_ROWS), cdiv(Wo, block_x)
+        block_c = min(DOWN_CHANNELS, next_power_of_2(C))
+        grid = N * cdiv(C, block_c) * n_ty * n_tx
         _check_grid(grid)
         upfirdn2d_down_kernel[(grid,)](
             x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, DOWNX=down[0],
@@ -229,11 +231,11 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
             WIDE=wide, ROWS=DOWN_ROWS, BLOCK_C=block_c, BLOCK_X=block_x, num_warps=block_x // 32)
         return
     phy, phx = up[1] // math.gcd(up[1], down[1]), up[0] // math.gcd(up[0], down[0])
-    block_x = min(64, triton.next_power_of_2(triton.cdiv(Wo, phx)))
+    block_x = min(64, next_power_of_2(cdiv(Wo, phx)))
     per_thread = PER_THREAD[phy * phx > 1 and max(phy, phx) <= 2]
-    block_y = min(128 * per_thread // block_x, triton.next_power_of_2(triton.cdiv(Ho, phy)))
+    block_y = min(128 * per_thread // block_x, next_power_of_2(cdiv(Ho, phy)))
     num_warps = max(1, block_y * block_x // (32 * per_thread))
-    n_ty, n_tx = triton.cdiv(triton.cdiv(Ho, phy), block_y), triton.cdiv(triton.cdiv(Wo, phx), block_x)
+    n_ty, n_tx = cdiv(cdiv(Ho, phy), block_y), cdiv(cdiv(Wo, phx), block_x)
     _check_grid(N * C * n_ty * n_tx)
     upfirdn2d_kernel[(N * C * n_ty * n_tx,)](
         x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, UPX=up[0], UPY=up[1],

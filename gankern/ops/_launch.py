@@ -1,6 +1,9 @@
 """What every family's cuda backend needs to call a launcher of gankern._C / gankern._sim."""
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 from typing import Callable
 
 import torch
@@ -10,6 +13,13 @@ from .. import _ext
 # gk::DType in csrc/include/gankern/cuda_compat.h
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 CUDA_DTYPES = tuple(DTYPE_CODES)
+
+
+@functools.cache
+def kernels(family: str):
+    """gankern.kernels.<family>, imported at its first use (TRITON_INTERPRET must be set before the kernels are
+    defined), then a dict lookup per launch."""
+    return importlib.import_module(f"gankern.kernels.{family}")
 
 
 def ptr(t: torch.Tensor | None) -> int:
@@ -26,48 +36,136 @@ def module_and_stream(device: torch.device):
 _EAGER_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
-def traced(*args) -> bool:
-    """True under torch.compile / export, or when a tensor argument (or one in a list argument) is a tracer's
-    subclass (e.g. AOT autograd's fake / functional tensors): then ops must go through their torch.library op."""
-    if torch.compiler.is_compiling():
-        return True
-    for a in args:
-        for t in (a if isinstance(a, (list, tuple)) else (a,)):
-            if isinstance(t, torch.Tensor) and type(t) not in _EAGER_TYPES:
-                return True
-    return False
+# every op registered through fused_op: name -> the function the family calls (tests check that all of gankern's
+# torch.library ops are here, i.e. that there is one way to register an op)
+REGISTRY: dict[str, Callable] = {}
+
+_TRACED, _NO_GRAD, _GRAD = 0, 1, 2
 
 
-def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable, backward: Callable) -> Callable:
-    """Register ``impl`` as the torch.library custom op ``gankern::<name>`` (with ``fake`` and the autograd formula
-    ``setup`` / ``backward`` of ``register_autograd``) and return the function the family calls: the custom op while
-    torch.compile traces (so graphs go through it), and in eager mode an autograd.Function with the same impl and
-    backward, because the custom op's dispatch costs several times more per call (about 38 us against 7 us with
-    inputs that require grad, measured on the CPU here; GPU.md: ~10 us). A call counts as traced under torch.compile
-    / export or when a tensor argument is a tracer's subclass (e.g. AOT autograd's fake tensors). Shared by
-    the families."""
-    op = torch.library.custom_op(f"gankern::{name}", impl, mutates_args=())
+def _tensor_params(impl: Callable) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(positions of tensor arguments, positions of tensor-list arguments) of impl, from its annotations (the same
+    annotations torch.library reads for the op's schema)."""
+    tensors, lists = [], []
+    for i, p in enumerate(inspect.signature(impl).parameters.values()):
+        ann = p.annotation if isinstance(p.annotation, str) else str(p.annotation)
+        if "Tensor" in ann:
+            (lists if ann.replace(" ", "").startswith(("list[", "List[", "Sequence[")) else tensors).append(i)
+    return tuple(tensors), tuple(lists)
+
+
+def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None = None,
+             backward: Callable | None = None, mutates_args: tuple[str, ...] = ()) -> Callable:
+    """The one way gankern registers an op: ``impl`` becomes the torch.library custom op ``gankern::<name>`` (with
+    ``fake``, and the autograd formula ``setup`` / ``backward`` of ``register_autograd`` when given), and the
+    returned function is what the family calls:
+
+    - under torch.compile / export, or with a tracer's tensor subclass among the arguments (AOT autograd's fake
+      tensors): the custom op, so that graphs go through it;
+    - in eager mode with an input that requires grad (and grad mode on): an autograd.Function with the same impl,
+      setup and backward, because the custom op's dispatch costs several times more per call (about 38 us against
+      7 us with inputs that require grad, measured on the CPU; GPU.md: ~10 us);
+    - in eager mode otherwise: ``impl`` itself (no autograd node to build).
+
+    Tensor-list arguments (``list[torch.Tensor]``) reach the autograd.Function unpacked, so that autograd sees their
+    elements; ``backward`` returns one list of gradients for such an argument, as register_autograd wants. The
+    returned function carries the custom op as ``.op`` (for opcheck)."""
+    op = torch.library.custom_op(f"gankern::{name}", impl, mutates_args=mutates_args)
     op.register_fake(fake)
-    op.register_autograd(backward, setup_context=setup)
+    tensor_pos, list_pos = _tensor_params(impl)
+    eager_types = _EAGER_TYPES
+    is_compiling = torch.compiler.is_compiling
+    grad_enabled = torch.is_grad_enabled
 
-    class Eager(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *args):
-            out = impl(*args)
-            setup(ctx, args, out)
-            return out
+    def mode(args) -> int:
+        """_TRACED, _GRAD (eager, an input requires grad) or _NO_GRAD."""
+        if is_compiling():
+            return _TRACED
+        need = False
+        for i in tensor_pos:
+            t = args[i]
+            if t is not None:
+                if type(t) not in eager_types:
+                    return _TRACED
+                need = need or t.requires_grad
+        for i in list_pos:
+            for t in args[i]:
+                if type(t) not in eager_types:
+                    return _TRACED
+                need = need or t.requires_grad
+        return _GRAD if need and grad_enabled() else _NO_GRAD
 
-        @staticmethod
-        def backward(ctx, *grads):
-            return backward(ctx, *grads)
+    if backward is None:
+        def call(*args):
+            return op(*args) if mode(args) == _TRACED else impl(*args)
+    else:
+        op.register_autograd(backward, setup_context=setup)
+        if not list_pos:
+            def forward(ctx, *args):
+                out = impl(*args)
+                setup(ctx, args, out)
+                return out
 
-    Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
+            Eager = _function(name, forward, backward)
 
-    def call(*args):
-        return op(*args) if traced(*args) else Eager.apply(*args)
+            def call(*args):
+                m = mode(args)
+                return impl(*args) if m == _NO_GRAD else Eager.apply(*args) if m == _GRAD else op(*args)
+        else:
+            def forward(ctx, lens, *flat):
+                args = _unflatten(flat, lens, list_pos)
+                out = impl(*args)
+                setup(ctx, args, out)
+                ctx.lens = lens
+                return out
+
+            def eager_backward(ctx, *grads):
+                flat = [None]  # lens
+                for i, gi in enumerate(backward(ctx, *grads)):
+                    if i in list_pos:
+                        flat += [None] * ctx.lens[list_pos.index(i)] if gi is None else gi
+                    else:
+                        flat.append(gi)
+                return tuple(flat)
+
+            Eager = _function(name, forward, eager_backward)
+
+            def call(*args):
+                m = mode(args)
+                if m != _GRAD:
+                    return impl(*args) if m == _NO_GRAD else op(*args)
+                flat = []
+                for i, a in enumerate(args):
+                    if i in list_pos:
+                        flat += a
+                    else:
+                        flat.append(a)
+                return Eager.apply(tuple(len(args[i]) for i in list_pos), *flat)
 
     call.op = op
+    call.__name__ = call.__qualname__ = name
+    REGISTRY[name] = call
     return call
+
+
+def _function(name: str, forward: Callable, backward: Callable) -> type[torch.autograd.Function]:
+    """The autograd.Function ``<name>_eager`` (its graph nodes read ``<name>_eagerBackward``)."""
+    return type(torch.autograd.Function)(f"{name}_eager", (torch.autograd.Function,),
+                                         {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+def _unflatten(flat: tuple, lens: tuple[int, ...], list_pos: tuple[int, ...]) -> list:
+    """The op's arguments from the autograd.Function's flat ones (tensor lists regrouped, of lengths lens)."""
+    args, k = [], 0
+    for i in range(len(flat) - sum(lens) + len(lens)):
+        if i in list_pos:
+            n = lens[list_pos.index(i)]
+            args.append(list(flat[k:k + n]))
+            k += n
+        else:
+            args.append(flat[k])
+            k += 1
+    return args
 
 
 def s2a_impl(impl) -> str | None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr
+from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, kernels, module_and_stream, ptr
 
 DISC_PREFERENCE = ("cuda", "triton")
 DISC_KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
@@ -128,7 +128,7 @@ def _disc_kernels(backend: str, M: torch.Tensor, g: torch.Tensor | None) -> torc
     N, B, C = M.shape
     out = _empty((N, B) if g is None else (N, B, C), device=M.device, dtype=M.dtype)
     if backend == "triton":
-        from ..kernels import minibatch as k
+        k = kernels("minibatch")
         k.disc(M, g, out)
     else:
         mod, stream = module_and_stream(M.device)
@@ -145,7 +145,7 @@ def _std_kernels(backend: str, x: torch.Tensor, go: torch.Tensor | None, G: int,
     N, C, H, W = x.shape
     out = _empty((N, C + F, H, W) if go is None else (N, C, H, W), device=x.device, dtype=x.dtype)
     if backend == "triton":
-        from ..kernels import minibatch as k
+        k = kernels("minibatch")
         k.std(x, go, out, G, F, STD_EPS)
     else:
         mod, stream = module_and_stream(x.device)
@@ -173,27 +173,23 @@ def _grad_of_backward(formula, tensors, extra, grad):
         return torch.autograd.grad(formula(*ins, *extra), ins, grad, create_graph=create_graph)
 
 
-@torch.library.custom_op("gankern::minibatch_disc", mutates_args=())
-def _disc_op(M: torch.Tensor, backend: str) -> torch.Tensor:
+def _disc_impl(M: torch.Tensor, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _disc_ref(M)
     return _disc_kernels(backend, M, None)
 
 
-@_disc_op.register_fake
-def _(M, backend):
+def _disc_fake(M, backend):
     return M.new_empty(M.shape[:2])
 
 
-@torch.library.custom_op("gankern::minibatch_disc_backward", mutates_args=())
-def _disc_backward_op(M: torch.Tensor, g: torch.Tensor, backend: str) -> torch.Tensor:
+def _disc_backward_impl(M: torch.Tensor, g: torch.Tensor, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _disc_backward_ref(M, g)
     return _disc_kernels(backend, M, g.to(M.dtype).contiguous())
 
 
-@_disc_backward_op.register_fake
-def _(M, g, backend):
+def _disc_backward_fake(M, g, backend):
     return torch.empty_like(M)
 
 
@@ -216,32 +212,29 @@ def _disc_backward_backward(ctx, h):
     return dM, dg, None
 
 
-_disc_op.register_autograd(_disc_backward, setup_context=_disc_setup)
-_disc_backward_op.register_autograd(_disc_backward_backward, setup_context=_disc_backward_setup)
+_disc_op = fused_op("minibatch_disc", _disc_impl, _disc_fake, _disc_setup, _disc_backward)
+_disc_backward_op = fused_op("minibatch_disc_backward", _disc_backward_impl, _disc_backward_fake,
+                             _disc_backward_setup, _disc_backward_backward)
 
 
-@torch.library.custom_op("gankern::minibatch_std", mutates_args=())
-def _std_op(x: torch.Tensor, G: int, F: int, backend: str) -> torch.Tensor:
+def _std_impl(x: torch.Tensor, G: int, F: int, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _std_ref(x, G, F)
     return _std_kernels(backend, x, None, G, F)
 
 
-@_std_op.register_fake
-def _(x, G, F, backend):
+def _std_fake(x, G, F, backend):
     N, C, H, W = x.shape
     return x.new_empty((N, C + F, H, W))
 
 
-@torch.library.custom_op("gankern::minibatch_std_backward", mutates_args=())
-def _std_backward_op(x: torch.Tensor, go: torch.Tensor, G: int, F: int, backend: str) -> torch.Tensor:
+def _std_backward_impl(x: torch.Tensor, go: torch.Tensor, G: int, F: int, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _std_backward_ref(x, go, G, F)
     return _std_kernels(backend, x, go.to(x.dtype).contiguous(), G, F)
 
 
-@_std_backward_op.register_fake
-def _(x, go, G, F, backend):
+def _std_backward_fake(x, go, G, F, backend):
     return torch.empty_like(x)
 
 
@@ -274,8 +267,9 @@ def _std_backward_backward(ctx, h):
     return dx, dgo, None, None, None
 
 
-_std_op.register_autograd(_std_backward, setup_context=_std_setup)
-_std_backward_op.register_autograd(_std_backward_backward, setup_context=_std_backward_setup)
+_std_op = fused_op("minibatch_std", _std_impl, _std_fake, _std_setup, _std_backward)
+_std_backward_op = fused_op("minibatch_std_backward", _std_backward_impl, _std_backward_fake,
+                            _std_backward_setup, _std_backward_backward)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ not measured on a GPU yet; default order for bias_act on CUDA tensors: cuda, the
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -44,6 +45,7 @@ TRITON_ONLY = ("triton",)
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
 
 
+@functools.cache
 def _triton():
     from ..kernels import modulation  # imported late: TRITON_INTERPRET must be set before the kernels are defined
     return modulation
@@ -95,6 +97,8 @@ def _act_params(act, alpha, gain, clamp) -> tuple[Activation, float, float, floa
 
 def _dense(t: torch.Tensor) -> torch.Tensor:
     """t itself when its elements fill its memory without gaps or overlaps (any dim order), else a contiguous copy."""
+    if t.is_contiguous():
+        return t
     dims = sorted((d for d in range(t.dim()) if t.shape[d] != 1), key=lambda d: t.stride(d))
     expect = 1
     for d in dims:
@@ -155,9 +159,15 @@ def _bias_act_run(backend, mode, x, b, g, g2, dim, act, alpha, gain, clamp):
     return out
 
 
-def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in dtype (t itself when it has it: a same-dtype .to() still costs a dispatch)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _reduce_to_bias(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """t summed over every dim but ``dim``, in ``dtype``."""
     dims = [i for i in range(t.dim()) if i != dim]
-    return t.sum(dims) if dims else t  # sum over [] would sum everything
+    return _cast(t.sum(dims) if dims else t, dtype)  # sum over [] would sum everything
 
 
 def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
@@ -199,7 +209,7 @@ def _bias_act_backward(ctx, dy):
     x, b = ctx.saved_tensors
     dim = ctx.params[0]
     dx = _bias_act_grad_op(dy, x, b, *ctx.params)
-    db = _reduce_to_bias(dx, dim).to(b.dtype) if b is not None and ctx.needs_input_grad[1] else None
+    db = _reduce_to_bias(dx, dim, b.dtype) if b is not None and ctx.needs_input_grad[1] else None
     return dx, db, None, None, None, None, None, None
 
 
@@ -216,7 +226,7 @@ def _bias_act_grad_backward(ctx, ddx):
     d_x = d_b = None
     if ACTIVATIONS[act].has_2nd_grad and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
         d_x = _bias_act_grad2_op(ddx, dy, x, b, *ctx.params)
-        d_b = _reduce_to_bias(d_x, dim).to(b.dtype) if b is not None and ctx.needs_input_grad[2] else None
+        d_b = _reduce_to_bias(d_x, dim, b.dtype) if b is not None and ctx.needs_input_grad[2] else None
     return d_dy, d_x, d_b, None, None, None, None, None, None
 
 
@@ -267,7 +277,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         if b.shape[0] != x.shape[dim]:
             raise ValueError(f"b has {b.shape[0]} elements but x has {x.shape[dim]} along dim {dim} "
                              f"(x shape {tuple(x.shape)})")
-        b = b.to(x.dtype)
+        if b.dtype != x.dtype:
+            b = b.to(x.dtype)
     else:
         dim = 0  # unused without b
     backend = "ref" if impl == "ref" else _backend.select(x.device, x.dtype, BIAS_ACT_PREFERENCE, KERNEL_DTYPES)
@@ -321,7 +332,7 @@ def _adain_impl(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: f
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, cl = _adain_layout(x)
     y = torch.empty_like(x)
-    mean = x.new_empty(x.shape[:2], dtype=torch.float32)
+    mean = torch.empty(x.shape[:2], dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     if x.numel():
         _triton().adain_fwd(x, gamma.contiguous(), beta.contiguous(), y, mean, rstd, eps, cl)
@@ -404,13 +415,13 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
         y: (N, C, H, W), dtype and layout of x.
     """
     _validate.tensor("x", x, ndim=4)
-    _validate.tensor("gamma", gamma, ndim=2, device=x.device)
-    _validate.tensor("beta", beta, ndim=2, device=x.device)
+    N, C, H, W = x.shape
     for name, t in (("gamma", gamma), ("beta", beta)):
-        if tuple(t.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"{name} must have shape (N, C) = {tuple(x.shape[:2])} to match x of shape "
+        _validate.tensor(name, t, ndim=2, device=x.device)
+        if t.shape != (N, C):
+            raise ValueError(f"{name} must have shape (N, C) = {(N, C)} to match x of shape "
                              f"{tuple(x.shape)}, got {tuple(t.shape)}")
-    if x.shape[2] * x.shape[3] < 2:
+    if H * W < 2:
         raise ValueError(f"x must have at least 2 pixels per plane to normalize, got shape {tuple(x.shape)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive float, got {eps!r}")
@@ -706,11 +717,12 @@ def _flat(t):
 
 
 def _noise_rows(noise, y):
-    """noise (N | 1, 1, H, W) as (N, H * W) rows with a 0 batch stride for a shared map."""
+    """noise (N | 1, 1, H, W) with contiguous planes and a 0 batch stride for a shared map (the kernels read
+    noise[n * stride(0) + p])."""
     if noise is None:
         return None
-    rows = noise.reshape(noise.shape[0], -1).contiguous()
-    return rows.expand(y.shape[0], rows.shape[1])
+    noise = noise if noise.is_contiguous() else noise.contiguous()
+    return noise if noise.shape[0] == y.shape[0] else noise.expand(y.shape[0], *noise.shape[1:])
 
 
 def _epilogue_fake(y, d, bias, noise, strength, act, alpha, gain, clamp, backend):
@@ -746,9 +758,10 @@ def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
     """The gradients of (y, d, bias, noise, strength) from the fused backward's (dy, sums)."""
     need = ctx.needs_input_grad
     dd = sums[0] if d is not None and need[1] else None
-    db = sums[1].sum(0).to(bias.dtype) if bias is not None and need[2] else None
+    db = _cast(sums[1].sum(0), bias.dtype) if bias is not None and need[2] else None
     if strength is not None and need[4]:  # one strength, or one per channel
-        ds = (sums[2].sum() if strength.numel() == 1 else sums[2].sum(0)).reshape(strength.shape).to(strength.dtype)
+        ds = _cast((sums[2].sum() if strength.numel() == 1 else sums[2].sum(0)).reshape(strength.shape),
+                   strength.dtype)
     else:
         ds = None
     return dy, dd, db, None, ds

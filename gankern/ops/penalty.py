@@ -32,6 +32,7 @@ import math
 import torch
 
 from .. import _backend, _validate
+from ._launch import fused_op
 
 PREFERENCE = ("triton",)
 _KERNEL_FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -48,18 +49,14 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 def _dense_rows(t: torch.Tensor) -> torch.Tensor:
     """t (N, ...) itself when each sample's elements lie contiguously at offset i * D (contiguous or channels_last
     memory), else a contiguous copy. Norms and elementwise ops do not depend on the order inside a sample."""
+    if t.is_contiguous():
+        return t
     n, d = t.shape[0], t.numel() // t.shape[0]
     cl = (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)) or \
         (t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d))
-    if t.is_contiguous() or (cl and (n == 1 or t.stride(0) == d)):
+    if cl and (n == 1 or t.stride(0) == d):
         return t
     return t.contiguous()
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """The (N, D) view of a tensor that :func:`_dense_rows` returns unchanged."""
-    n = t.shape[0]
-    return t.view(n, -1) if t.is_contiguous() else t.as_strided((n, t.numel() // n), (t.numel() // n, 1))
 
 
 def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -100,26 +97,26 @@ def _norm_ref(g2, center):
     return (s.sqrt() - center).pow(2).mean(), s
 
 
-def _norm_triton(g2, center):
+def _norm_triton(g, center):
+    """g: (N, ...) dense rows (_dense_rows)."""
     k = _Triton.k()
-    acc = _acc(g2.dtype)
-    part = torch.empty(g2.shape[0], k.parts(g2.shape[1]), device=g2.device, dtype=acc)
-    k.rowdot_partial(g2, g2, part, _Triton.tl_acc[acc])
-    s = torch.empty(g2.shape[0], device=g2.device, dtype=acc)
-    loss = torch.empty((), device=g2.device, dtype=acc)
+    acc = _acc(g.dtype)
+    n = g.shape[0]
+    part = torch.empty(n, k.parts(g.numel() // n), device=g.device, dtype=acc)
+    k.rowdot_partial(g, g, part, _Triton.tl_acc[acc])
+    s = torch.empty(n, device=g.device, dtype=acc)
+    loss = torch.empty((), device=g.device, dtype=acc)
     k.norm_finish(part, s, loss, center, _Triton.tl_acc[acc])
     return loss, s
 
 
-@torch.library.custom_op("gankern::penalty_norm", mutates_args=())
-def _penalty_norm(g: torch.Tensor, center: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _norm_impl(g: torch.Tensor, center: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == "ref":
         return _norm_ref(g.reshape(g.shape[0], -1), center)
-    return _norm_triton(_rows(_dense_rows(g)), center)
+    return _norm_triton(_dense_rows(g), center)
 
 
-@_penalty_norm.register_fake
-def _(g, center, backend):
+def _norm_fake(g, center, backend):
     acc = _acc(g.dtype)
     return g.new_empty((), dtype=acc), g.new_empty(g.shape[0], dtype=acc)
 
@@ -136,7 +133,7 @@ def _norm_grad(ctx, gloss, gsq):
     return _penalty_norm_backward(g, s, gloss, gsq, ctx.center, ctx.backend), None, None
 
 
-_penalty_norm.register_autograd(_norm_grad, setup_context=_norm_setup)
+_penalty_norm = fused_op("penalty_norm", _norm_impl, _norm_fake, _norm_setup, _norm_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,20 +159,18 @@ def _norm_backward_triton(g, s, gloss, gsq, center):
     k = _Triton.k()
     g = _dense_rows(g)
     dg = torch.empty_like(g)
-    k.norm_backward(_rows(g), s, gloss, gsq, _rows(dg), center, _Triton.tl_acc[s.dtype])
+    k.norm_backward(g, s, gloss, gsq, dg, center, _Triton.tl_acc[s.dtype])
     return dg
 
 
-@torch.library.custom_op("gankern::penalty_norm_backward", mutates_args=())
-def _penalty_norm_backward(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor | None,
+def _norm_backward_impl(g: torch.Tensor, sqnorm: torch.Tensor, gloss: torch.Tensor | None,
                            gsq: torch.Tensor | None, center: float, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _norm_backward_ref(g, sqnorm, gloss, gsq, center)
     return _norm_backward_triton(g, sqnorm.contiguous(), gloss, None if gsq is None else gsq.contiguous(), center)
 
 
-@_penalty_norm_backward.register_fake
-def _(g, sqnorm, gloss, gsq, center, backend):
+def _norm_backward_fake(g, sqnorm, gloss, gsq, center, backend):
     return torch.empty_like(g)
 
 
@@ -205,7 +200,8 @@ def _norm_backward_grad(ctx, v):
     return dg.view(g.shape).to(g.dtype), None, dgl, None if gsq is None else 2 * gv, None, None
 
 
-_penalty_norm_backward.register_autograd(_norm_backward_grad, setup_context=_norm_backward_setup)
+_penalty_norm_backward = fused_op("penalty_norm_backward", _norm_backward_impl, _norm_backward_fake,
+                                  _norm_backward_setup, _norm_backward_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,19 +217,17 @@ def _lerp_triton(real, fake, eps):
     real = _dense_rows(real)
     fake = _like(fake, real)
     out = torch.empty_like(real)
-    k.lerp(_rows(real), _rows(fake), eps.contiguous(), _rows(out), _Triton.tl_acc[_acc(real.dtype)])
+    k.lerp(real, fake, eps.contiguous(), out, _Triton.tl_acc[_acc(real.dtype)])
     return out
 
 
-@torch.library.custom_op("gankern::penalty_lerp", mutates_args=())
-def _penalty_lerp(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, backend: str) -> torch.Tensor:
+def _lerp_impl(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _lerp_ref(real, fake, eps)
     return _lerp_triton(real, fake, eps)
 
 
-@_penalty_lerp.register_fake
-def _(real, fake, eps, backend):
+def _lerp_fake(real, fake, eps, backend):
     return torch.empty_like(real)
 
 
@@ -251,7 +245,7 @@ def _lerp_grad(ctx, gout):
     return gout * e, gout * (1 - e), d_eps, None
 
 
-_penalty_lerp.register_autograd(_lerp_grad, setup_context=_lerp_setup)
+_penalty_lerp = fused_op("penalty_lerp", _lerp_impl, _lerp_fake, _lerp_setup, _lerp_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,19 +260,17 @@ def _noise_dot_triton(img, noise, scale):
     k = _Triton.k()
     acc = _acc(img.dtype)
     img = _dense_rows(img)
-    a, b = _rows(img), _rows(_like(noise, img))
-    part = torch.empty(a.shape[0], k.parts(a.shape[1]), device=img.device, dtype=acc)
-    k.rowdot_partial(a, b, part, _Triton.tl_acc[acc])
+    n = img.shape[0]
+    part = torch.empty(n, k.parts(img.numel() // n), device=img.device, dtype=acc)
+    k.rowdot_partial(img, _like(noise, img), part, _Triton.tl_acc[acc])
     return part.sum() * scale
 
 
-@torch.library.custom_op("gankern::penalty_noise_dot", mutates_args=())
-def _penalty_noise_dot(img: torch.Tensor, noise: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+def _noise_dot_impl(img: torch.Tensor, noise: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
     return (_noise_dot_ref if backend == "ref" else _noise_dot_triton)(img, noise, scale)
 
 
-@_penalty_noise_dot.register_fake
-def _(img, noise, scale, backend):
+def _noise_dot_fake(img, noise, scale, backend):
     return img.new_empty((), dtype=_acc(img.dtype))
 
 
@@ -295,7 +287,8 @@ def _noise_dot_grad(ctx, gout):
     return d_img, d_noise, None, None
 
 
-_penalty_noise_dot.register_autograd(_noise_dot_grad, setup_context=_noise_dot_setup)
+_penalty_noise_dot = fused_op("penalty_noise_dot", _noise_dot_impl, _noise_dot_fake, _noise_dot_setup,
+                               _noise_dot_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, fused_op, s2a_impl
+from ._launch import CUDA_DTYPES, fused_op, kernels, s2a_impl
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "upsample2d", "downsample2d", "filter2d", "setup_filter",
            "conv2d_resample", "conv2d_resample_size"]
@@ -33,6 +33,8 @@ KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 
 def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     """An int or [x, y] -> (x, y), each an int >= minimum."""
+    if type(v) is int and v >= minimum:  # the common case, without the general checks
+        return v, v
     vals = [v, v] if isinstance(v, int) and not isinstance(v, bool) else list(v) if isinstance(v, (list, tuple)) \
         else None
     if vals is None or len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum
@@ -43,6 +45,8 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 
 def _padding(padding) -> tuple[int, int, int, int]:
     """int, [px, py] or [px0, px1, py0, py1] -> (px0, px1, py0, py1)."""
+    if type(padding) is int:
+        return (padding,) * 4
     if isinstance(padding, int) and not isinstance(padding, bool):
         return (padding,) * 4
     if isinstance(padding, (list, tuple)) and all(isinstance(p, int) and not isinstance(p, bool) for p in padding):
@@ -142,7 +146,7 @@ def _out_size(H, W, f, up, down, pad) -> tuple[int, int]:
 
 def _upfirdn2d_impl(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, backend: str) -> torch.Tensor:
-    from ..kernels import resample as k
+    k = kernels("resample")
     Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
     out = torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(x))

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, fused_op
+from ._launch import CUDA_DTYPES, fused_op, kernels
 
 PREFERENCE = ("triton",)
 KERNEL_DTYPES = {"triton": CUDA_DTYPES}
@@ -90,7 +90,7 @@ def _table(shapes: tuple, device: torch.device):
     """The kernel's layer table and work list for ``shapes`` (cached: built with one host-to-device copy)."""
     key = (shapes, device)
     if key not in _tables:
-        from ..kernels import san as k
+        k = kernels("san")
         layers, items, offset = [], [], 0
         for l, i in enumerate(range(0, len(shapes), _FIELDS)):
             P, kh, kw, H, W = shapes[i:i + _FIELDS]
@@ -105,7 +105,7 @@ def _table(shapes: tuple, device: torch.device):
 
 
 def _constants_triton(w_flat: torch.Tensor, shapes: Sequence[int]):
-    from ..kernels import san as k
+    k = kernels("san")
     layers, items = _table(tuple(shapes), w_flat.device)
     val = _empty(items.shape[0], device=w_flat.device, dtype=torch.float32)
     idx = torch.empty(items.shape[0], device=w_flat.device, dtype=torch.int64)  # (val is poisoned in tests)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, module_and_stream, ptr, traced
+from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr
 
 PREFERENCE = ("cuda", "triton")
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
@@ -229,13 +229,11 @@ def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor,
     return dw
 
 
-_sn_normalize_backward = torch.library.custom_op("gankern::sn_normalize_backward", _normalize_backward_kernels,
-                                                 mutates_args=())
-
-
-@_sn_normalize_backward.register_fake
-def _(weights, grad, sigmas, u_flat, v_flat, dims, backend):
+def _normalize_backward_fake(weights, grad, sigmas, u_flat, v_flat, dims, backend):
     return torch.empty_like(grad, dtype=weights[0].dtype)
+
+
+_sn_normalize_backward = fused_op("sn_normalize_backward", _normalize_backward_kernels, _normalize_backward_fake)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,16 +247,15 @@ def _power_iteration_impl(weights: list[torch.Tensor], us: list[torch.Tensor], v
     return _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps)
 
 
-_sn_power_iteration = torch.library.custom_op("gankern::sn_power_iteration", _power_iteration_impl,
-                                             mutates_args=("us", "vs"))
-
-
-@_sn_power_iteration.register_fake
-def _(weights, us, vs, dims, n_iter, eps, backend):
+def _power_iteration_fake(weights, us, vs, dims, n_iter, eps, backend):
     w0 = weights[0]
     acc = _acc_dtype(w0.dtype)
     return (w0.new_empty(len(weights), dtype=acc), w0.new_empty(sum(u.numel() for u in us), dtype=acc),
             w0.new_empty(sum(v.numel() for v in vs), dtype=acc))
+
+
+_sn_power_iteration = fused_op("sn_power_iteration", _power_iteration_impl, _power_iteration_fake,
+                               mutates_args=("us", "vs"))
 
 
 def _normalize_impl(weights: list[torch.Tensor], sigmas: torch.Tensor, u_flat: torch.Tensor, v_flat: torch.Tensor,
@@ -268,11 +265,7 @@ def _normalize_impl(weights: list[torch.Tensor], sigmas: torch.Tensor, u_flat: t
     return _normalize_kernels(backend, weights, sigmas, dims)
 
 
-_sn_normalize = torch.library.custom_op("gankern::sn_normalize", _normalize_impl, mutates_args=())
-
-
-@_sn_normalize.register_fake
-def _(weights, sigmas, u_flat, v_flat, dims, backend):
+def _normalize_fake(weights, sigmas, u_flat, v_flat, dims, backend):
     return weights[0].new_empty(sum(w.numel() for w in weights))
 
 
@@ -288,8 +281,7 @@ def _normalize_backward(ctx, grad):
     differentiable torch ops (so that it has a backward)."""
     sigmas, u_flat, v_flat, *weights = ctx.saved_tensors
     if ctx.backend != "ref" and not torch.is_grad_enabled():  # first order: the fused kernels
-        run = _sn_normalize_backward if traced(grad, weights) else _normalize_backward_kernels
-        dw = run(weights, grad, sigmas, u_flat, v_flat, ctx.dims, ctx.backend)
+        dw = _sn_normalize_backward(weights, grad, sigmas, u_flat, v_flat, ctx.dims, ctx.backend)
         return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], \
             None, None, None, None, None
     grads = grad.split([w.numel() for w in weights])
@@ -307,23 +299,7 @@ def _normalize_backward(ctx, grad):
     return out, None, None, None, None, None
 
 
-_sn_normalize.register_autograd(_normalize_backward, setup_context=_normalize_setup)
-
-
-class _NormalizeEager(torch.autograd.Function):
-    """The eager path of gankern::sn_normalize: same impl and backward, without the custom op's dispatch cost
-    (the weights are unpacked so that autograd sees them)."""
-
-    @staticmethod
-    def forward(ctx, sigmas, u_flat, v_flat, dims, backend, *weights):
-        out = _normalize_impl(list(weights), sigmas, u_flat, v_flat, dims, backend)
-        _normalize_setup(ctx, (list(weights), sigmas, u_flat, v_flat, dims, backend), out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (None, None, None, None, None, *_normalize_backward(ctx, grad)[0])
-
+_sn_normalize = fused_op("sn_normalize", _normalize_impl, _normalize_fake, _normalize_setup, _normalize_backward)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,9 +364,9 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
     dims = [0] * len(weights) if dims is None else list(dims)
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype, weights)
-    run = _sn_power_iteration if traced(weights) else _power_iteration_impl
     with torch.no_grad():
-        return run(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps), backend)[0]
+        return _sn_power_iteration(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps),
+                                   backend)[0]
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -406,12 +382,8 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
     device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
     backend = _backend_for(device, dtype, weights)
     weights = list(weights)
-    is_traced = traced(weights)
     with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
-        run = _sn_power_iteration if is_traced else _power_iteration_impl
-        sigmas, u_flat, v_flat = run(weights, list(us), list(vs), dims, n_power_iterations, float(eps), backend)
-    if is_traced:
-        flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
-    else:
-        flat = _NormalizeEager.apply(sigmas, u_flat, v_flat, dims, backend, *weights)
+        sigmas, u_flat, v_flat = _sn_power_iteration(weights, list(us), list(vs), dims, n_power_iterations,
+                                                     float(eps), backend)
+    flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
     return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigmas
