@@ -199,6 +199,13 @@ def cases():
            lambda: Empty.apply(x, gamma, beta), x)
     yield ("modulation", "adain fwd+bwd", ("triton",), _grad(lambda: ops.adain(xg, gg, bb), (xg, gg, bb)),
            _grad(lambda: Empty.apply(xg, gg, bb), (xg, gg, bb)), x)
+    wc, bc = _randn(4, grad=True), _randn(4, grad=True)
+    yield ("modulation", "instance_norm+lrelu fwd", ("triton",),
+           lambda: ops.instance_norm(x, wc.detach(), bc.detach(), act="lrelu"),
+           lambda: Empty.apply(x, wc, bc), x)
+    yield ("modulation", "instance_norm+lrelu fwd+bwd", ("triton",),
+           _grad(lambda: ops.instance_norm(xg, wc, bc, act="lrelu"), (xg, wc, bc)),
+           _grad(lambda: Empty.apply(xg, wc, bc), (xg, wc, bc)), x)
 
     noise = _randn(2, 1, 4, 4)
     strength = _randn(4, grad=True)

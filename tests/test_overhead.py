@@ -61,6 +61,7 @@ def _public_calls():
     return {
         "bias_act": lambda: ops.bias_act(x, torch.randn(3), act="lrelu"),
         "adain": lambda: ops.adain(x, torch.randn(2, 3), torch.randn(2, 3)),
+        "instance_norm": lambda: ops.instance_norm(x, torch.randn(3), torch.randn(3), act="lrelu"),
         "noise_bias_act": lambda: ops.noise_bias_act(x, torch.randn(2, 1, 5, 5), 0.5),
         "demodulation_coefficients": lambda: demodulation_coefficients(w, s),
         "modulated_conv2d": lambda: ops.modulated_conv2d(x, w, s, padding=1),

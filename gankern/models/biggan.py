@@ -33,6 +33,7 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
 
 from ..nn.utils import spectral_norm
 
@@ -187,20 +188,6 @@ def _conv(i: int, o: int, k: int = 3, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(i, o, k, padding=k // 2, bias=bias)
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """The sum over all ranks; its gradient is summed over the ranks too (every rank's loss depends on it)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        tdist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return _AllReduceSum.apply(grad)
-
-
 class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the batch of every rank of the default process group
     (BG's cross-replica BatchNorm): one all-reduce of the per-channel sums, sums of squares (BG's sync_batchnorm)
@@ -218,7 +205,7 @@ class CrossReplicaBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
         xf, c = x.float(), x.shape[1]
         local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_full((1,), x.numel() // c)])
-        total = _AllReduceSum.apply(local)                                   # [2C + 1]
+        total = all_reduce(local)           # [2C + 1]; differentiable: its gradient is summed over the ranks too
         n = total[-1]
         mean = total[:c] / n
         var = (total[c:2 * c] / n - mean * mean).clamp_min(0)               # biased, as BatchNorm normalizes
