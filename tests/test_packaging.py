@@ -120,3 +120,14 @@ def test_pyproject_declares_every_package_gankern_imports():
     # the README's extras exist
     for extra in re.findall(r"gankern\[([\w,-]+)\]", README):
         assert set(extra.split(",")) <= set(PYPROJECT["project"]["optional-dependencies"]), extra
+
+
+def test_readme_names_every_config():
+    """The README stays current with the table of configs: each name appears in it as a word (a command, a table
+    row or the list of the literature's GANs)."""
+    import re
+
+    from gankern.train.config import CONFIGS
+    text = open(os.path.join(ROOT, "README.md")).read()
+    missing = [n for n in CONFIGS if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+    assert not missing, f"configs the README does not name: {missing}"
