@@ -16,6 +16,7 @@ from gankern.nn import SpectralNormGroup
 from gankern.nn.spectral_norm import SpectralNorm
 
 from test_convert import BGConv2d, BGEmbedding, BGLinear
+from test_train import one_thread  # noqa: F401  (autouse: one thread as the spawned ranks, float32 sums in one order)
 
 # ---------------------------------------------------------------------------------------------------------------
 # a stand-in of BigGAN-PyTorch (BG): its module layout, key names and eval-mode math

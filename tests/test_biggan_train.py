@@ -30,6 +30,7 @@ from gankern.train.recipes.base import Batch, Env
 from gankern.train.recipes.biggan import BigGANRecipe, Options, interp_sheet, model_config, sample_sheet
 
 from test_biggan import BG_CASES, bg_ortho_grad, save_bg, trained_bg
+from test_train import one_thread  # noqa: F401  (autouse: one thread as the spawned ranks, float32 sums in one order)
 
 
 def env(num_classes=10, device="cpu", resolution=32, channels=1):

@@ -14,7 +14,7 @@ from ...data.paired import split_ab
 from ...models.cyclegan import CycleDiscriminators, CycleGenerators
 from ...models.pix2pix import init_weights
 from .base import Batch, OptSpec, Phase, Recipe
-from .pix2pix import LinearDecay, eval_batches, held_out
+from .pix2pix import LinearDecay, eval_batches, held_out, translation_sheet
 
 
 class ImagePool:
