@@ -489,8 +489,8 @@ def run_check(spec_files: list[str], update: bool = False, jobs: int | None = No
         wl = os.path.join(tmp, "workloads.json")
         _record_workloads_subprocess(wl)
         recorded, problems = _specs_from([wl, *spec_files])
-    known = {spec_key(s) for s in baseline.get("specs", [])}
-    specs = list(baseline.get("specs", [])) + [s for s in recorded if spec_key(s) not in known]
+    known = set() if update else {spec_key(s) for s in baseline.get("specs", [])}   # --update: this run's specs only
+    specs = ([] if update else list(baseline.get("specs", []))) + [s for s in recorded if spec_key(s) not in known]
     covered = {s["kernel"] for s in specs}
     problems += [f"{k}: no recorded launch (not compiled)" for k in triton_kernels() if k not in covered]
     rows = []
