@@ -183,7 +183,7 @@ def test_bad_input_gets_a_message(run, tmp_path, capsys):
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"recipe": "classic"}))
     assert main(["generate", "--run", str(other), "--size", "40x24", "--out", out]) == 2
-    assert "--size: SinGAN's options" in capsys.readouterr().err
+    assert "--size: SinGAN options" in capsys.readouterr().err
     cfg = _cfg()
     cfg.train.resolution = 16                                        # 16x11: shorter side below min_size 16
     with pytest.raises(ValueError, match="raise --res"):

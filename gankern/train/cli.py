@@ -315,6 +315,15 @@ def run_recipe(run: str | None) -> str | None:
         return None
 
 
+def foreign_options(args, dests: tuple[str, ...], family: str, runs: str) -> int | None:
+    """``generate_main``'s answer of a family for a run that is not of it: 2 with a message when its options
+    (argparse ``dests``) were given (they would be ignored), else None (not its call)."""
+    given = [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d, None) is not None]
+    if given and args.run is not None:
+        return _error("generate", f"{', '.join(given)}: {family} options, and {args.run} is not {runs}")
+    return None
+
+
 def _class_list(text: str) -> list[int]:
     """'3' -> [3], '0-9' -> [0, ..., 9], '1,4,7' -> [1, 4, 7]."""
     try:

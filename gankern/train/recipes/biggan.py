@@ -328,16 +328,11 @@ def generate_main(args) -> int | None:
     sampling and in the standing statistics."""
     import sys
 
-    from ..cli import check_out, run_recipe
+    from ..cli import check_out, foreign_options, run_recipe
     from ..outputs import save_grid
     from ..snapshots import generate
     if args.run is None or not (args.run.endswith(".pth") or run_recipe(args.run) == "biggan"):
-        given = [f"--{k.replace('_', '-')}" for k in _BIGGAN_FLAGS if getattr(args, k) is not None]
-        if given and args.run is not None:
-            print(f"gankern generate: error: {', '.join(given)}: BigGAN options, and {args.run} is neither a biggan "
-                  f"run nor a BigGAN-PyTorch G.pth", file=sys.stderr)
-            return 2
-        return None
+        return foreign_options(args, _BIGGAN_FLAGS, "BigGAN", "a biggan run or a BigGAN-PyTorch G.pth")
     try:
         if args.trunc is not None and not args.trunc > 0:
             raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")

@@ -266,12 +266,9 @@ def add_generate_options(gen) -> None:
 def generate_main(args) -> int | None:
     """``gankern generate`` of a singan run: a grid of --n samples; None for other runs (unless SinGAN's flags were
     given: then an error)."""
-    from ..cli import _error, load_generator, run_recipe
-    flags = [f for f, k in (("--size", "size"), ("--scale-start", "scale_start"), ("--inject", "inject"))
-             if getattr(args, k, None) is not None]
+    from ..cli import _error, foreign_options, load_generator, run_recipe
     if run_recipe(args.run) != "singan":
-        return _error("generate", f"{', '.join(flags)}: SinGAN's options, for runs of --config singan (--run "
-                                  f"{args.run} is not one)") if flags else None
+        return foreign_options(args, ("size", "scale_start", "inject"), "SinGAN", "a singan run")
     import os
 
     from ...data.single import load_image

@@ -431,15 +431,10 @@ def generate_main(args) -> int | None:
     import sys
 
     from ...models import stylegan2_tools as tools
-    from ..cli import run_recipe
+    from ..cli import foreign_options, run_recipe
     from ..outputs import save_grid
     if args.network is None and run_recipe(args.run) != "stylegan2":
-        given = [f"--{k.replace('_', '-')}" for k in _STYLEGAN_FLAGS if getattr(args, k) is not None]
-        if given and args.run is not None:
-            print(f"gankern generate: error: {', '.join(given)}: StyleGAN options, and {args.run} is not a "
-                  f"stylegan2 run", file=sys.stderr)
-            return 2
-        return None
+        return foreign_options(args, _STYLEGAN_FLAGS, "StyleGAN", "a stylegan2 run")
     try:
         G = _generator(args)
         psi = 1.0 if args.trunc is None else args.trunc
