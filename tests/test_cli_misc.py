@@ -87,3 +87,18 @@ def test_bench_full_shapes_without_gpu_warn_first_and_rows_that_fail_say_why(mon
     table = _bench.format_rows(rows).splitlines()
     assert table[-1].startswith("| fam | w | torch.compile |") and "double backward |" in table[-1]
     assert cli.main(["bench", "no_such_family"]) == 2 and "unknown families" in capsys.readouterr().err
+
+
+def test_bench_i2i_quick_times_every_model_through_its_recipe():
+    """bench/bench_i2i.py --quick: a step of pix2pix, pix2pixHD, CycleGAN (batch 1 and 2) and SinGAN (batch 1, its
+    finest scale) on both backends, each with a time (a recipe that no longer runs there shows as an error row)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_i2i", os.path.join(os.path.dirname(__file__), "..", "bench",
+                                                                            "bench_i2i.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.run(quick=True)
+    assert [(r["workload"], r["backend"]) for r in rows[::2]] == [(f"{m} step", "eager") for m in
+                                                                  ("pix2pix",) * 2 + ("pix2pixhd",) * 2 +
+                                                                  ("cyclegan",) * 2 + ("singan",)]
+    assert all(r["ms"] and r["ms"] > 0 and "error" not in r for r in rows), [r.get("error") for r in rows]
