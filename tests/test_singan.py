@@ -165,6 +165,18 @@ def test_injection_and_start_scale(run, tmp_path):
                  "--out", out]) == 0
     grid = np.asarray(Image.open(out)).astype(float)
     assert grid[:, :, 0].mean() > grid[:, :, 2].mean()
+    black, white = tmp_path / "black.png", tmp_path / "white.png"         # harmonization's mask: output kept where 1
+    Image.fromarray(np.zeros((21, 32), np.uint8)).save(black)
+    Image.fromarray(np.full((21, 32), 255, np.uint8)).save(white)
+    def masked(mask, seed):
+        path = str(tmp_path / f"m{mask.stem}{seed}.png")
+        assert main(["generate", "--run", run, "--n", "2", "--inject", str(png), "--scale-start", str(S), "--mask",
+                     str(mask), "--seed", str(seed), "--out", path]) == 0
+        return np.asarray(Image.open(path)).astype(float)
+    assert np.array_equal(masked(white, 0), grid)                    # all white: the output everywhere
+    assert not np.array_equal(masked(white, 1), grid)                # (which depends on the noise)
+    assert np.array_equal(masked(black, 0), masked(black, 1))        # all black: the injected image, no noise left
+    assert main(["generate", "--run", run, "--mask", str(black), "--out", out]) == 2
 
 
 def test_bad_input_gets_a_message(run, tmp_path, capsys):

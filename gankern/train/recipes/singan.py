@@ -261,6 +261,8 @@ def add_generate_options(gen) -> None:
                    "(default: 0; with --inject 1)")
     g.add_argument("--inject", metavar="IMG", help="start from this image at --scale-start (paint-to-image, "
                    "harmonization, editing): resized to the output size, then down to scale S - 1")
+    g.add_argument("--mask", metavar="IMG", help="with --inject (harmonization, editing): white where the output is "
+                   "kept, black where the injected image is (the paper's (1 - mask) * image + mask * output)")
 
 
 def generate_main(args) -> int | None:
@@ -268,7 +270,7 @@ def generate_main(args) -> int | None:
     given: then an error)."""
     from ..cli import _error, foreign_options, load_generator, run_recipe
     if run_recipe(args.run) != "singan":
-        return foreign_options(args, ("size", "scale_start", "inject"), "SinGAN", "a singan run")
+        return foreign_options(args, ("size", "scale_start", "inject", "mask"), "SinGAN", "a singan run")
     import os
 
     from ...data.single import load_image
@@ -285,8 +287,13 @@ def generate_main(args) -> int | None:
         inject = load_image(args.inject, size, G.channels) if args.inject else None
         start = args.scale_start if args.scale_start is not None else int(inject is not None)
         n = args.n or 16
+        if args.mask and inject is None:
+            raise ValueError("--mask blends the output with the --inject image: give --inject too")
+        mask = (load_image(args.mask, size, 1) + 1) / 2 if args.mask else None        # [1, 1, H, W] in [0, 1]
         images = generate(G, n, recipe.z_dim, 0, args.seed, None, args.device,
                           fn=lambda G, z, c: recipe.sample(G, z, args.size, start, inject))
+        if mask is not None:
+            images = torch.lerp(inject.to(images).expand_as(images), images, mask.to(images))
         save_grid(images, args.out)
     except (ValueError, OSError) as e:
         return _error("generate", e)
