@@ -129,3 +129,23 @@ def test_translate_cli(global_run, tmp_path, capsys):
     assert main(["translate", "--run", global_run, "--input", str(src), "--out", str(tmp_path / "o"),
                  "--direction", "BA"]) == 2
     assert "label maps to images only" in capsys.readouterr().err
+
+
+def test_label_maps_keep_their_ids_when_resized(tmp_path):
+    """labels:DIR reads A as label maps (mode L or P) with nearest-neighbour resizing: a 64 px map at 32 px holds only
+    the ids it had (bilinear or Lanczos would make new ones at the edges); other modes are refused with a message."""
+    from gankern.data import open_dataset
+    from gankern.data.paired import load_labels
+    for d in ("A", "B"):
+        (tmp_path / d).mkdir()
+    ids = np.zeros((64, 64), np.uint8)
+    ids[10:40, 5:50], ids[30:60, 20:64] = 7, 24
+    Image.fromarray(ids).save(tmp_path / "A" / "x.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "B" / "x.png")
+    ds = open_dataset(f"labels:{tmp_path}", 32, 3)
+    a = ds[0][0][:3]
+    got = set(((a + 1) * 127.5).round().long().unique().tolist())
+    assert got == {0, 7, 24} and a.shape == (3, 32, 32)
+    Image.fromarray(ids).convert("RGB").save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="single-channel PNG of label ids"):
+        load_labels(str(tmp_path / "rgb.png"), 32, 3)

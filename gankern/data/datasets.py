@@ -140,12 +140,12 @@ def digits(resolution: int = 32) -> ArrayDataset:
     return from_array(d.images.astype(np.float32) / 16.0, d.target, resolution, "digits")
 
 
-def _crop_resize(img, resolution: int):
-    """Center crop of a pillow image to a square, then Lanczos resize to resolution x resolution."""
+def _crop_resize(img, resolution: int, resample=Image.LANCZOS):
+    """Center crop of a pillow image to a square, then a resize (Lanczos; label maps: nearest) to resolution^2."""
     w, h = img.size
     s = min(w, h)
     img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return img if s == resolution else img.resize((resolution, resolution), Image.LANCZOS)
+    return img if s == resolution else img.resize((resolution, resolution), resample)
 
 
 def _unit_gray(img, where: str) -> np.ndarray:

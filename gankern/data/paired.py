@@ -4,6 +4,8 @@ loader, flips (A and B flipped together), resume and DDP sharding work unchanged
 Specs (``NAME[:SPLIT]``), read by ``open_dataset``:
 - ``aligned:DIR``: pix2pix's aligned format, each image A|B side by side (A left).
 - ``paired:DIR``: two folders DIR/A and DIR/B holding images with matching names.
+- ``labels:DIR``: as paired, DIR/A holding label maps (pix2pixHD: single-channel PNGs whose pixel value is the label
+  id, e.g. Cityscapes' labelIds, or palette PNGs' indices), resized with nearest neighbours so ids stay ids.
 - ``unpaired:DIR[:SPLIT]``: CycleGAN's DIR/trainA and DIR/trainB (SPLIT test: testA, testB); item i pairs A[i mod nA]
   with B[perm(i) mod nB], perm a fixed permutation: the sets need not be the same size and hold no correspondences.
 - ``digits-edges[:val]``: built in, paired: Sobel edge map of a digit (A, 1 channel) -> the digit (B), 32 px from
@@ -27,7 +29,7 @@ from torch.utils.data import Dataset
 from .datasets import IMAGE_EXTS, ArrayDataset, _crop_resize, _load_pil, _open, digits
 
 BUILTIN = ("digits-edges", "digits-labels", "digits-styles")
-KINDS = ("aligned", "paired", "unpaired")
+KINDS = ("aligned", "paired", "labels", "unpaired")
 _N_TRAIN = 1500
 
 
@@ -100,6 +102,17 @@ def _half(path: str, resolution: int, channels: int, right: bool) -> torch.Tenso
     return torch.from_numpy(a.transpose(2, 0, 1) / 255.0 * 2 - 1)
 
 
+def load_labels(path: str, resolution: int, channels: int) -> torch.Tensor:
+    """A label map (mode L or P: pixel value / palette index = label id) -> (channels, R, R) in [-1, 1], id / 255 in
+    every channel; center crop and nearest-neighbour resize (ids are not interpolated)."""
+    with _open(path, path) as im:
+        if im.mode not in ("L", "P"):
+            raise ValueError(f"{path}: a label map is a single-channel PNG of label ids (mode L or P), not mode "
+                             f"{im.mode}")
+        a = np.asarray(_crop_resize(im, resolution, Image.NEAREST), dtype=np.float32)
+    return torch.from_numpy(np.repeat(a[None] / 255.0 * 2 - 1, channels, 0))
+
+
 class PairFileDataset(Dataset):
     """Pairs from files (see the module docstring): items (image (2C, R, R) in [-1, 1], -1)."""
     num_classes = 0
@@ -110,7 +123,7 @@ class PairFileDataset(Dataset):
         if kind == "aligned":
             self.a = [os.path.join(root, n) for n in _images(root)]
             self.b = self.a
-        elif kind == "paired":
+        elif kind in ("paired", "labels"):
             na, nb = _images(os.path.join(root, "A")), _images(os.path.join(root, "B"))
             if na != nb:
                 odd = sorted(set(na) ^ set(nb))
@@ -137,7 +150,7 @@ class PairFileDataset(Dataset):
         if self.kind == "aligned":
             a, b = (_half(self.a[i], self.resolution, self.c, r) for r in (False, True))
         else:
-            a = _load_pil(self.a[i % len(self.a)], self.resolution, self.c)
+            a = (load_labels if self.kind == "labels" else _load_pil)(self.a[i % len(self.a)], self.resolution, self.c)
             b = _load_pil(self.b[self.perm[i] % len(self.b)], self.resolution, self.c)
         return torch.cat([a, b]), -1
 
@@ -155,16 +168,18 @@ def open_pairs(spec: str, resolution: int, channels: int | None = None):
     return PairFileDataset(name, root, split, resolution, channels or 3)
 
 
-def load_images(path: str, resolution: int, channels: int, aligned: bool = False) -> tuple[list[str], torch.Tensor]:
+def load_images(path: str, resolution: int, channels: int, aligned: bool = False,
+                labels: bool = False) -> tuple[list[str], torch.Tensor]:
     """(names, images (N, C, R, R) in [-1, 1]) of an image file or a folder; ``aligned``: the left half (A) of
-    A|B images. For ``gankern translate``."""
+    A|B images; ``labels``: label maps (``load_labels``). For ``gankern translate``."""
     if os.path.isdir(path):
         files = [os.path.join(path, n) for n in _images(path)]
     elif os.path.isfile(path):
         files = [path]
     else:
         raise FileNotFoundError(f"{path}: no such image or folder")
-    x = [_half(f, resolution, channels, False) if aligned else _load_pil(f, resolution, channels) for f in files]
+    read = load_labels if labels else _load_pil
+    x = [_half(f, resolution, channels, False) if aligned else read(f, resolution, channels) for f in files]
     return [os.path.relpath(f, path) if os.path.isdir(path) else os.path.basename(f) for f in files], torch.stack(x)
 
 

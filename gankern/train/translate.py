@@ -29,7 +29,8 @@ def translate_main(args) -> int:
         if not hasattr(recipe, "translate"):
             raise ValueError(f"{args.run}: recipe '{cfg.recipe}' does not translate images (pix2pix and cyclegan "
                              f"runs do); use gankern generate")
-        names, x = load_images(args.input, cfg.train.resolution, recipe.c, args.aligned)
+        names, x = load_images(args.input, cfg.train.resolution, recipe.c, args.aligned,
+                               labels=getattr(recipe, "label_input", False))
         with torch.no_grad():
             y = torch.cat([recipe.translate(G, x[i:i + 64].to(args.device), args.direction)
                            for i in range(0, len(x), 64)])

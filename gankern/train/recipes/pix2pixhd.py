@@ -63,13 +63,14 @@ class Pix2PixHDRecipe(Recipe):
     """Nets G (G1, or G2 around G1) and D (multi-scale); phases D then G; no G_ema."""
     Options = Pix2PixHDOptions
     ema = None
+    label_input = True           # ``gankern translate`` reads its inputs as label maps (nearest resize)
 
     def __init__(self, options: Pix2PixHDOptions, env):
         super().__init__(options, env)
         o, r = options, env.resolution
         if env.channels % 2:
             raise ValueError(f"pix2pixhd trains on (label map, image) pairs (2C channels), got {env.channels} "
-                             f"channels: use --data paired:DIR (A: label maps, B: images) or digits-labels")
+                             f"channels: use --data labels:DIR (A: label maps, B: images) or digits-labels")
         self.c = env.channels // 2
         levels = o.n_down_global + o.local
         if r % 2 ** levels:
