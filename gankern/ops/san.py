@@ -24,8 +24,9 @@ complex64. Floor: 4 FLOPs per (pair, frequency, tap) on the fp32 CUDA cores (re 
 half plane: for that layer 262144 pairs x 2112 frequencies x 9 taps x 4 = 2.0e10 FLOPs, 0.30 ms at an H100's
 67 TFLOP/s; bytes (the 9.4 MB of weights) are negligible. Speed: not measured on a GPU yet (bench/bench_san.py).
 
-Backends: ref (eager torch.fft, any float dtype) and triton (fp32 / fp16 / bf16 weights, fp32 arithmetic).
-Default on CUDA tensors: triton. There is no CUDA C++ kernel.
+Backends: ref (eager torch.fft, any float dtype) and triton (fp32 / fp16 / bf16 weights, fp32 arithmetic): two
+launches forward (every layer's work items, then each layer's maximum and maximizer), one (after a zero fill)
+backward. Default on CUDA tensors: triton. There is no CUDA C++ kernel.
 """
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ PREFERENCE = ("triton",)
 KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 _FIELDS = 5  # per layer in the op's ``shapes`` list: pairs O * I, kh, kw, H, W
 _empty = torch.empty  # allocation of the kernel's outputs (the tests fill them with NaN)
-_tables: dict = {}  # (shapes, device) -> (layers (L, 7) int64, items (n, 3) int32), built once per model layout
 
 __all__ = ["san_constant", "san_constants"]
 
@@ -86,42 +86,54 @@ def _constants_ref(w_flat: torch.Tensor, shapes: Sequence[int]):
 # ----------------------------------------------------------------------------------------------------------------
 # triton backend
 
-def _table(shapes: tuple, device: torch.device):
-    """The kernel's layer table and work list for ``shapes`` (cached: built with one host-to-device copy)."""
-    key = (shapes, device)
-    if key not in _tables:
+class _Table:
+    """The kernels' layer table and work list of one layout (``shapes``), on one device: built once, one
+    host-to-device copy."""
+
+    def __init__(self, shapes: tuple[int, ...], device: torch.device):
         k = kernels("san")
-        layers, items, offset = [], [], 0
+        rows, items, offset = [], [], 0
         for l, i in enumerate(range(0, len(shapes), _FIELDS)):
             P, kh, kw, H, W = shapes[i:i + _FIELDS]
             nfreq = H * (W // 2 + 1)
-            layers.append([offset, P, kh, kw, H, W, nfreq])
-            offset += P * kh * kw
             pf = torch.cartesian_prod(torch.arange(0, P, k.BP), torch.arange(0, nfreq, k.BF)).view(-1, 2)
+            row = dict(offset=offset, pairs=P, kh=kh, kw=kw, H=H, W=W, nfreq=nfreq, item0=sum(map(len, items)),
+                       nitems=len(pf))
+            rows.append([row[c] for c in k.LAYER_COLUMNS])
             items.append(torch.cat([torch.full((len(pf), 1), l), pf], 1))  # rows (layer, first pair, first freq)
-        _tables[key] = (torch.tensor(layers, dtype=torch.int64).to(device),
-                        torch.cat(items).to(device=device, dtype=torch.int32))
-    return _tables[key]
+            offset += P * kh * kw
+        self.shapes = shapes
+        self.layers = torch.tensor(rows, dtype=torch.int64).to(device)
+        self.items = torch.cat(items).to(device=device, dtype=torch.int32)
+        self.n_items, self.n_layers = self.items.shape[0], len(rows)
 
 
-def _constants_triton(w_flat: torch.Tensor, shapes: Sequence[int]):
-    k = kernels("san")
-    layers, items = _table(tuple(shapes), w_flat.device)
-    val = _empty(items.shape[0], device=w_flat.device, dtype=torch.float32)
-    idx = torch.empty(items.shape[0], device=w_flat.device, dtype=torch.int64)  # (val is poisoned in tests)
-    k.constants(w_flat.float().contiguous(), layers, items, val, idx)
-    L = layers.shape[0]
-    owner = items[:, 0].long()
-    s = torch.full((L,), -1.0, device=w_flat.device).scatter_reduce(0, owner, val, "amax")
-    s = torch.where(torch.zeros(L, device=val.device).index_add(0, owner, val.isnan().float()) > 0, math.nan, s)
-    # the first item reaching its layer's maximum gives the maximizing (pair, frequency)
-    first = torch.full((L,), items.shape[0], device=val.device).scatter_reduce(
-        0, owner, torch.where(val == s[owner], torch.arange(items.shape[0], device=val.device), items.shape[0]),
-        "amin").clamp_max(items.shape[0] - 1)
-    nfreq, Wf = layers[:, 6], layers[:, 5] // 2 + 1
-    pos = idx[first]
-    f = pos % nfreq
-    return s, torch.stack([pos // nfreq, f // Wf, f % Wf], 1)
+_TABLES: dict = {}  # (shapes tuple, device) -> _Table
+
+
+def _table(shapes, device: torch.device) -> _Table:
+    key = (shapes if type(shapes) is tuple else tuple(shapes), device)
+    t = _TABLES.get(key)
+    if t is None:
+        t = _TABLES[key] = _Table(key[0], device)
+    return t
+
+
+def _constants_triton(w_flat: torch.Tensor, shapes: list[int]):
+    """Two launches: every layer's items, then each layer's maximum and maximizer."""
+    t = _table(shapes, w_flat.device)
+    part = _empty(2 * t.n_items, device=w_flat.device, dtype=torch.float32)
+    s = _empty(t.n_layers, device=w_flat.device, dtype=torch.float32)
+    arg = torch.empty((t.n_layers, 3), device=w_flat.device, dtype=torch.int64)  # (int: cannot hold the NaN poison)
+    kernels("san").constants(w_flat, t.layers, t.items, part, s, arg)
+    return s, arg
+
+
+def _grad_triton(w_flat: torch.Tensor, shapes: list[int], arg: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+    t = _table(shapes, w_flat.device)
+    dw = torch.zeros_like(w_flat)
+    kernels("san").grad(w_flat, t.layers, arg, gs, dw)
+    return dw
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,9 +142,8 @@ def _constants_triton(w_flat: torch.Tensor, shapes: Sequence[int]):
 def _constants_impl(w_flat: torch.Tensor, shapes: list[int], backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == "ref":
         s, arg = _constants_ref(w_flat.to(_acc_dtype(w_flat.dtype)), shapes)
-    else:
-        s, arg = _constants_triton(w_flat, shapes)
-    return s.to(_acc_dtype(w_flat.dtype)), arg
+        return s.to(_acc_dtype(w_flat.dtype)), arg
+    return _constants_triton(w_flat, shapes)
 
 
 def _constants_fake(w_flat, shapes, backend):
@@ -142,12 +153,14 @@ def _constants_fake(w_flat, shapes, backend):
 
 def _constants_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[1])
-    ctx.shapes = inputs[1]
+    ctx.shapes, ctx.backend = inputs[1], inputs[2]
 
 
 def _constants_backward(ctx, gs, garg):
     """dw_flat: on each layer's maximizing pair, gs * d|w^(u*, v*)| / dw (formula in the module docstring)."""
     w_flat, arg = ctx.saved_tensors
+    if ctx.backend != "ref":
+        return _grad_triton(w_flat, ctx.shapes, arg, gs), None, None
     grads = []
     for l, (w, H, W) in enumerate(_layers(w_flat, ctx.shapes)):
         P, kh, kw = w.shape
@@ -184,17 +197,8 @@ def _size(name: str, size, weight: torch.Tensor) -> tuple[int, int]:
     return H, W
 
 
-def san_constants(weights: Sequence[torch.Tensor], input_sizes: Sequence | None = None) -> torch.Tensor:
-    """SAN's normalization constants of many layers, in one kernel launch (differentiable, first order).
-
-    Args:
-        weights: L weights on one device, one dtype: (O, I) of a Linear or (O, I, kh, kw) of a Conv2d.
-        input_sizes: per weight the (H, W) of the convolution's input (None or ignored for a Linear).
-    Returns:
-        s: (L,), float32 (float64 for float64 weights): s[l] = max over kernel pairs and frequencies of the
-        magnitude of the kernels' DFT at size (H, W) (module docstring); for a Linear max |W|.
-    """
-    weights = list(weights)
+def _shapes(weights: list, input_sizes) -> tuple[int, ...]:
+    """The op's ``shapes`` of a call (_FIELDS ints per layer), every argument checked."""
     if not weights:
         raise ValueError("weights must hold at least one weight")
     input_sizes = [None] * len(weights) if input_sizes is None else list(input_sizes)
@@ -208,9 +212,40 @@ def san_constants(weights: Sequence[torch.Tensor], input_sizes: Sequence | None 
             raise ValueError(f"weights[{l}] must not be empty, got shape {tuple(w.shape)}")
         kh, kw = w.shape[2:] if w.ndim == 4 else (1, 1)
         shapes += [w.shape[0] * w.shape[1], kh, kw, *_size(f"input_sizes[{l}]", input_sizes[l], w)]
-    backend = _backend.select(weights[0].device, weights[0].dtype, PREFERENCE, KERNEL_DTYPES)
-    w_flat = torch.cat([w.reshape(-1) for w in weights])
-    return _constants_op(w_flat, shapes, backend)[0]
+    return tuple(shapes)
+
+
+# (input sizes, (shape, dtype, device) of each weight) -> the checked ``shapes`` of such a call: a call whose key is
+# here was checked already (the key holds everything the checks read)
+_PLANS: dict = {}
+_PLANS_MAX = 1024
+
+
+def san_constants(weights: Sequence[torch.Tensor], input_sizes: Sequence | None = None) -> torch.Tensor:
+    """SAN's normalization constants of many layers, in two kernel launches (differentiable, first order).
+
+    Args:
+        weights: L weights on one device, one dtype: (O, I) of a Linear or (O, I, kh, kw) of a Conv2d.
+        input_sizes: per weight the (H, W) of the convolution's input (None or ignored for a Linear).
+    Returns:
+        s: (L,), float32 (float64 for float64 weights): s[l] = max over kernel pairs and frequencies of the
+        magnitude of the kernels' DFT at size (H, W) (module docstring); for a Linear max |W|.
+    """
+    if not isinstance(weights, (list, tuple)):
+        weights = list(weights)
+    try:
+        key = (input_sizes if input_sizes is None else tuple(input_sizes),
+               *[(w.shape, w.dtype, w.device) for w in weights])
+        shapes = _PLANS[key]
+    except (KeyError, TypeError, AttributeError):  # a new layout, unhashable sizes or a bad argument: check it all
+        shapes = _shapes(weights, input_sizes)
+        if not torch.compiler.is_compiling():
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[key] = shapes
+    w0 = weights[0]
+    backend = _backend.select(w0.device, w0.dtype, PREFERENCE, KERNEL_DTYPES)
+    return _constants_op(torch.cat([w.reshape(-1) for w in weights]), shapes, backend)[0]
 
 
 def san_constant(weight: torch.Tensor, input_size=None) -> torch.Tensor:
