@@ -152,6 +152,75 @@ def test_gradient_matches_autograd_through_the_fft(name):
     assert checked >= 3
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layers=st.lists(st.tuples(st.integers(1, 7), st.integers(1, 12), st.integers(1, 4), st.integers(1, 4),
+                                 st.integers(1, 11), st.integers(1, 11), st.booleans()), min_size=1, max_size=3),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_triton_maximizer_is_where_the_constant_is_reached(layers, seed):
+    """The finishing kernel's (pair, u, v) of each layer: |w^| there (float64 FFT) is the layer's constant, and it
+    is ref's maximizer or its conjugate twin when the maximum is clear of the others."""
+    g = torch.Generator().manual_seed(seed)
+    weights, shapes = [], []
+    for O, I, kh, kw, H, W, linear in layers:
+        w = torch.randn((O, I) if linear else (O, I, kh, kw), generator=g)
+        weights.append(w)
+        shapes += [O * I, 1, 1, 1, 1] if linear else [O * I, kh, kw, H, W]
+    w_flat = torch.cat([w.reshape(-1) for w in weights])
+    s, arg = san._constants_impl(w_flat, shapes, "triton")
+    s_ref, arg_ref = san._constants_impl(w_flat, shapes, "ref")
+    torch.testing.assert_close(s, s_ref, rtol=2e-5, atol=1e-5)
+    for l, (w, H, W) in enumerate(san._layers(w_flat.double(), shapes)):
+        mag = san._spectrum_ref(w, H, W)  # [P, H, W]
+        pair, u, v = arg[l].tolist()
+        assert 0 <= v <= W // 2
+        torch.testing.assert_close(mag[pair, u, v].float(), s_ref[l], rtol=2e-5, atol=1e-5)
+        top2 = mag.flatten().topk(min(3, mag.numel())).values
+        if len(top2) == 3 and top2[0] - top2[2] > 1e-3 * top2[0]:  # one maximum and its twin
+            p, ur, vr = arg_ref[l].tolist()
+            assert (pair, u, v) in ((p, ur, vr), (p, (-ur) % H, (-vr) % W))
+
+
+def test_triton_gradient_with_nan_and_expanded_upstream_matches_ref():
+    """NaN in a pair that is not the maximizer: s is NaN, its gradient (on the pair of the largest magnitude that is
+    not NaN, as ref's) finite; the upstream gradient of .sum() comes expanded (stride 0); fp16 weights keep their dtype."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 5, 3, 3, generator=g)
+    w[0, 0] = 0.01 * w[0, 0]
+    w[0, 0, 1, 1] = float("nan")
+    base = torch.randn(7, 4, 3, 2, generator=g)
+    grads = {}
+    for name in ("ref", "triton"):
+        ws = [w.clone().requires_grad_(True), base.clone().transpose(0, 1).requires_grad_(True)]
+        with backend_ctx(name):
+            s = san_constants(ws, [(7, 5), (6, 3)])
+            assert s[0].isnan() and s[1].isfinite()
+            grads[name] = torch.autograd.grad(s.sum(), ws)
+    for a, b in zip(grads["triton"], grads["ref"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
+    assert grads["triton"][0].isfinite().all() and grads["triton"][1].abs().sum() > 0
+    wh = base.half().requires_grad_(True)
+    with backend_ctx("triton"):
+        (gh,) = torch.autograd.grad(san_constant(wh, (6, 3)), wh)
+    assert gh.dtype == torch.float16
+    wr = base.half().float().requires_grad_(True)
+    with backend_ctx("ref"):
+        (gr,) = torch.autograd.grad(san_constant(wr, (6, 3)), wr)
+    torch.testing.assert_close(gh.float(), gr, rtol=2e-3, atol=2e-3)
+
+
+def test_layout_cache_still_checks_a_new_call():
+    """A layout seen before skips the checks; a call that differs in dtype, device, size or shape is checked."""
+    w = torch.randn(4, 3, 3, 3)
+    san_constants([w, torch.randn(2, 2)], [(5, 5), None])
+    with pytest.raises(TypeError, match="dtype"):
+        san_constants([w, torch.randn(2, 2).double()], [(5, 5), None])
+    with pytest.raises(ValueError, match="positive ints"):
+        san_constants([w, torch.randn(2, 2)], [(0, 5), None])
+    with pytest.raises(ValueError, match="is needed"):
+        san_constants([w, torch.randn(2, 2)], [None, None])
+    assert san_constants(iter([w]), [[5, 5]]).shape == (1,)  # a generator, unhashable sizes
+
+
 def test_opcheck():
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     torch.library.opcheck(san._constants_op.op, (w.reshape(-1), [12, 3, 3, 5, 6], "ref"),

@@ -30,6 +30,7 @@ backward. Default on CUDA tensors: triton. There is no CUDA C++ kernel.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -233,16 +234,18 @@ def san_constants(weights: Sequence[torch.Tensor], input_sizes: Sequence | None 
     """
     if not isinstance(weights, (list, tuple)):
         weights = list(weights)
+    key = None
     try:
         key = (input_sizes if input_sizes is None else tuple(input_sizes),
                *[(w.shape, w.dtype, w.device) for w in weights])
         shapes = _PLANS[key]
     except (KeyError, TypeError, AttributeError):  # a new layout, unhashable sizes or a bad argument: check it all
         shapes = _shapes(weights, input_sizes)
-        if not torch.compiler.is_compiling():
+        if isinstance(key, tuple) and not torch.compiler.is_compiling():
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.clear()
-            _PLANS[key] = shapes
+            with contextlib.suppress(TypeError):  # unhashable sizes: checked at every call
+                _PLANS[key] = shapes
     w0 = weights[0]
     backend = _backend.select(w0.device, w0.dtype, PREFERENCE, KERNEL_DTYPES)
     return _constants_op(torch.cat([w.reshape(-1) for w in weights]), shapes, backend)[0]
