@@ -25,12 +25,29 @@ NAN_FLAG = tl.constexpr(65536.0)  # added to an item's maximizer slot when any o
 LAYER_COLUMNS = ("offset", "pairs", "kh", "kw", "H", "W", "nfreq", "item0", "nitems")
 OFFSET, PAIRS, KH, KW, H_, W_, NFREQ, ITEM0, NITEMS = (tl.constexpr(i) for i in range(len(LAYER_COLUMNS)))
 _NCOLS = tl.constexpr(len(LAYER_COLUMNS))
-_TWO_PI = 6.283185307179586
+_TWO_PI = tl.constexpr(6.283185307179586)
 
 
 @triton.jit
 def _field(layers, layer, col: tl.constexpr):
     return tl.load(layers + layer * _NCOLS + col)
+
+
+@triton.jit
+def _sincos(x):
+    """(sin x, cos x) for 0 <= x < 4 pi, in plain arithmetic: x reduced by k pi / 2 (Cody-Waite, three parts of
+    pi / 2) and Cephes' single-precision polynomials on [-pi / 4, pi / 4] (about 1 ulp). libdevice's sinf / cosf
+    keep a slow path for huge arguments whose table lives on the stack (a 28-byte frame); the phases here never
+    need it."""
+    k = tl.floor(x * 0.6366197723675814 + 0.5)  # 2 / pi
+    r = ((x - k * 1.5703125) - k * 4.837512969970703125e-4) - k * 7.549789948768648e-8
+    r2 = r * r
+    s = r + r * r2 * (-1.6666654611e-1 + r2 * (8.3321608736e-3 + r2 * -1.9515295891e-4))
+    c = 1.0 - 0.5 * r2 + r2 * r2 * (4.166664568298827e-2 + r2 * (-1.388731625493765e-3 + r2 * 2.443315711809948e-5))
+    q = k.to(tl.int32) & 3
+    sin = tl.where(q == 0, s, tl.where(q == 1, c, tl.where(q == 2, -s, -c)))
+    cos = tl.where(q == 0, c, tl.where(q == 1, -s, tl.where(q == 2, -c, s)))
+    return sin, cos
 
 
 @triton.jit
@@ -70,8 +87,9 @@ def san_kernel(w, layers, items, part, BP: tl.constexpr, BF: tl.constexpr):
         for b in range(0, kw):
             ang = (au * W + bv * H).to(tl.float32) * scale
             tap = tl.load(base + a * kw + b, mask=pmask, other=0.0).to(tl.float32)  # [BP]
-            re += tap[:, None] * tl.cos(ang)[None, :]
-            im -= tap[:, None] * tl.sin(ang)[None, :]
+            sin, cos = _sincos(ang)
+            re += tap[:, None] * cos[None, :]
+            im -= tap[:, None] * sin[None, :]
             bv = bv + v
             bv = tl.where(bv >= W, bv - W, bv)
         au = au + u
@@ -141,8 +159,9 @@ def san_grad_kernel(w, layers, arg, gs, gs_stride, dw, TAPS: tl.constexpr):
         t = t0 + tl.arange(0, TAPS)
         ang = ((((t // kw) * u) % H) * W + (((t % kw) * v) % W) * H).to(tl.float32) * scale
         tap = tl.load(w + start + t, mask=t < kk, other=0.0).to(tl.float32)
-        re += tap * tl.cos(ang)
-        im -= tap * tl.sin(ang)
+        sin, cos = _sincos(ang)
+        re += tap * cos
+        im -= tap * sin
     re_s = tl.sum(re, 0)
     im_s = tl.sum(im, 0)
     mag = tl.sqrt(re_s * re_s + im_s * im_s)
@@ -150,14 +169,16 @@ def san_grad_kernel(w, layers, arg, gs, gs_stride, dw, TAPS: tl.constexpr):
     for t0 in range(0, kk, TAPS):
         t = t0 + tl.arange(0, TAPS)
         ang = ((((t // kw) * u) % H) * W + (((t % kw) * v) % W) * H).to(tl.float32) * scale
-        g = tl.where(mag > 0, (re_s * tl.cos(ang) - im_s * tl.sin(ang)) * coef, 0.0)
+        sin, cos = _sincos(ang)
+        g = tl.where(mag > 0, (re_s * cos - im_s * sin) * coef, 0.0)
         tl.store(dw + start + t, g.to(dw.dtype.element_ty), mask=t < kk)
 
 
 def constants(w_flat, layers, items, part, s, arg):
     """The work table ``items`` over the flat kernels ``w_flat`` (san_kernel), then each layer's s and arg."""
     n = items.shape[0]
-    san_kernel[(n,)](w_flat, layers, items, part, BP=BP, BF=BF)
+    # 8 warps: 80 registers a thread (4 warps took 168): twice the resident warps per SM
+    san_kernel[(n,)](w_flat, layers, items, part, BP=BP, BF=BF, num_warps=8)
     san_finish_kernel[(layers.shape[0],)](layers, items, part, n, s, arg, BF=BF, BLOCK=_FINISH_BLOCK)
 
 
