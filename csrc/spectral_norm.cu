@@ -84,6 +84,8 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const int64_t* __restr
     return;
   }
   const float denom = fmaxf(sqrtf(total), eps);
+  if (mode == 0)  // the columns pass that follows adds into s
+    for (int64_t i = threadIdx.x; i < L.w_cols; i += blockDim.x) flat[L.w_off + i] = 0.0f;
   T* dst = static_cast<T*>(mode == 0 ? L.u : L.v);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const float y = x[i] / denom;

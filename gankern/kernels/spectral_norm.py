@@ -1,7 +1,8 @@
 """Triton kernels of the spectral-norm family: power iteration and W / sigma for many layers per launch.
 
 The layer table ``meta`` (L, 9) int64 and the work lists are the same as the CUDA kernels' (see
-csrc/include/gankern/spectral_norm.h): [W ptr, u ptr, v ptr, h, w, inner, h_off, w_off, n_off]; W(r, c) lives at
+csrc/include/gankern/spectral_norm.h): [W ptr, u ptr, v ptr, h, w, inner, h_off, w_off, n_off], h_off and w_off into
+one fp32 buffer (t, then s, then sigma; offsets multiples of 4 elements); W(r, c) lives at
 (c // inner) * h * inner + r * inner + c % inner. Floor per step: W read twice, W / sigma written once.
 """
 import triton
@@ -90,9 +91,11 @@ def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: t
 
 
 @triton.jit
-def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per layer. MODE 0: u = t / max(|t|, eps); 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps);
-    2: sigma = u . t. Modes 0 and 1 also write the normalized vector back into ``flat`` in fp32."""
+def sn_reduce_kernel(meta, flat, sig_off, eps, MODE: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per layer; flat: the fp32 buffer of t (at h_off), s (at w_off) and sigma (at sig_off), offsets
+    multiples of 4 elements (16 bytes: vector loads of the whole blocks). MODE 0: u = t / max(|t|, eps), and the
+    layer's s zeroed for the columns pass; 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps); 2: sigma = u . t.
+    Modes 0 and 1 also write the normalized vector back into ``flat`` in fp32."""
     layer = tl.program_id(0)
     u_ptr = _layer_ptr(meta, layer, 1, DT)
     if MODE == 1:
@@ -103,26 +106,40 @@ def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexp
         n = tl.load(meta + layer * 9 + 3)
         off = tl.load(meta + layer * 9 + 6)
         dst = u_ptr
+    x_ptr = flat + tl.multiple_of(off, 4)
+    n_whole = (n // BLOCK) * BLOCK
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i0 in range(0, n, BLOCK):
-        i = i0 + tl.arange(0, BLOCK)
-        x = tl.load(flat + off + i, mask=i < n, other=0.0)
+    for i0 in range(0, n_whole, BLOCK):  # whole blocks: no mask, 16-byte vectors
+        i = tl.max_contiguous(tl.multiple_of(i0 + tl.arange(0, BLOCK), BLOCK), BLOCK)
+        x = tl.load(x_ptr + i)
         if MODE == 2:
-            acc += x * tl.load(u_ptr + i, mask=i < n, other=0.0).to(tl.float32)
+            acc += x * tl.load(u_ptr + i).to(tl.float32)
         else:
             acc += x * x
+    i = n_whole + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + i, mask=i < n, other=0.0)
+    if MODE == 2:
+        acc += x * tl.load(u_ptr + i, mask=i < n, other=0.0).to(tl.float32)
+    else:
+        acc += x * x
     total = tl.sum(acc, axis=0)
     if MODE == 2:
-        tl.store(sigma + layer, total)
+        tl.store(flat + sig_off + layer, total)
     else:
         denom = tl.maximum(tl.sqrt(total), eps)
         for i0 in range(0, n, BLOCK):
             i = i0 + tl.arange(0, BLOCK)
-            y = tl.load(flat + off + i, mask=i < n, other=0.0) / denom
-            tl.store(flat + off + i, y, mask=i < n)
+            y = tl.load(x_ptr + i, mask=i < n, other=0.0) / denom
+            tl.store(x_ptr + i, y, mask=i < n)
             tl.store(dst + i, y.to(DT), mask=i < n)
-        if MODE == 1:
-            tl.store(sigma + layer, total / denom)
+        if MODE == 0:
+            w = tl.load(meta + layer * 9 + 4)
+            s_ptr = flat + tl.load(meta + layer * 9 + 7)
+            for i0 in range(0, w, BLOCK):
+                i = i0 + tl.arange(0, BLOCK)
+                tl.store(s_ptr + i, tl.zeros([BLOCK], dtype=tl.float32), mask=i < w)
+        else:
+            tl.store(flat + sig_off + layer, total / denom)
 
 
 @triton.jit
@@ -142,10 +159,10 @@ def _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS: tl.constexpr):
 
 
 @triton.jit
-def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constexpr):
-    """out[n_off + e] = W[e] / sigma[layer]. items: (n, 2) [layer, e0]."""
+def sn_scale_kernel(meta, items, flat, sig_off, out, DT: tl.constexpr, ELEMS: tl.constexpr):
+    """out[n_off + e] = W[e] / sigma[layer], sigma at flat + sig_off. items: (n, 2) [layer, e0]."""
     layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
-    inv = 1.0 / tl.load(sigma + layer)
+    inv = 1.0 / tl.load(flat + sig_off + layer)
     e = e0 + tl.arange(0, ELEMS)
     if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):
         e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
@@ -172,9 +189,9 @@ def sn_grad_dot_kernel(meta, items, g, dots, ELEMS: tl.constexpr, DT: tl.constex
 
 
 @triton.jit
-def sn_grad_kernel(meta, items, g, sigma, dots, u, v, dw, ELEMS: tl.constexpr):
+def sn_grad_kernel(meta, items, g, flat, sig_off, dots, dw, ELEMS: tl.constexpr):
     """dW[n_off + e] = G / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c], (r, c) the matrix position of e
-    (int32 index arithmetic)."""
+    (int32 index arithmetic); u, v and sigma (at sig_off) in the fp32 buffer flat."""
     layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
     h, w, inner = _layer_dims(meta, layer)
     h_off = tl.load(meta + layer * 9 + 6)
@@ -188,11 +205,11 @@ def sn_grad_kernel(meta, items, g, sigma, dots, u, v, dw, ELEMS: tl.constexpr):
         q = e32 // inner
         r = q % h
         c = (q // h) * inner + (e32 - q * inner)
-    s = tl.load(sigma + layer)
+    s = tl.load(flat + sig_off + layer)
     coef = tl.load(dots + layer) / (s * s)
     mask = e < numel
-    uu = tl.load(u + h_off + r, mask=mask, other=0.0)
-    vv = tl.load(v + w_off + c, mask=mask, other=0.0)
+    uu = tl.load(flat + h_off + r, mask=mask, other=0.0)
+    vv = tl.load(flat + w_off + c, mask=mask, other=0.0)
     if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):  # (W itself is not read here)
         e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
         n16 = (n_off // 16) * 16
@@ -203,25 +220,25 @@ def sn_grad_kernel(meta, items, g, sigma, dots, u, v, dw, ELEMS: tl.constexpr):
         tl.store(dw + n_off + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty), mask=mask)
 
 
-def rows(meta, items, t, dt):
-    sn_rows_kernel[(items.shape[0],)](meta, items, t, DT=dt, ROWS=ROWS_PER_ITEM, BLOCK_C=_BLOCK_C)
+def rows(meta, items, n_items, t, dt):
+    sn_rows_kernel[(n_items,)](meta, items, t, DT=dt, ROWS=ROWS_PER_ITEM, BLOCK_C=_BLOCK_C)
 
 
-def cols(meta, items, s, dt):
-    sn_cols_kernel[(items.shape[0],)](meta, items, s, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
+def cols(meta, items, n_items, s, dt):
+    sn_cols_kernel[(n_items,)](meta, items, s, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
 
 
-def reduce(meta, n_layers, mode, flat, eps, sigma, dt):
-    sn_reduce_kernel[(n_layers,)](meta, flat, sigma, eps, MODE=mode, DT=dt, BLOCK=_BLOCK_R)
+def reduce(meta, n_layers, mode, flat, sig_off, eps, dt):
+    sn_reduce_kernel[(n_layers,)](meta, flat, sig_off, eps, MODE=mode, DT=dt, BLOCK=_BLOCK_R)
 
 
-def scale(meta, items, sigma, out, dt):
-    sn_scale_kernel[(items.shape[0],)](meta, items, sigma, out, DT=dt, ELEMS=SCALE_ELEMS)
+def scale(meta, items, n_items, flat, sig_off, out, dt):
+    sn_scale_kernel[(n_items,)](meta, items, flat, sig_off, out, DT=dt, ELEMS=SCALE_ELEMS)
 
 
-def grad_dot(meta, items, g, dots, dt):
-    sn_grad_dot_kernel[(items.shape[0],)](meta, items, g, dots, ELEMS=SCALE_ELEMS, DT=dt)
+def grad_dot(meta, items, n_items, g, dots, dt):
+    sn_grad_dot_kernel[(n_items,)](meta, items, g, dots, ELEMS=SCALE_ELEMS, DT=dt)
 
 
-def grad(meta, items, g, sigma, dots, u, v, dw):
-    sn_grad_kernel[(items.shape[0],)](meta, items, g, sigma, dots, u, v, dw, ELEMS=SCALE_ELEMS)
+def grad(meta, items, n_items, g, flat, sig_off, dots, dw):
+    sn_grad_kernel[(n_items,)](meta, items, g, flat, sig_off, dots, dw, ELEMS=SCALE_ELEMS)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, module_and_stream, ptr
+from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, kernels, module_and_stream
 
 PREFERENCE = ("cuda", "triton")
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
@@ -54,6 +54,54 @@ def from_matrix(mat: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the flat fp32 buffer of a power iteration: u of every layer, then v, then sigma
+
+class _Layout:
+    """Where u (h_l,), v (w_l,) and sigma (L,) of every layer lie in the flat fp32 buffer the power iteration returns
+    (all backends); offsets are multiples of 4 elements (16 bytes: the kernels' vector loads)."""
+
+    backend = "ref"
+
+    def __init__(self, hs: tuple[int, ...], ws: tuple[int, ...]):
+        def offsets(sizes, start):
+            out = []
+            for n in sizes:
+                out.append(start)
+                start += -(-n // 4) * 4
+            return out, start
+        self.hs, self.ws = hs, ws
+        self.h_offs, end = offsets(hs, 0)
+        self.w_offs, self.sig_off = offsets(ws, end)
+        self.total = self.sig_off + len(hs)
+
+    def split(self, buf: torch.Tensor):
+        """(us, vs, sigmas) of buf: views."""
+        return ([buf[o:o + n] for o, n in zip(self.h_offs, self.hs)], [buf[o:o + n] for o, n in zip(self.w_offs, self.ws)],
+                buf[self.sig_off:])
+
+    def pack(self, us, vs, sigmas) -> torch.Tensor:
+        buf = sigmas.new_zeros(self.total)
+        for o, t in zip(self.h_offs + self.w_offs, list(us) + list(vs)):
+            buf[o:o + t.numel()] = t
+        buf[self.sig_off:] = sigmas
+        return buf
+
+
+@functools.lru_cache(maxsize=512)
+def _layout(hs: tuple[int, ...], ws: tuple[int, ...]) -> _Layout:
+    return _Layout(hs, ws)
+
+
+def _layout_of(weights, dims) -> _Layout:
+    hs = tuple(w.shape[d] for w, d in zip(weights, dims))
+    ws = tuple(w.numel() // h for w, h in zip(weights, hs))
+    try:
+        return _layout(hs, ws)
+    except TypeError:  # symbolic sizes (tracing with dynamic shapes) do not hash
+        return _Layout(hs, ws)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # reference twins
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -70,7 +118,8 @@ def _power_iteration_ref(weights, us, vs, dims, n_iter, eps):
                 v.copy_(F.normalize(torch.mv(wm.H, u), dim=0, eps=eps))
             sigmas.append(torch.vdot(u, torch.mv(wm, v)))
         acc = _acc_dtype(weights[0].dtype)
-        return (torch.stack(sigmas).to(acc), torch.cat([u.to(acc) for u in us]), torch.cat([v.to(acc) for v in vs]))
+        return _layout_of(weights, dims).pack([u.to(acc) for u in us], [v.to(acc) for v in vs],
+                                              torch.stack(sigmas).to(acc))
 
 
 def _normalize_ref(weights, sigmas):
@@ -81,155 +130,162 @@ def _normalize_ref(weights, sigmas):
 # kernel backends: one plan (layer table + work lists) per set of tensors, the same phases on triton and cuda
 
 class _Plan:
-    """Layer table and work lists of one call (cached by the tensors' addresses and shapes: the table holds only
-    those, so a cached plan is valid whenever the key matches)."""
+    """Layer table and work lists of one set of tensors (cached by their addresses and shapes: the table holds only
+    those), for one backend's item sizes; the launches of each phase."""
 
-    def __init__(self, key, device, rows_per_item, cols_rows, cols_cols, scale_elems):
+    def __init__(self, key, layout: _Layout, device, backend: str):
+        self.backend = backend
+        if backend == "triton":
+            k = self.k = _kernels()
+            rows_per_item, cols_rows, cols_cols, scale_elems = (k.ROWS_PER_ITEM, k.COLS_ROWS, k.COLS_COLS,
+                                                                 k.SCALE_ELEMS)
+        else:
+            m = module_and_stream(device)[0]
+            rows_per_item, cols_rows, cols_cols, scale_elems = (m.SN_ROWS_PER_ITEM, m.SN_COLS_ROWS, m.SN_COLS_COLS,
+                                                                 m.SN_SCALE_ELEMS)
         n = len(key)
         meta = np.zeros((n, 9), dtype=np.int64)
         rows, cols, scale = [], [], []
-        h_off = w_off = n_off = 0
-        self.numels, self.hs, self.ws = [], [], []
-        for i, (wp, up, vp, shape, dim) in enumerate(key):
-            h = shape[dim]
-            numel = int(np.prod(shape))
-            w = numel // h
+        n_off = 0
+        self.numels = []
+        for i, (wp, up, vp, shape, dim, *_) in enumerate(key):
+            h, w = layout.hs[i], layout.ws[i]
+            numel = h * w
             inner = int(np.prod(shape[dim + 1:]))
-            meta[i] = (wp, up, vp, h, w, inner, h_off, w_off, n_off)
+            meta[i] = (wp, up, vp, h, w, inner, layout.h_offs[i], layout.w_offs[i], n_off)
             rows += [(i, r) for r in range(0, h, rows_per_item)]
             cols += [(i, r, c) for r in range(0, h, cols_rows) for c in range(0, w, cols_cols)]
             scale += [(i, e) for e in range(0, numel, scale_elems)]
             self.numels.append(numel)
-            self.hs.append(h)
-            self.ws.append(w)
-            h_off, w_off, n_off = h_off + h, w_off + w, n_off + numel
-        self.total_h, self.total_w, self.total_n = h_off, w_off, n_off
+            n_off += numel
+        self.layout, self.total_n, self.n_layers = layout, n_off, n
 
         def dev(a, dtype):
             return torch.from_numpy(np.asarray(a, dtype=dtype).reshape(len(a), -1)).to(device)
         self.meta = torch.from_numpy(meta).to(device)
-        self.rows, self.cols, self.scale = dev(rows, np.int32), dev(cols, np.int32), dev(scale, np.int32)
+        self.row_items, self.col_items, self.elem_items = dev(rows, np.int32), dev(cols, np.int32), dev(scale, np.int32)
+        self.n_rows, self.n_cols, self.n_scale = len(rows), len(cols), len(scale)
+
+    def power_iteration(self, buf, n_iter, eps, dtype):
+        """u, v (in place and into buf) and sigma (into buf) of every layer; rows, then per iteration: normalize u
+        (and zero s), columns, normalize v and sigma."""
+        sig_off = self.layout.sig_off
+        if self.backend == "triton":
+            k, dt = self.k, _TL_DTYPES[dtype]
+            k.rows(self.meta, self.row_items, self.n_rows, buf, dt)
+            for i in range(n_iter):
+                if i:
+                    k.rows(self.meta, self.row_items, self.n_rows, buf, dt)
+                k.reduce(self.meta, self.n_layers, 0, buf, sig_off, eps, dt)
+                k.cols(self.meta, self.col_items, self.n_cols, buf, dt)
+                k.reduce(self.meta, self.n_layers, 1, buf, sig_off, eps, dt)
+            if n_iter == 0:
+                k.reduce(self.meta, self.n_layers, 2, buf, sig_off, eps, dt)
+            return
+        m, stream = module_and_stream(buf.device)
+        code, meta, b = DTYPE_CODES[dtype], self.meta.data_ptr(), buf.data_ptr()
+        sigma = b + 4 * sig_off
+        rows, cols = self.row_items.data_ptr(), self.col_items.data_ptr()
+        m.sn_rows(meta, rows, self.n_rows, b, code, stream)
+        for i in range(n_iter):
+            if i:
+                m.sn_rows(meta, rows, self.n_rows, b, code, stream)
+            m.sn_reduce(meta, self.n_layers, 0, b, eps, sigma, code, stream)
+            m.sn_cols(meta, cols, self.n_cols, b, code, stream)
+            m.sn_reduce(meta, self.n_layers, 1, b, eps, sigma, code, stream)
+        if n_iter == 0:
+            m.sn_reduce(meta, self.n_layers, 2, b, eps, sigma, code, stream)
+
+    def scale(self, buf, out, dtype):
+        """out = W / sigma of every layer, flat."""
+        if self.backend == "triton":
+            self.k.scale(self.meta, self.elem_items, self.n_scale, buf, self.layout.sig_off, out, _TL_DTYPES[dtype])
+        else:
+            m, stream = module_and_stream(buf.device)
+            m.sn_scale(self.meta.data_ptr(), self.elem_items.data_ptr(), self.n_scale,
+                       buf.data_ptr() + 4 * self.layout.sig_off, out.data_ptr(), DTYPE_CODES[dtype], stream)
+
+    def grad(self, g, buf, dots, dw, dtype):
+        """dots = <G, W> per layer (zeroed by the caller), then dW."""
+        sig_off = self.layout.sig_off
+        if self.backend == "triton":
+            self.k.grad_dot(self.meta, self.elem_items, self.n_scale, g, dots, _TL_DTYPES[dtype])
+            self.k.grad(self.meta, self.elem_items, self.n_scale, g, buf, sig_off, dots, dw)
+            return
+        m, stream = module_and_stream(buf.device)
+        code, meta, items, b = DTYPE_CODES[dtype], self.meta.data_ptr(), self.elem_items.data_ptr(), buf.data_ptr()
+        m.sn_grad_dot(meta, items, self.n_scale, g.data_ptr(), dots.data_ptr(), code, stream)
+        m.sn_grad(meta, items, self.n_scale, g.data_ptr(), b + 4 * sig_off, dots.data_ptr(), b, b, dw.data_ptr(), code,
+                  stream)
 
 
-@functools.lru_cache(maxsize=512)
-def _plan(key, device, sizes) -> _Plan:
-    return _Plan(key, device, *sizes)
+_TL_DTYPES: dict = {}
 
 
-class _Triton:
-    def __init__(self):
-        from ..kernels import spectral_norm as k
+def _kernels():
+    k = kernels("spectral_norm")
+    if not _TL_DTYPES:
         import triton.language as tl
-        self.k = k
-        self.sizes = (k.ROWS_PER_ITEM, k.COLS_ROWS, k.COLS_COLS, k.SCALE_ELEMS)
-        self.tl_dtypes = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
-
-    def run(self, plan, phase, dtype, *args):
-        dt = self.tl_dtypes[dtype]
-        if phase == "rows":
-            self.k.rows(plan.meta, plan.rows, args[0], dt)
-        elif phase == "cols":
-            self.k.cols(plan.meta, plan.cols, args[0], dt)
-        elif phase == "reduce":
-            mode, flat, eps, sigma = args
-            self.k.reduce(plan.meta, len(plan.numels), mode, flat, eps, sigma, dt)
-        elif phase == "scale":
-            sigma, out = args
-            self.k.scale(plan.meta, plan.scale, sigma, out, dt)
-        elif phase == "grad_dot":
-            g, dots = args
-            self.k.grad_dot(plan.meta, plan.scale, g, dots, dt)
-        else:
-            self.k.grad(plan.meta, plan.scale, *args)
+        _TL_DTYPES.update({torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16})
+    return k
 
 
-class _Cuda:
-    def __init__(self, device):
-        self.mod, self.stream = module_and_stream(device)
-        m = self.mod
-        self.sizes = (m.SN_ROWS_PER_ITEM, m.SN_COLS_ROWS, m.SN_COLS_COLS, m.SN_SCALE_ELEMS)
-
-    def run(self, plan, phase, dtype, *args):
-        code, m = DTYPE_CODES[dtype], self.mod
-        if phase == "rows":
-            m.sn_rows(ptr(plan.meta), ptr(plan.rows), plan.rows.shape[0], ptr(args[0]), code, self.stream)
-        elif phase == "cols":
-            m.sn_cols(ptr(plan.meta), ptr(plan.cols), plan.cols.shape[0], ptr(args[0]), code, self.stream)
-        elif phase == "reduce":
-            mode, flat, eps, sigma = args
-            m.sn_reduce(ptr(plan.meta), len(plan.numels), mode, ptr(flat), eps, ptr(sigma), code, self.stream)
-        elif phase == "scale":
-            sigma, out = args
-            m.sn_scale(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], ptr(sigma), ptr(out), code, self.stream)
-        elif phase == "grad_dot":
-            g, dots = args
-            m.sn_grad_dot(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], ptr(g), ptr(dots), code, self.stream)
-        else:
-            m.sn_grad(ptr(plan.meta), ptr(plan.scale), plan.scale.shape[0], *(ptr(a) for a in args), code,
-                      self.stream)
+# (signature of a checked call, device) -> {backend: _Plan (ref: _Layout)}; a signature holds all a plan depends on
+_PLANS: dict = {}
+_PLANS_MAX = 512
+# the plan of the latest call, with the list of weights it was made for: the ops of that call take it by the list's
+# identity instead of rebuilding its key (a traced call passes other lists and rebuilds it)
+_LATEST: list = [None, None]
+_TABLES: dict = {}  # (addresses, shapes and dims of the tensors, backend, device) -> _Plan
 
 
-_TRITON: list[_Triton] = []
-
-
-def _runner(backend, device):
-    if backend == "triton":
-        if not _TRITON:
-            _TRITON.append(_Triton())
-        return _TRITON[0]
-    return _Cuda(device)
-
-
-def _plan_for(runner, weights, us, vs, dims):
-    key = tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d) for w, u, v, d in zip(weights, us, vs, dims))
-    return _plan(key, weights[0].device, runner.sizes)
+def _plan(weights, us, vs, dims, backend) -> _Plan:
+    """The plan of the latest checked call when these are its weights, else (a traced call, a backward) the plan of
+    these tensors' addresses and shapes."""
+    if _LATEST[0] is weights and _LATEST[1].backend == backend:
+        return _LATEST[1]
+    key = (tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d)
+                 for w, u, v, d in zip(weights, us, vs, dims)), backend, weights[0].device)
+    plan = _TABLES.get(key)
+    if plan is None:
+        if len(_TABLES) >= _PLANS_MAX:
+            _TABLES.clear()
+        plan = _TABLES[key] = _Plan(key[0], _layout_of(weights, dims), key[2], backend)
+    return plan
 
 
 def _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps):
-    runner = _runner(backend, weights[0].device)
-    plan = _plan_for(runner, weights, us, vs, dims)
-    dtype, device = weights[0].dtype, weights[0].device
-    t = torch.empty(plan.total_h, device=device, dtype=torch.float32)
-    s = torch.empty(plan.total_w, device=device, dtype=torch.float32)
-    sigma = torch.empty(len(weights), device=device, dtype=torch.float32)
-    for _ in range(n_iter):
-        runner.run(plan, "rows", dtype, t)
-        runner.run(plan, "reduce", dtype, 0, t, eps, sigma)
-        s.zero_()
-        runner.run(plan, "cols", dtype, s)
-        runner.run(plan, "reduce", dtype, 1, s, eps, sigma)
-    if n_iter == 0:
-        runner.run(plan, "rows", dtype, t)
-        runner.run(plan, "reduce", dtype, 2, t, eps, sigma)
-        return sigma, torch.cat([u.float() for u in us]), torch.cat([v.float() for v in vs])
-    return sigma, t, s
+    plan = _plan(weights, us, vs, dims, backend)
+    buf = torch.empty(plan.layout.total, device=weights[0].device, dtype=torch.float32)
+    plan.power_iteration(buf, n_iter, eps, weights[0].dtype)
+    if n_iter == 0:  # u, v as given, into the buffer
+        lay = plan.layout
+        for o, t in zip(lay.h_offs + lay.w_offs, list(us) + list(vs)):
+            buf[o:o + t.numel()] = t
+    return buf
 
 
-def _normalize_kernels(backend, weights, sigmas, dims):
-    runner = _runner(backend, weights[0].device)
-    plan = _plan_for(runner, weights, weights, weights, dims)
+def _normalize_kernels(backend, weights, buf, dims):
+    plan = _plan(weights, weights, weights, dims, backend)
     out = torch.empty(plan.total_n, device=weights[0].device, dtype=weights[0].dtype)
-    runner.run(plan, "scale", weights[0].dtype, sigmas, out)
+    plan.scale(buf, out, weights[0].dtype)
     return out
 
 
-def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor, sigmas: torch.Tensor,
-                                u_flat: torch.Tensor, v_flat: torch.Tensor, dims: list[int], backend: str
-                                ) -> torch.Tensor:
+def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor, buf: torch.Tensor,
+                                dims: list[int], backend: str) -> torch.Tensor:
     """dW of every layer (flat, like the forward's output) in two launches: <G, W> per layer, then
     G / sigma - <G, W> / sigma^2 * u v^T."""
-    runner = _runner(backend, weights[0].device)
-    plan = _plan_for(runner, weights, weights, weights, dims)
+    plan = _plan(weights, weights, weights, dims, backend)
     dtype = weights[0].dtype
     grad = grad.to(dtype).contiguous()
     dots = torch.zeros(len(weights), device=grad.device, dtype=torch.float32)
-    runner.run(plan, "grad_dot", dtype, grad, dots)
     dw = torch.empty_like(grad)
-    runner.run(plan, "grad", dtype, grad, sigmas, dots, u_flat, v_flat, dw)
+    plan.grad(grad, buf, dots, dw, dtype)
     return dw
 
 
-def _normalize_backward_fake(weights, grad, sigmas, u_flat, v_flat, dims, backend):
+def _normalize_backward_fake(weights, grad, buf, dims, backend):
     return torch.empty_like(grad, dtype=weights[0].dtype)
 
 
@@ -237,41 +293,37 @@ _sn_normalize_backward = fused_op("sn_normalize_backward", _normalize_backward_k
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# torch.library ops
+# torch.library ops: gankern::sn_power_iteration -> the flat buffer of u, v, sigma (_Layout);
+# gankern::sn_normalize -> W / sigma of every layer, flat
 
 def _power_iteration_impl(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
-                        dims: list[int], n_iter: int, eps: float, backend: str
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          dims: list[int], n_iter: int, eps: float, backend: str) -> torch.Tensor:
     if backend == "ref":
         return _power_iteration_ref(weights, us, vs, dims, n_iter, eps)
     return _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps)
 
 
 def _power_iteration_fake(weights, us, vs, dims, n_iter, eps, backend):
-    w0 = weights[0]
-    acc = _acc_dtype(w0.dtype)
-    return (w0.new_empty(len(weights), dtype=acc), w0.new_empty(sum(u.numel() for u in us), dtype=acc),
-            w0.new_empty(sum(v.numel() for v in vs), dtype=acc))
+    return weights[0].new_empty(_layout_of(weights, dims).total, dtype=_acc_dtype(weights[0].dtype))
 
 
 _sn_power_iteration = fused_op("sn_power_iteration", _power_iteration_impl, _power_iteration_fake,
                                mutates_args=("us", "vs"))
 
 
-def _normalize_impl(weights: list[torch.Tensor], sigmas: torch.Tensor, u_flat: torch.Tensor, v_flat: torch.Tensor,
-                  dims: list[int], backend: str) -> torch.Tensor:
+def _normalize_impl(weights: list[torch.Tensor], buf: torch.Tensor, dims: list[int], backend: str) -> torch.Tensor:
     if backend == "ref":
-        return _normalize_ref(weights, sigmas)
-    return _normalize_kernels(backend, weights, sigmas, dims)
+        return _normalize_ref(weights, _layout_of(weights, dims).split(buf)[2])
+    return _normalize_kernels(backend, weights, buf, dims)
 
 
-def _normalize_fake(weights, sigmas, u_flat, v_flat, dims, backend):
+def _normalize_fake(weights, buf, dims, backend):
     return weights[0].new_empty(sum(w.numel() for w in weights))
 
 
 def _normalize_setup(ctx, inputs, output):
-    weights, sigmas, u_flat, v_flat, dims, backend = inputs
-    ctx.save_for_backward(sigmas, u_flat, v_flat, *weights)
+    weights, buf, dims, backend = inputs
+    ctx.save_for_backward(buf, *weights)
     ctx.dims = dims
     ctx.backend = backend
 
@@ -279,14 +331,12 @@ def _normalize_setup(ctx, inputs, output):
 def _normalize_backward(ctx, grad):
     """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer: the fused kernels for a first-order backward, else
     differentiable torch ops (so that it has a backward)."""
-    sigmas, u_flat, v_flat, *weights = ctx.saved_tensors
+    buf, *weights = ctx.saved_tensors
     if ctx.backend != "ref" and not torch.is_grad_enabled():  # first order: the fused kernels
-        dw = _sn_normalize_backward(weights, grad, sigmas, u_flat, v_flat, ctx.dims, ctx.backend)
-        return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], \
-            None, None, None, None, None
+        dw = _sn_normalize_backward(weights, grad, buf, ctx.dims, ctx.backend)
+        return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], None, None, None
     grads = grad.split([w.numel() for w in weights])
-    us = u_flat.split([w.shape[d] for w, d in zip(weights, ctx.dims)])
-    vs = v_flat.split([w.numel() // w.shape[d] for w, d in zip(weights, ctx.dims)])
+    us, vs, sigmas = _layout_of(weights, ctx.dims).split(buf)
     out = []
     for w, g, u, v, sig, d in zip(weights, grads, us, vs, sigmas, ctx.dims):
         uv = from_matrix(torch.outer(u, v), w.shape, d)  # d sigma / dW
@@ -296,7 +346,7 @@ def _normalize_backward(ctx, grad):
         g = g.view(w.shape).to(sig.dtype)
         coef = (g * wa).sum() / (sig * sig)
         out.append((g / sig - coef * uv).to(w.dtype))
-    return out, None, None, None, None, None
+    return out, None, None, None
 
 
 _sn_normalize = fused_op("sn_normalize", _normalize_impl, _normalize_fake, _normalize_setup, _normalize_backward)
@@ -340,14 +390,53 @@ def _check(weights, us, vs, dims, n_power_iterations, eps):
     return device, dtype
 
 
-def _backend_for(device, dtype, weights):
-    backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+def _check_sizes(backend, weights):
     if backend != "ref":
         for i, w in enumerate(weights):
             if w.numel() >= 2**31:  # the work lists hold int32 element offsets
                 raise ValueError(f"weights[{i}] has {w.numel()} elements; the {backend} kernels take layers of "
                                  f"fewer than 2**31 elements (use gankern.use_backend('ref') for it)")
-    return backend
+
+
+def _prepare(weights, us, vs, dims, n_power_iterations, eps):
+    """(weights, us, vs, dims as lists, backend, layout) of a checked call; its plan in _LATEST for the ops.
+
+    A call whose signature (the addresses, shapes, dtypes and contiguity the checks read) was checked before takes
+    its plan from _PLANS without checking again."""
+    weights, us, vs = list(weights), list(us), list(vs)
+    dims = [0] * len(weights) if dims is None else list(dims)
+    if torch.compiler.is_compiling():
+        device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
+        backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+        return weights, us, vs, dims, backend, _layout_of(weights, dims)
+    sig = None
+    if (weights and len(weights) == len(us) == len(vs) == len(dims) and type(n_power_iterations) is int
+            and n_power_iterations >= 0 and type(eps) is float and eps > 0):
+        try:
+            sig = tuple([(w.data_ptr(), w.shape, w.dtype, w.is_contiguous(), u.data_ptr(), u.shape, v.data_ptr(),
+                          v.shape, d) for w, u, v, d in zip(weights, us, vs, dims)])
+            w0 = weights[0]
+            device, dtype = w0.device, w0.dtype
+        except AttributeError:
+            sig = None
+    plans = _PLANS.get((sig, device)) if sig is not None else None  # backend -> plan of a checked signature
+    if plans is None:  # a new signature, or something a signature cannot hold: the checks say what is wrong
+        device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
+        plans = {}
+        if sig is not None:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[(sig, device)] = plans
+    backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+    plan = plans.get(backend)
+    if plan is None:
+        _check_sizes(backend, weights)
+        layout = _layout_of(weights, dims)
+        plan = plans[backend] = layout if backend == "ref" else _Plan(
+            tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d)
+                  for w, u, v, d in zip(weights, us, vs, dims)), layout, device, backend)
+    _LATEST[0], _LATEST[1] = weights, plan
+    return weights, us, vs, dims, backend, (plan if backend == "ref" else plan.layout)
 
 
 def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -359,14 +448,16 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         weights: L tensors, each (h, ...) read as a matrix along ``dims[l]`` (default 0); one dtype and device.
         us: L tensors (h_l,), the left vectors; vs: L tensors (w_l,), the right vectors; dtype of the weights.
     Returns:
-        sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0 iterations: of the given u, v).
+        sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0
+        iterations: of the given u, v).
     """
-    dims = [0] * len(weights) if dims is None else list(dims)
-    device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = _backend_for(device, dtype, weights)
-    with torch.no_grad():
-        return _sn_power_iteration(list(weights), list(us), list(vs), dims, n_power_iterations, float(eps),
-                                   backend)[0]
+    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps)
+    if torch.compiler.is_compiling():
+        with torch.no_grad():
+            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    else:  # (eager: the op has no autograd node)
+        buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    return buf[layout.sig_off:]
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -378,12 +469,12 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
         (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32
         (float64 for float64 weights).
     """
-    dims = [0] * len(weights) if dims is None else list(dims)
-    device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
-    backend = _backend_for(device, dtype, weights)
-    weights = list(weights)
-    with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
-        sigmas, u_flat, v_flat = _sn_power_iteration(weights, list(us), list(vs), dims, n_power_iterations,
-                                                     float(eps), backend)
-    flat = _sn_normalize(weights, sigmas, u_flat, v_flat, dims, backend)
-    return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigmas
+    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps)
+    if torch.compiler.is_compiling():
+        with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
+            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    else:  # (eager: the op has no autograd node, so they are constants)
+        buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    flat = _sn_normalize(weights, buf, dims, backend)
+    return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], \
+        buf[layout.sig_off:]

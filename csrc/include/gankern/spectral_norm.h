@@ -3,7 +3,8 @@
 // meta: (L, 9) int64 on the device, one row per layer: [W ptr, u ptr, v ptr, h, w, inner, h_off, w_off, n_off].
 //   W is read as the matrix (h, w) with W(r, c) at (c / inner) * h * inner + r * inner + c % inner, which is
 //   W.movedim(dim, 0).reshape(h, w) for a contiguous W (inner = w when dim == 0). u (h,), v (w,), dtype of W.
-//   h_off / w_off / n_off: the layer's offsets in the flat fp32 buffers t (sum h), s (sum w) and in out (sum numel).
+//   h_off / w_off: the layer's offsets in one flat fp32 buffer that holds t (sum h) then s (sum w); n_off: in out
+//   (sum numel).
 // items: int32 work lists built by gankern/ops/spectral_norm.py (see each launcher).
 // dtype: gk::DType of W, u, v and out. All launchers run on `stream` and return the launch's error.
 #pragma once
@@ -22,13 +23,14 @@ namespace gk {
 constexpr int SN_ROWS_PER_ITEM = 8;
 cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream);
 
-// Columns: s[w_off + c] += sum_{r in item} u[r] W(r, c) (atomic adds; s zeroed by the caller).
+// Columns: s[w_off + c] += sum_{r in item} u[r] W(r, c) (atomic adds; s zeroed by sn_reduce mode 0).
 // items: (n_items, 3) [layer, row0, col0], SN_COLS_ROWS rows by SN_COLS_COLS columns each.
 constexpr int SN_COLS_ROWS = 64;
 constexpr int SN_COLS_COLS = 256;
 cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream);
 
-// Per layer (one block each), mode 0: u = t / max(|t|, eps) (u written in dtype and, in fp32, back into t);
+// Per layer (one block each), flat: the t / s buffer. Mode 0: u = t / max(|t|, eps) (u written in dtype and, in
+// fp32, back into t), and the layer's s zeroed;
 // mode 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps) (= u^T W v); mode 2: sigma = u . t.
 cudaError_t sn_reduce(const int64_t* meta, int n_layers, int mode, float* flat, float eps, float* sigma, int dtype,
                       cudaStream_t stream);
