@@ -31,12 +31,13 @@ constexpr int kThreads = 256;
 constexpr int kScaleSteps = SN_SCALE_ELEMS / kThreads;  // elements per thread in the elementwise kernels
 static_assert(SN_SCALE_ELEMS % kThreads == 0, "elementwise items are whole steps of the block");
 
-// One warp per row: t[r] = sum_c W(r, c) v[c].
+// One warp per row: t[h_off + r] = sum_c W(r, c) v[c]; the block of row 0 also zeroes the layer's s (at w_off) for
+// the columns pass. flat: the fp32 buffer of t and s.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rows_kernel(const int64_t* __restrict__ meta,
-                                                        const int32_t* __restrict__ items, float* __restrict__ t) {
+                                                        const int32_t* __restrict__ items, float* __restrict__ flat) {
   const Layer L = load_layer(meta, items[2 * blockIdx.x]);
-  const int64_t r = items[2 * blockIdx.x + 1] + threadIdx.x / 32;
+  const int64_t row0 = items[2 * blockIdx.x + 1], r = row0 + threadIdx.x / 32;
   const unsigned lane = threadIdx.x % 32;
   const T* W = static_cast<const T*>(L.w);
   const T* v = static_cast<const T*>(L.v);
@@ -44,26 +45,38 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const int64_t* __restric
   if (r < L.h)
     for (int64_t c = lane; c < L.w_cols; c += 32) acc += to_float(W[w_index(L, r, c)]) * to_float(v[c]);
   acc = warp_sum(acc);
-  if (lane == 0 && r < L.h) t[L.h_off + r] = acc;
+  if (lane == 0 && r < L.h) flat[L.h_off + r] = acc;
+  if (row0 == 0)
+    for (int64_t c = threadIdx.x; c < L.w_cols; c += kThreads) flat[L.w_off + c] = 0.0f;
 }
 
-// One thread per column over SN_COLS_ROWS rows: s[c] += sum_r u[r] W(r, c).
+// One thread per column over SN_COLS_ROWS rows: s[w_off + c] += sum_r t[h_off + r] W(r, c) (t as the rows pass left
+// it: sn_reduce divides s by |t|).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) cols_kernel(const int64_t* __restrict__ meta,
-                                                        const int32_t* __restrict__ items, float* __restrict__ s) {
+                                                        const int32_t* __restrict__ items, float* __restrict__ flat) {
   const int32_t* item = items + 3 * blockIdx.x;
   const Layer L = load_layer(meta, item[0]);
   const int64_t r0 = item[1], c = item[2] + (int64_t)threadIdx.x;
   const T* W = static_cast<const T*>(L.w);
-  const T* u = static_cast<const T*>(L.u);
-  __shared__ float us[SN_COLS_ROWS];
-  if (threadIdx.x < SN_COLS_ROWS) us[threadIdx.x] = r0 + threadIdx.x < L.h ? to_float(u[r0 + threadIdx.x]) : 0.0f;
+  __shared__ float ts[SN_COLS_ROWS];
+  if (threadIdx.x < SN_COLS_ROWS) ts[threadIdx.x] = r0 + threadIdx.x < L.h ? flat[L.h_off + r0 + threadIdx.x] : 0.0f;
   __syncthreads();
   if (c >= L.w_cols) return;
   const int64_t r_end = r0 + SN_COLS_ROWS < L.h ? r0 + SN_COLS_ROWS : L.h;
   float acc = 0.0f;
-  for (int64_t r = r0; r < r_end; ++r) acc += us[r - r0] * to_float(W[w_index(L, r, c)]);
-  atomicAdd(&s[L.w_off + c], acc);
+  for (int64_t r = r0; r < r_end; ++r) acc += ts[r - r0] * to_float(W[w_index(L, r, c)]);
+  atomicAdd(&flat[L.w_off + c], acc);
+}
+
+// x[i] *= factor (fp32, in place) and dst[i] = x[i] in T, for i < n, over the block.
+template <typename T>
+__device__ void scale_into(float* x, T* dst, int64_t n, float factor) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float y = x[i] * factor;
+    x[i] = y;
+    dst[i] = from_float<T>(y);
+  }
 }
 
 // One block per layer; see sn_reduce in the header for the modes.
@@ -73,26 +86,25 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const int64_t* __restr
                                                           float* __restrict__ sigma) {
   __shared__ float scratch[32];
   const Layer L = load_layer(meta, blockIdx.x);
-  const int64_t n = mode == 1 ? L.w_cols : L.h;
-  float* x = flat + (mode == 1 ? L.w_off : L.h_off);
-  const T* u = static_cast<const T*>(L.u);
-  float acc = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i] * (mode == 2 ? to_float(u[i]) : x[i]);
-  const float total = block_sum(acc, scratch);
-  if (mode == 2) {
+  float* t = flat + L.h_off;
+  float* s = flat + L.w_off;
+  if (mode == 1) {
+    const T* u = static_cast<const T*>(L.u);
+    float acc = 0.0f;
+    for (int64_t i = threadIdx.x; i < L.h; i += blockDim.x) acc += t[i] * to_float(u[i]);
+    const float total = block_sum(acc, scratch);
     if (threadIdx.x == 0) sigma[blockIdx.x] = total;
     return;
   }
-  const float denom = fmaxf(sqrtf(total), eps);
-  if (mode == 0)  // the columns pass that follows adds into s
-    for (int64_t i = threadIdx.x; i < L.w_cols; i += blockDim.x) flat[L.w_off + i] = 0.0f;
-  T* dst = static_cast<T*>(mode == 0 ? L.u : L.v);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float y = x[i] / denom;
-    x[i] = y;
-    dst[i] = from_float<T>(y);
-  }
-  if (mode == 1 && threadIdx.x == 0) sigma[blockIdx.x] = total / denom;
+  float acc = 0.0f;
+  for (int64_t i = threadIdx.x; i < L.h; i += blockDim.x) acc += t[i] * t[i];
+  const float nt = fmaxf(sqrtf(block_sum(acc, scratch)), eps);
+  acc = 0.0f;
+  for (int64_t i = threadIdx.x; i < L.w_cols; i += blockDim.x) acc += s[i] * s[i];
+  const float norm_s = sqrtf(block_sum(acc, scratch)) / nt, ns = fmaxf(norm_s, eps);
+  scale_into(t, static_cast<T*>(L.u), L.h, 1.0f / nt);
+  scale_into(s, static_cast<T*>(L.v), L.w_cols, 1.0f / (nt * ns));
+  if (threadIdx.x == 0) sigma[blockIdx.x] = norm_s * norm_s / ns;
 }
 
 // out[n_off + e] = W[e] / sigma. A whole item with W and out + n_off 16-byte aligned (the branch is uniform over
@@ -194,23 +206,25 @@ __global__ void __launch_bounds__(kThreads) grad_kernel(const int64_t* __restric
 
 }  // namespace
 
-cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream) {
+cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* flat, int dtype,
+                    cudaStream_t stream) {
   static_assert(SN_ROWS_PER_ITEM * 32 == kThreads, "one warp per row");
   return dispatch(dtype, [&](auto tag) {
-    return launch(rows_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, t);
+    return launch(rows_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, flat);
   });
 }
 
-cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream) {
+cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* flat, int dtype,
+                    cudaStream_t stream) {
   static_assert(SN_COLS_COLS == kThreads && SN_COLS_ROWS <= kThreads, "one thread per column");
   return dispatch(dtype, [&](auto tag) {
-    return launch(cols_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, s);
+    return launch(cols_kernel<decltype(tag)>, dim3(n_items), dim3(kThreads), 0, stream, meta, items, flat);
   });
 }
 
 cudaError_t sn_reduce(const int64_t* meta, int n_layers, int mode, float* flat, float eps, float* sigma, int dtype,
                       cudaStream_t stream) {
-  if (mode < 0 || mode > 2) return cudaErrorInvalidValue;
+  if (mode < 0 || mode > 1) return cudaErrorInvalidValue;
   return dispatch(dtype, [&](auto tag) {
     return launch(reduce_kernel<decltype(tag)>, dim3(n_layers), dim3(kThreads), 0, stream, meta, mode, flat, eps,
                   sigma);

@@ -50,8 +50,9 @@ def _w_tile(w_addr, rows, cols, h, w, inner, DT: tl.constexpr):
 
 
 @triton.jit
-def sn_rows_kernel(meta, items, t, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
-    """t[h_off + r] = sum_c W(r, c) v[c] for ROWS rows. items: (n, 2) [layer, row0]."""
+def sn_rows_kernel(meta, items, flat, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """t[h_off + r] = sum_c W(r, c) v[c] for ROWS rows; the program of row 0 also zeroes the layer's s (at w_off)
+    for the columns pass. flat: the fp32 buffer of t, s and sigma. items: (n, 2) [layer, row0]."""
     pid = tl.program_id(0)
     layer = tl.load(items + 2 * pid)
     row0 = tl.load(items + 2 * pid + 1)
@@ -65,81 +66,87 @@ def sn_rows_kernel(meta, items, t, DT: tl.constexpr, ROWS: tl.constexpr, BLOCK_C
         cols = c0 + tl.arange(0, BLOCK_C)
         vv = tl.load(v_ptr + cols, mask=cols < w, other=0.0).to(tl.float32)
         acc += _w_tile(w_addr, rows, cols, h, w, inner, DT) * vv[None, :]
-    tl.store(t + h_off + rows, tl.sum(acc, axis=1), mask=rows < h)
+    tl.store(flat + h_off + rows, tl.sum(acc, axis=1), mask=rows < h)
+    if row0 == 0:
+        s_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 7), 4)
+        for c0 in range(0, w, BLOCK_C):
+            cols = c0 + tl.arange(0, BLOCK_C)
+            tl.store(s_ptr + cols, tl.zeros([BLOCK_C], dtype=tl.float32), mask=cols < w)
 
 
 @triton.jit
-def sn_cols_kernel(meta, items, s, DT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+def sn_cols_kernel(meta, items, flat, DT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
                    ROW_STEP: tl.constexpr):
-    """s[w_off + c] += sum_{r in item} u[r] W(r, c), ROW_STEP rows at a time (a whole ROWS x COLS tile live at
-    once took 255 registers and spilled). items: (n, 3) [layer, row0, col0], col0 a multiple of COLS."""
+    """s[w_off + c] += sum_{r in item} t[h_off + r] W(r, c) (t not yet normalized: the reduce pass divides s by
+    |t|), ROW_STEP rows at a time (a whole ROWS x COLS tile live at once took 255 registers and spilled).
+    items: (n, 3) [layer, row0, col0], col0 a multiple of COLS."""
     pid = tl.program_id(0)
     layer = tl.load(items + 3 * pid)
     row0 = tl.load(items + 3 * pid + 1)
     col0 = tl.multiple_of(tl.load(items + 3 * pid + 2), COLS)  # so _w_tile's vector path sees aligned columns
     w_addr = tl.load(meta + layer * 9)
-    u_ptr = _layer_ptr(meta, layer, 1, DT)
     h, w, inner = _layer_dims(meta, layer)
+    t_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 6), 4)
     w_off = tl.load(meta + layer * 9 + 7)
     cols = col0 + tl.arange(0, COLS)
     acc = tl.zeros([COLS], dtype=tl.float32)
     for r0 in tl.static_range(0, ROWS, ROW_STEP):
         rows = row0 + r0 + tl.arange(0, ROW_STEP)
-        uu = tl.load(u_ptr + rows, mask=rows < h, other=0.0).to(tl.float32)
-        acc += tl.sum(_w_tile(w_addr, rows, cols, h, w, inner, DT) * uu[:, None], axis=0)
-    tl.atomic_add(s + w_off + cols, acc, mask=cols < w)
+        tt = tl.load(t_ptr + rows, mask=rows < h, other=0.0)
+        acc += tl.sum(_w_tile(w_addr, rows, cols, h, w, inner, DT) * tt[:, None], axis=0)
+    tl.atomic_add(flat + w_off + cols, acc, mask=cols < w)
+
+
+@triton.jit
+def _sum_squares(x_ptr, n, BLOCK: tl.constexpr):
+    """sum x[i]^2 for i < n (x_ptr 16-byte aligned): whole blocks unmasked (16-byte vector loads), then the tail."""
+    n_whole = (n // BLOCK) * BLOCK
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i0 in range(0, n_whole, BLOCK):
+        i = tl.max_contiguous(tl.multiple_of(i0 + tl.arange(0, BLOCK), BLOCK), BLOCK)
+        x = tl.load(x_ptr + i)
+        acc += x * x
+    i = n_whole + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + i, mask=i < n, other=0.0)
+    return tl.sum(acc + x * x, axis=0)
+
+
+@triton.jit
+def _scale_into(x_ptr, dst, n, factor, DT: tl.constexpr, BLOCK: tl.constexpr):
+    """x[i] *= factor in place (fp32) and dst[i] = x[i] in DT, for i < n."""
+    for i0 in range(0, n, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        y = tl.load(x_ptr + i, mask=i < n, other=0.0) * factor
+        tl.store(x_ptr + i, y, mask=i < n)
+        tl.store(dst + i, y.to(DT), mask=i < n)
 
 
 @triton.jit
 def sn_reduce_kernel(meta, flat, sig_off, eps, MODE: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
     """One program per layer; flat: the fp32 buffer of t (at h_off), s (at w_off) and sigma (at sig_off), offsets
-    multiples of 4 elements (16 bytes: vector loads of the whole blocks). MODE 0: u = t / max(|t|, eps), and the
-    layer's s zeroed for the columns pass; 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps); 2: sigma = u . t.
-    Modes 0 and 1 also write the normalized vector back into ``flat`` in fp32."""
+    multiples of 4 elements (16 bytes: vector loads). MODE 0 (end of an iteration, s = W^T t): nt = max(|t|, eps),
+    u = t / nt, s' = s / nt, v = s' / max(|s'|, eps), sigma = |s'|^2 / max(|s'|, eps), u and v also written back
+    into flat; MODE 1: sigma = u . t."""
     layer = tl.program_id(0)
     u_ptr = _layer_ptr(meta, layer, 1, DT)
+    h = tl.load(meta + layer * 9 + 3)
+    t_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 6), 4)
     if MODE == 1:
-        n = tl.load(meta + layer * 9 + 4)
-        off = tl.load(meta + layer * 9 + 7)
-        dst = _layer_ptr(meta, layer, 2, DT)
-    else:
-        n = tl.load(meta + layer * 9 + 3)
-        off = tl.load(meta + layer * 9 + 6)
-        dst = u_ptr
-    x_ptr = flat + tl.multiple_of(off, 4)
-    n_whole = (n // BLOCK) * BLOCK
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i0 in range(0, n_whole, BLOCK):  # whole blocks: no mask, 16-byte vectors
-        i = tl.max_contiguous(tl.multiple_of(i0 + tl.arange(0, BLOCK), BLOCK), BLOCK)
-        x = tl.load(x_ptr + i)
-        if MODE == 2:
-            acc += x * tl.load(u_ptr + i).to(tl.float32)
-        else:
-            acc += x * x
-    i = n_whole + tl.arange(0, BLOCK)
-    x = tl.load(x_ptr + i, mask=i < n, other=0.0)
-    if MODE == 2:
-        acc += x * tl.load(u_ptr + i, mask=i < n, other=0.0).to(tl.float32)
-    else:
-        acc += x * x
-    total = tl.sum(acc, axis=0)
-    if MODE == 2:
-        tl.store(flat + sig_off + layer, total)
-    else:
-        denom = tl.maximum(tl.sqrt(total), eps)
-        for i0 in range(0, n, BLOCK):
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for i0 in range(0, h, BLOCK):
             i = i0 + tl.arange(0, BLOCK)
-            y = tl.load(x_ptr + i, mask=i < n, other=0.0) / denom
-            tl.store(x_ptr + i, y, mask=i < n)
-            tl.store(dst + i, y.to(DT), mask=i < n)
-        if MODE == 0:
-            w = tl.load(meta + layer * 9 + 4)
-            s_ptr = flat + tl.load(meta + layer * 9 + 7)
-            for i0 in range(0, w, BLOCK):
-                i = i0 + tl.arange(0, BLOCK)
-                tl.store(s_ptr + i, tl.zeros([BLOCK], dtype=tl.float32), mask=i < w)
-        else:
-            tl.store(flat + sig_off + layer, total / denom)
+            uu = tl.load(u_ptr + i, mask=i < h, other=0.0).to(tl.float32)
+            acc += tl.load(t_ptr + i, mask=i < h, other=0.0) * uu
+        tl.store(flat + sig_off + layer, tl.sum(acc, axis=0))
+    else:
+        w = tl.load(meta + layer * 9 + 4)
+        s_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 7), 4)
+        nt = tl.maximum(tl.sqrt(_sum_squares(t_ptr, h, BLOCK)), eps)
+        norm_s = tl.sqrt(_sum_squares(s_ptr, w, BLOCK)) / nt
+        ns = tl.maximum(norm_s, eps)
+        _scale_into(t_ptr, u_ptr, h, 1.0 / nt, DT, BLOCK)
+        _scale_into(s_ptr, _layer_ptr(meta, layer, 2, DT), w, 1.0 / (nt * ns), DT, BLOCK)
+        tl.store(flat + sig_off + layer, norm_s * norm_s / ns)
 
 
 @triton.jit
@@ -220,12 +227,12 @@ def sn_grad_kernel(meta, items, g, flat, sig_off, dots, dw, ELEMS: tl.constexpr)
         tl.store(dw + n_off + e, (gg / s - coef * uu * vv).to(dw.dtype.element_ty), mask=mask)
 
 
-def rows(meta, items, n_items, t, dt):
-    sn_rows_kernel[(n_items,)](meta, items, t, DT=dt, ROWS=ROWS_PER_ITEM, BLOCK_C=_BLOCK_C)
+def rows(meta, items, n_items, flat, dt):
+    sn_rows_kernel[(n_items,)](meta, items, flat, DT=dt, ROWS=ROWS_PER_ITEM, BLOCK_C=_BLOCK_C)
 
 
-def cols(meta, items, n_items, s, dt):
-    sn_cols_kernel[(n_items,)](meta, items, s, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
+def cols(meta, items, n_items, flat, dt):
+    sn_cols_kernel[(n_items,)](meta, items, flat, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
 
 
 def reduce(meta, n_layers, mode, flat, sig_off, eps, dt):

@@ -9,17 +9,19 @@ and the layer uses W / sigma, whose gradient treats u and v as constants:
 dW = G / sigma - <G, W> / sigma^2 * u v^T.
 
 The kernels (Triton: gankern/kernels/spectral_norm.py, CUDA: csrc/spectral_norm.cu) serve every layer of a model in
-one launch per phase: rows (Wm v), normalize u, columns (Wm^T u), normalize v and sigma (sigma = |Wm^T u|, which
-equals u^T Wm v for the new v), then W / sigma. The backward is two launches for all layers: <G, W> per layer, then
-dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
+one launch per phase; an iteration is three: rows (t = Wm v, and s zeroed), columns (s = Wm^T t), then per layer
+u = t / |t|, v = normalize(s / |t|) and sigma = |s| / |t| (= u^T Wm v for the new v). Then W / sigma. u, v and sigma
+of all layers travel in one fp32 buffer (_Layout). The backward is two launches for all layers: <G, W> per layer,
+then dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
 
 Floor per step (shared/GPU.md): W read twice and W / sigma written once, for BigGAN-128's 57 layers (160.5M fp32
 weights) 0.64 ms on an H100. This design moves W four times (the W / sigma pass reads W again): 0.86 ms at 3.0 TB/s,
 above the 0.8 ms target; reaching it needs the scale pass to hit L2 (per layer right after its columns pass) or
 1/sigma folded into the layer's epilogue. Speed: not measured on a GPU yet.
 
-CUDA graphs: the layer table and work lists are built (one host-to-device copy) on the first call for a set of
-tensors and cached; run one eager step before capturing a graph.
+Host: a call whose tensors (addresses, shapes, dtypes, contiguity) were checked before takes its cached plan
+(layer table, work lists) without checking again. CUDA graphs: the plan is built (one host-to-device copy) on the
+first call for a set of tensors; run one eager step before capturing a graph.
 
 Backends: ref (eager torch), triton, cuda (fp32 / bf16 / fp16 weights, fp32 accumulation). Default on CUDA tensors:
 cuda, then triton (order not yet measured on a GPU).
@@ -167,34 +169,25 @@ class _Plan:
         self.n_rows, self.n_cols, self.n_scale = len(rows), len(cols), len(scale)
 
     def power_iteration(self, buf, n_iter, eps, dtype):
-        """u, v (in place and into buf) and sigma (into buf) of every layer; rows, then per iteration: normalize u
-        (and zero s), columns, normalize v and sigma."""
-        sig_off = self.layout.sig_off
+        """u, v (in place and into buf) and sigma (into buf) of every layer. Per iteration: rows (and zero s),
+        columns, then u, v and sigma; with 0 iterations: rows and sigma = u . t."""
+        sig_off, L = self.layout.sig_off, self.n_layers
         if self.backend == "triton":
-            k, dt = self.k, _TL_DTYPES[dtype]
-            k.rows(self.meta, self.row_items, self.n_rows, buf, dt)
-            for i in range(n_iter):
-                if i:
-                    k.rows(self.meta, self.row_items, self.n_rows, buf, dt)
-                k.reduce(self.meta, self.n_layers, 0, buf, sig_off, eps, dt)
-                k.cols(self.meta, self.col_items, self.n_cols, buf, dt)
-                k.reduce(self.meta, self.n_layers, 1, buf, sig_off, eps, dt)
-            if n_iter == 0:
-                k.reduce(self.meta, self.n_layers, 2, buf, sig_off, eps, dt)
+            k, dt, meta = self.k, _TL_DTYPES[dtype], self.meta
+            for _ in range(max(n_iter, 1)):
+                k.rows(meta, self.row_items, self.n_rows, buf, dt)
+                if n_iter:
+                    k.cols(meta, self.col_items, self.n_cols, buf, dt)
+                k.reduce(meta, L, 0 if n_iter else 1, buf, sig_off, eps, dt)
             return
         m, stream = module_and_stream(buf.device)
         code, meta, b = DTYPE_CODES[dtype], self.meta.data_ptr(), buf.data_ptr()
         sigma = b + 4 * sig_off
-        rows, cols = self.row_items.data_ptr(), self.col_items.data_ptr()
-        m.sn_rows(meta, rows, self.n_rows, b, code, stream)
-        for i in range(n_iter):
-            if i:
-                m.sn_rows(meta, rows, self.n_rows, b, code, stream)
-            m.sn_reduce(meta, self.n_layers, 0, b, eps, sigma, code, stream)
-            m.sn_cols(meta, cols, self.n_cols, b, code, stream)
-            m.sn_reduce(meta, self.n_layers, 1, b, eps, sigma, code, stream)
-        if n_iter == 0:
-            m.sn_reduce(meta, self.n_layers, 2, b, eps, sigma, code, stream)
+        for _ in range(max(n_iter, 1)):
+            m.sn_rows(meta, self.row_items.data_ptr(), self.n_rows, b, code, stream)
+            if n_iter:
+                m.sn_cols(meta, self.col_items.data_ptr(), self.n_cols, b, code, stream)
+            m.sn_reduce(meta, L, 0 if n_iter else 1, b, eps, sigma, code, stream)
 
     def scale(self, buf, out, dtype):
         """out = W / sigma of every layer, flat."""
@@ -242,7 +235,7 @@ _TABLES: dict = {}  # (addresses, shapes and dims of the tensors, backend, devic
 def _plan(weights, us, vs, dims, backend) -> _Plan:
     """The plan of the latest checked call when these are its weights, else (a traced call, a backward) the plan of
     these tensors' addresses and shapes."""
-    if _LATEST[0] is weights and _LATEST[1].backend == backend:
+    if _LATEST[0] is weights and _LATEST[1] is not None and _LATEST[1].backend == backend:
         return _LATEST[1]
     key = (tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d)
                  for w, u, v, d in zip(weights, us, vs, dims)), backend, weights[0].device)
@@ -398,35 +391,43 @@ def _check_sizes(backend, weights):
                                  f"fewer than 2**31 elements (use gankern.use_backend('ref') for it)")
 
 
-def _prepare(weights, us, vs, dims, n_power_iterations, eps):
-    """(weights, us, vs, dims as lists, backend, layout) of a checked call; its plan in _LATEST for the ops.
+def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
+    """(weights, us, vs, dims as lists, backend, layout) of a checked call (traced: under torch.compile); its plan in
+    _LATEST for the ops.
 
     A call whose signature (the addresses, shapes, dtypes and contiguity the checks read) was checked before takes
     its plan from _PLANS without checking again."""
-    weights, us, vs = list(weights), list(us), list(vs)
+    weights = list(weights)  # (a list of this call's own: _LATEST knows the call by it)
+    us = us if type(us) is list else list(us)
+    vs = vs if type(vs) is list else list(vs)
     dims = [0] * len(weights) if dims is None else list(dims)
-    if torch.compiler.is_compiling():
+    if traced:
         device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
         backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+        _check_sizes(backend, weights)
         return weights, us, vs, dims, backend, _layout_of(weights, dims)
     sig = None
     if (weights and len(weights) == len(us) == len(vs) == len(dims) and type(n_power_iterations) is int
             and n_power_iterations >= 0 and type(eps) is float and eps > 0):
-        try:
-            sig = tuple([(w.data_ptr(), w.shape, w.dtype, w.is_contiguous(), u.data_ptr(), u.shape, v.data_ptr(),
-                          v.shape, d) for w, u, v, d in zip(weights, us, vs, dims)])
+        try:  # (u and v: nbytes = numel * itemsize; the checks made it h, w times the weights' itemsize)
+            sig = tuple([(w.data_ptr(), w.shape, w.dtype, w.is_contiguous(), u.data_ptr(), u.nbytes, v.data_ptr(),
+                          v.nbytes, d) for w, u, v, d in zip(weights, us, vs, dims)])
             w0 = weights[0]
             device, dtype = w0.device, w0.dtype
-        except AttributeError:
+        except (AttributeError, RuntimeError):  # not tensors, or tensors without storage (tracing): no signature
             sig = None
     plans = _PLANS.get((sig, device)) if sig is not None else None  # backend -> plan of a checked signature
     if plans is None:  # a new signature, or something a signature cannot hold: the checks say what is wrong
         device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
+        if sig is None:
+            _LATEST[0] = _LATEST[1] = None
+            backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
+            _check_sizes(backend, weights)
+            return weights, us, vs, dims, backend, _layout_of(weights, dims)
         plans = {}
-        if sig is not None:
-            if len(_PLANS) >= _PLANS_MAX:
-                _PLANS.clear()
-            _PLANS[(sig, device)] = plans
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[(sig, device)] = plans
     backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
     plan = plans.get(backend)
     if plan is None:
@@ -451,8 +452,9 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0
         iterations: of the given u, v).
     """
-    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps)
-    if torch.compiler.is_compiling():
+    traced = torch.compiler.is_compiling()
+    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
+    if traced:
         with torch.no_grad():
             buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
     else:  # (eager: the op has no autograd node)
@@ -469,8 +471,9 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
         (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32
         (float64 for float64 weights).
     """
-    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps)
-    if torch.compiler.is_compiling():
+    traced = torch.compiler.is_compiling()
+    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
+    if traced:
         with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
             buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
     else:  # (eager: the op has no autograd node, so they are constants)

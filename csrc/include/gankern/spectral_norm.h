@@ -18,20 +18,23 @@
 
 namespace gk {
 
-// Rows of each item: t[h_off + r] = sum_c W(r, c) v[c], for SN_ROWS_PER_ITEM rows from `row0`.
-// items: (n_items, 2) [layer, row0].
+// One power iteration is three launches: sn_rows, sn_cols, sn_reduce mode 0. flat: the fp32 buffer of t and s.
+// Rows of each item: t[h_off + r] = sum_c W(r, c) v[c], for SN_ROWS_PER_ITEM rows from `row0`; the item of row 0
+// also zeroes the layer's s. items: (n_items, 2) [layer, row0].
 constexpr int SN_ROWS_PER_ITEM = 8;
-cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* t, int dtype, cudaStream_t stream);
+cudaError_t sn_rows(const int64_t* meta, const int32_t* items, int n_items, float* flat, int dtype,
+                    cudaStream_t stream);
 
-// Columns: s[w_off + c] += sum_{r in item} u[r] W(r, c) (atomic adds; s zeroed by sn_reduce mode 0).
+// Columns: s[w_off + c] += sum_{r in item} t[h_off + r] W(r, c) (atomic adds; t not normalized yet).
 // items: (n_items, 3) [layer, row0, col0], SN_COLS_ROWS rows by SN_COLS_COLS columns each.
 constexpr int SN_COLS_ROWS = 64;
 constexpr int SN_COLS_COLS = 256;
-cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* s, int dtype, cudaStream_t stream);
+cudaError_t sn_cols(const int64_t* meta, const int32_t* items, int n_items, float* flat, int dtype,
+                    cudaStream_t stream);
 
-// Per layer (one block each), flat: the t / s buffer. Mode 0: u = t / max(|t|, eps) (u written in dtype and, in
-// fp32, back into t), and the layer's s zeroed;
-// mode 1: v = s / max(|s|, eps), sigma = |s|^2 / max(|s|, eps) (= u^T W v); mode 2: sigma = u . t.
+// Per layer (one block each). Mode 0 (end of an iteration): nt = max(|t|, eps), u = t / nt, s' = s / nt (= W^T u),
+// v = s' / max(|s'|, eps), sigma = |s'|^2 / max(|s'|, eps) (= u^T W v); u, v written in dtype and, in fp32, back
+// into flat. Mode 1: sigma = u . t (no iteration).
 cudaError_t sn_reduce(const int64_t* meta, int n_layers, int mode, float* flat, float eps, float* sigma, int dtype,
                       cudaStream_t stream);
 
