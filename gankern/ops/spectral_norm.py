@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend, _validate
-from ._launch import CUDA_DTYPES, DTYPE_CODES, fused_op, kernels, module_and_stream
+from ._launch import _EAGER_TYPES, CUDA_DTYPES, DTYPE_CODES, fused_op, kernels, module_and_stream
 
 PREFERENCE = ("cuda", "triton")
 KERNEL_DTYPES = {"cuda": CUDA_DTYPES, "triton": CUDA_DTYPES}
@@ -167,6 +167,8 @@ class _Plan:
         self.meta = torch.from_numpy(meta).to(device)
         self.row_items, self.col_items, self.elem_items = dev(rows, np.int32), dev(cols, np.int32), dev(scale, np.int32)
         self.n_rows, self.n_cols, self.n_scale = len(rows), len(cols), len(scale)
+        # the addresses the CUDA launchers take (the tensors live as long as the plan)
+        self.ptrs = tuple(t.data_ptr() for t in (self.meta, self.row_items, self.col_items, self.elem_items))
 
     def power_iteration(self, buf, n_iter, eps, dtype):
         """u, v (in place and into buf) and sigma (into buf) of every layer. Per iteration: rows (and zero s),
@@ -181,12 +183,12 @@ class _Plan:
                 k.reduce(meta, L, 0 if n_iter else 1, buf, sig_off, eps, dt)
             return
         m, stream = module_and_stream(buf.device)
-        code, meta, b = DTYPE_CODES[dtype], self.meta.data_ptr(), buf.data_ptr()
+        code, b, (meta, rows, cols, _) = DTYPE_CODES[dtype], buf.data_ptr(), self.ptrs
         sigma = b + 4 * sig_off
         for _ in range(max(n_iter, 1)):
-            m.sn_rows(meta, self.row_items.data_ptr(), self.n_rows, b, code, stream)
+            m.sn_rows(meta, rows, self.n_rows, b, code, stream)
             if n_iter:
-                m.sn_cols(meta, self.col_items.data_ptr(), self.n_cols, b, code, stream)
+                m.sn_cols(meta, cols, self.n_cols, b, code, stream)
             m.sn_reduce(meta, L, 0 if n_iter else 1, b, eps, sigma, code, stream)
 
     def scale(self, buf, out, dtype):
@@ -195,7 +197,7 @@ class _Plan:
             self.k.scale(self.meta, self.elem_items, self.n_scale, buf, self.layout.sig_off, out, _TL_DTYPES[dtype])
         else:
             m, stream = module_and_stream(buf.device)
-            m.sn_scale(self.meta.data_ptr(), self.elem_items.data_ptr(), self.n_scale,
+            m.sn_scale(self.ptrs[0], self.ptrs[3], self.n_scale,
                        buf.data_ptr() + 4 * self.layout.sig_off, out.data_ptr(), DTYPE_CODES[dtype], stream)
 
     def grad(self, g, buf, dots, dw, dtype):
@@ -206,7 +208,7 @@ class _Plan:
             self.k.grad(self.meta, self.elem_items, self.n_scale, g, buf, sig_off, dots, dw)
             return
         m, stream = module_and_stream(buf.device)
-        code, meta, items, b = DTYPE_CODES[dtype], self.meta.data_ptr(), self.elem_items.data_ptr(), buf.data_ptr()
+        code, (meta, _, _, items), b = DTYPE_CODES[dtype], self.ptrs, buf.data_ptr()
         m.sn_grad_dot(meta, items, self.n_scale, g.data_ptr(), dots.data_ptr(), code, stream)
         m.sn_grad(meta, items, self.n_scale, g.data_ptr(), b + 4 * sig_off, dots.data_ptr(), b, b, dw.data_ptr(), code,
                   stream)
@@ -392,8 +394,9 @@ def _check_sizes(backend, weights):
 
 
 def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
-    """(weights, us, vs, dims as lists, backend, layout) of a checked call (traced: under torch.compile); its plan in
-    _LATEST for the ops.
+    """(weights, us, vs, dims as lists, backend, layout, cached) of a checked call (traced: under torch.compile); its
+    plan in _LATEST for the ops. cached: the call's signature is in _PLANS: eager tensors with storage, not traced
+    (a signature was stored only for a call of plain tensors; a tensor without storage cannot make one).
 
     A call whose signature (the addresses, shapes, dtypes and contiguity the checks read) was checked before takes
     its plan from _PLANS without checking again."""
@@ -405,7 +408,7 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
         device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
         backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
         _check_sizes(backend, weights)
-        return weights, us, vs, dims, backend, _layout_of(weights, dims)
+        return weights, us, vs, dims, backend, _layout_of(weights, dims), False
     sig = None
     if (weights and len(weights) == len(us) == len(vs) == len(dims) and type(n_power_iterations) is int
             and n_power_iterations >= 0 and type(eps) is float and eps > 0):
@@ -417,17 +420,20 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
         except (AttributeError, RuntimeError):  # not tensors, or tensors without storage (tracing): no signature
             sig = None
     plans = _PLANS.get((sig, device)) if sig is not None else None  # backend -> plan of a checked signature
+    cached = plans is not None
     if plans is None:  # a new signature, or something a signature cannot hold: the checks say what is wrong
         device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
         if sig is None:
             _LATEST[0] = _LATEST[1] = None
             backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
             _check_sizes(backend, weights)
-            return weights, us, vs, dims, backend, _layout_of(weights, dims)
+            return weights, us, vs, dims, backend, _layout_of(weights, dims), False
         plans = {}
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[(sig, device)] = plans
+        cached = all(type(t) in _EAGER_TYPES for t in (*weights, *us, *vs))  # (see _power_iteration)
+        if cached:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[(sig, device)] = plans
     backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
     plan = plans.get(backend)
     if plan is None:
@@ -437,7 +443,20 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
             tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d)
                   for w, u, v, d in zip(weights, us, vs, dims)), layout, device, backend)
     _LATEST[0], _LATEST[1] = weights, plan
-    return weights, us, vs, dims, backend, (plan if backend == "ref" else plan.layout)
+    return weights, us, vs, dims, backend, (plan if backend == "ref" else plan.layout), cached
+
+
+def _power_iteration(weights, us, vs, n_power_iterations, eps, dims):
+    """(weights, dims, backend, buf, layout): the checked call's power iteration (no autograd node: u, v and sigma
+    are constants of the gradient, as in torch)."""
+    traced = torch.compiler.is_compiling()
+    weights, us, vs, dims, backend, layout, cached = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
+    if cached:  # plain eager tensors, not tracing: what the op runs in eager mode, without its dispatch
+        buf = _power_iteration_impl(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    else:
+        with torch.no_grad():
+            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    return weights, dims, backend, buf, layout
 
 
 def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -452,13 +471,7 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0
         iterations: of the given u, v).
     """
-    traced = torch.compiler.is_compiling()
-    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
-    if traced:
-        with torch.no_grad():
-            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
-    else:  # (eager: the op has no autograd node)
-        buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    buf, layout = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)[3:]
     return buf[layout.sig_off:]
 
 
@@ -471,13 +484,7 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
         (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32
         (float64 for float64 weights).
     """
-    traced = torch.compiler.is_compiling()
-    weights, us, vs, dims, backend, layout = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
-    if traced:
-        with torch.no_grad():  # u, v and sigma are constants of the gradient, as in torch
-            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
-    else:  # (eager: the op has no autograd node, so they are constants)
-        buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    weights, dims, backend, buf, layout = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)
     flat = _sn_normalize(weights, buf, dims, backend)
     return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], \
         buf[layout.sig_off:]
