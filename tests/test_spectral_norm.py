@@ -487,5 +487,5 @@ def test_custom_ops_pass_opcheck():
     w = [torch.randn(5, 4), torch.randn(3, 2, 3)]
     u, v = fresh_vectors(w, [0, 1])
     torch.library.opcheck(_sn_power_iteration.op, (w, u, v, [0, 1], 1, 1e-12, "ref"))
-    buf = _sn_power_iteration(w, u, v, [0, 1], 1, 1e-12, "ref")  # u, v and sigma of every layer, flat
-    torch.library.opcheck(_sn_normalize.op, ([x.requires_grad_(True) for x in w], buf, [0, 1], "ref"))
+    sigma, buf = _sn_power_iteration(w, u, v, [0, 1], 1, 1e-12, "ref")  # buf: u and v of every layer, flat
+    torch.library.opcheck(_sn_normalize.op, ([x.requires_grad_(True) for x in w], sigma, buf, [0, 1], "ref"))

@@ -2,7 +2,7 @@
 
 The layer table ``meta`` (L, 9) int64 and the work lists are the same as the CUDA kernels' (see
 csrc/include/gankern/spectral_norm.h): [W ptr, u ptr, v ptr, h, w, inner, h_off, w_off, n_off], h_off and w_off into
-one fp32 buffer (t, then s, then sigma; offsets multiples of 4 elements); W(r, c) lives at
+one fp32 buffer (t, then s; offsets multiples of 4 elements); W(r, c) lives at
 (c // inner) * h * inner + r * inner + c % inner. Floor per step: W read twice, W / sigma written once.
 """
 import triton
@@ -122,9 +122,9 @@ def _scale_into(x_ptr, dst, n, factor, DT: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def sn_reduce_kernel(meta, flat, sig_off, eps, MODE: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per layer; flat: the fp32 buffer of t (at h_off), s (at w_off) and sigma (at sig_off), offsets
-    multiples of 4 elements (16 bytes: vector loads). MODE 0 (end of an iteration, s = W^T t): nt = max(|t|, eps),
+def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per layer; flat: the fp32 buffer of t (at h_off) and s (at w_off), offsets multiples of 4
+    elements (16 bytes: vector loads); sigma (L,) fp32. MODE 0 (end of an iteration, s = W^T t): nt = max(|t|, eps),
     u = t / nt, s' = s / nt, v = s' / max(|s'|, eps), sigma = |s'|^2 / max(|s'|, eps), u and v also written back
     into flat; MODE 1: sigma = u . t."""
     layer = tl.program_id(0)
@@ -137,7 +137,7 @@ def sn_reduce_kernel(meta, flat, sig_off, eps, MODE: tl.constexpr, DT: tl.conste
             i = i0 + tl.arange(0, BLOCK)
             uu = tl.load(u_ptr + i, mask=i < h, other=0.0).to(tl.float32)
             acc += tl.load(t_ptr + i, mask=i < h, other=0.0) * uu
-        tl.store(flat + sig_off + layer, tl.sum(acc, axis=0))
+        tl.store(sigma + layer, tl.sum(acc, axis=0))
     else:
         w = tl.load(meta + layer * 9 + 4)
         s_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 7), 4)
@@ -146,7 +146,7 @@ def sn_reduce_kernel(meta, flat, sig_off, eps, MODE: tl.constexpr, DT: tl.conste
         ns = tl.maximum(norm_s, eps)
         _scale_into(t_ptr, u_ptr, h, 1.0 / nt, DT, BLOCK)
         _scale_into(s_ptr, _layer_ptr(meta, layer, 2, DT), w, 1.0 / (nt * ns), DT, BLOCK)
-        tl.store(flat + sig_off + layer, norm_s * norm_s / ns)
+        tl.store(sigma + layer, norm_s * norm_s / ns)
 
 
 @triton.jit
@@ -166,10 +166,10 @@ def _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS: tl.constexpr):
 
 
 @triton.jit
-def sn_scale_kernel(meta, items, flat, sig_off, out, DT: tl.constexpr, ELEMS: tl.constexpr):
-    """out[n_off + e] = W[e] / sigma[layer], sigma at flat + sig_off. items: (n, 2) [layer, e0]."""
+def sn_scale_kernel(meta, items, sigma, out, DT: tl.constexpr, ELEMS: tl.constexpr):
+    """out[n_off + e] = W[e] / sigma[layer]. items: (n, 2) [layer, e0]."""
     layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
-    inv = 1.0 / tl.load(flat + sig_off + layer)
+    inv = 1.0 / tl.load(sigma + layer)
     e = e0 + tl.arange(0, ELEMS)
     if _whole_and_aligned(e0, numel, n_off, w_addr, ELEMS):
         e = tl.max_contiguous(tl.multiple_of(e, ELEMS), ELEMS)
@@ -196,9 +196,9 @@ def sn_grad_dot_kernel(meta, items, g, dots, ELEMS: tl.constexpr, DT: tl.constex
 
 
 @triton.jit
-def sn_grad_kernel(meta, items, g, flat, sig_off, dots, dw, ELEMS: tl.constexpr):
+def sn_grad_kernel(meta, items, g, sigma, dots, flat, dw, ELEMS: tl.constexpr):
     """dW[n_off + e] = G / sigma - dots / sigma^2 * u[h_off + r] * v[w_off + c], (r, c) the matrix position of e
-    (int32 index arithmetic); u, v and sigma (at sig_off) in the fp32 buffer flat."""
+    (int32 index arithmetic); u and v in the fp32 buffer flat."""
     layer, e0, numel, n_off, w_addr = _elementwise_item(meta, items)
     h, w, inner = _layer_dims(meta, layer)
     h_off = tl.load(meta + layer * 9 + 6)
@@ -212,7 +212,7 @@ def sn_grad_kernel(meta, items, g, flat, sig_off, dots, dw, ELEMS: tl.constexpr)
         q = e32 // inner
         r = q % h
         c = (q // h) * inner + (e32 - q * inner)
-    s = tl.load(flat + sig_off + layer)
+    s = tl.load(sigma + layer)
     coef = tl.load(dots + layer) / (s * s)
     mask = e < numel
     uu = tl.load(flat + h_off + r, mask=mask, other=0.0)
@@ -235,17 +235,17 @@ def cols(meta, items, n_items, flat, dt):
     sn_cols_kernel[(n_items,)](meta, items, flat, DT=dt, ROWS=COLS_ROWS, COLS=COLS_COLS, ROW_STEP=_COLS_ROW_STEP)
 
 
-def reduce(meta, n_layers, mode, flat, sig_off, eps, dt):
-    sn_reduce_kernel[(n_layers,)](meta, flat, sig_off, eps, MODE=mode, DT=dt, BLOCK=_BLOCK_R)
+def reduce(meta, n_layers, mode, flat, sigma, eps, dt):
+    sn_reduce_kernel[(n_layers,)](meta, flat, sigma, eps, MODE=mode, DT=dt, BLOCK=_BLOCK_R)
 
 
-def scale(meta, items, n_items, flat, sig_off, out, dt):
-    sn_scale_kernel[(n_items,)](meta, items, flat, sig_off, out, DT=dt, ELEMS=SCALE_ELEMS)
+def scale(meta, items, n_items, sigma, out, dt):
+    sn_scale_kernel[(n_items,)](meta, items, sigma, out, DT=dt, ELEMS=SCALE_ELEMS)
 
 
 def grad_dot(meta, items, n_items, g, dots, dt):
     sn_grad_dot_kernel[(n_items,)](meta, items, g, dots, ELEMS=SCALE_ELEMS, DT=dt)
 
 
-def grad(meta, items, n_items, g, flat, sig_off, dots, dw):
-    sn_grad_kernel[(n_items,)](meta, items, g, flat, sig_off, dots, dw, ELEMS=SCALE_ELEMS)
+def grad(meta, items, n_items, g, sigma, dots, flat, dw):
+    sn_grad_kernel[(n_items,)](meta, items, g, sigma, dots, flat, dw, ELEMS=SCALE_ELEMS)

@@ -11,7 +11,7 @@ dW = G / sigma - <G, W> / sigma^2 * u v^T.
 The kernels (Triton: gankern/kernels/spectral_norm.py, CUDA: csrc/spectral_norm.cu) serve every layer of a model in
 one launch per phase; an iteration is three: rows (t = Wm v, and s zeroed), columns (s = Wm^T t), then per layer
 u = t / |t|, v = normalize(s / |t|) and sigma = |s| / |t| (= u^T Wm v for the new v). Then W / sigma. u, v and sigma
-of all layers travel in one fp32 buffer (_Layout). The backward is two launches for all layers: <G, W> per layer,
+of all layers: u and v in one fp32 buffer (_Layout), sigma (L,). The backward is two launches for all layers: <G, W> per layer,
 then dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
 
 Floor per step (shared/GPU.md): W read twice and W / sigma written once, for BigGAN-128's 57 layers (160.5M fp32
@@ -59,8 +59,8 @@ def from_matrix(mat: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tens
 # the flat fp32 buffer of a power iteration: u of every layer, then v, then sigma
 
 class _Layout:
-    """Where u (h_l,), v (w_l,) and sigma (L,) of every layer lie in the flat fp32 buffer the power iteration returns
-    (all backends); offsets are multiples of 4 elements (16 bytes: the kernels' vector loads)."""
+    """Where u (h_l,) and v (w_l,) of every layer lie in the flat fp32 buffer the power iteration returns (all
+    backends); offsets are multiples of 4 elements (16 bytes: the kernels' vector loads)."""
 
     backend = "ref"
 
@@ -73,19 +73,16 @@ class _Layout:
             return out, start
         self.hs, self.ws = hs, ws
         self.h_offs, end = offsets(hs, 0)
-        self.w_offs, self.sig_off = offsets(ws, end)
-        self.total = self.sig_off + len(hs)
+        self.w_offs, self.total = offsets(ws, end)
 
     def split(self, buf: torch.Tensor):
-        """(us, vs, sigmas) of buf: views."""
-        return ([buf[o:o + n] for o, n in zip(self.h_offs, self.hs)], [buf[o:o + n] for o, n in zip(self.w_offs, self.ws)],
-                buf[self.sig_off:])
+        """(us, vs) of buf: views."""
+        return [buf[o:o + n] for o, n in zip(self.h_offs, self.hs)], [buf[o:o + n] for o, n in zip(self.w_offs, self.ws)]
 
-    def pack(self, us, vs, sigmas) -> torch.Tensor:
-        buf = sigmas.new_zeros(self.total)
+    def fill(self, buf: torch.Tensor, us, vs) -> torch.Tensor:
+        """buf with every layer's u and v copied in."""
         for o, t in zip(self.h_offs + self.w_offs, list(us) + list(vs)):
             buf[o:o + t.numel()] = t
-        buf[self.sig_off:] = sigmas
         return buf
 
 
@@ -120,8 +117,8 @@ def _power_iteration_ref(weights, us, vs, dims, n_iter, eps):
                 v.copy_(F.normalize(torch.mv(wm.H, u), dim=0, eps=eps))
             sigmas.append(torch.vdot(u, torch.mv(wm, v)))
         acc = _acc_dtype(weights[0].dtype)
-        return _layout_of(weights, dims).pack([u.to(acc) for u in us], [v.to(acc) for v in vs],
-                                              torch.stack(sigmas).to(acc))
+        sigma = torch.stack(sigmas).to(acc)
+        return sigma, _layout_of(weights, dims).fill(sigma.new_zeros(_layout_of(weights, dims).total), us, vs)
 
 
 def _normalize_ref(weights, sigmas):
@@ -170,48 +167,46 @@ class _Plan:
         # the addresses the CUDA launchers take (the tensors live as long as the plan)
         self.ptrs = tuple(t.data_ptr() for t in (self.meta, self.row_items, self.col_items, self.elem_items))
 
-    def power_iteration(self, buf, n_iter, eps, dtype):
-        """u, v (in place and into buf) and sigma (into buf) of every layer. Per iteration: rows (and zero s),
+    def power_iteration(self, buf, sigma, n_iter, eps, dtype):
+        """u, v (in place and into buf) and sigma of every layer. Per iteration: rows (and zero s),
         columns, then u, v and sigma; with 0 iterations: rows and sigma = u . t."""
-        sig_off, L = self.layout.sig_off, self.n_layers
+        L = self.n_layers
         if self.backend == "triton":
             k, dt, meta = self.k, _TL_DTYPES[dtype], self.meta
             for _ in range(max(n_iter, 1)):
                 k.rows(meta, self.row_items, self.n_rows, buf, dt)
                 if n_iter:
                     k.cols(meta, self.col_items, self.n_cols, buf, dt)
-                k.reduce(meta, L, 0 if n_iter else 1, buf, sig_off, eps, dt)
+                k.reduce(meta, L, 0 if n_iter else 1, buf, sigma, eps, dt)
             return
         m, stream = module_and_stream(buf.device)
-        code, b, (meta, rows, cols, _) = DTYPE_CODES[dtype], buf.data_ptr(), self.ptrs
-        sigma = b + 4 * sig_off
+        code, b, sig, (meta, rows, cols, _) = DTYPE_CODES[dtype], buf.data_ptr(), sigma.data_ptr(), self.ptrs
         for _ in range(max(n_iter, 1)):
             m.sn_rows(meta, rows, self.n_rows, b, code, stream)
             if n_iter:
                 m.sn_cols(meta, cols, self.n_cols, b, code, stream)
-            m.sn_reduce(meta, L, 0 if n_iter else 1, b, eps, sigma, code, stream)
+            m.sn_reduce(meta, L, 0 if n_iter else 1, b, eps, sig, code, stream)
 
-    def scale(self, buf, out, dtype):
+    def scale(self, sigma, out, dtype):
         """out = W / sigma of every layer, flat."""
         if self.backend == "triton":
-            self.k.scale(self.meta, self.elem_items, self.n_scale, buf, self.layout.sig_off, out, _TL_DTYPES[dtype])
+            self.k.scale(self.meta, self.elem_items, self.n_scale, sigma, out, _TL_DTYPES[dtype])
         else:
-            m, stream = module_and_stream(buf.device)
-            m.sn_scale(self.ptrs[0], self.ptrs[3], self.n_scale,
-                       buf.data_ptr() + 4 * self.layout.sig_off, out.data_ptr(), DTYPE_CODES[dtype], stream)
+            m, stream = module_and_stream(out.device)
+            m.sn_scale(self.ptrs[0], self.ptrs[3], self.n_scale, sigma.data_ptr(), out.data_ptr(), DTYPE_CODES[dtype],
+                       stream)
 
-    def grad(self, g, buf, dots, dw, dtype):
+    def grad(self, g, sigma, buf, dots, dw, dtype):
         """dots = <G, W> per layer (zeroed by the caller), then dW."""
-        sig_off = self.layout.sig_off
         if self.backend == "triton":
             self.k.grad_dot(self.meta, self.elem_items, self.n_scale, g, dots, _TL_DTYPES[dtype])
-            self.k.grad(self.meta, self.elem_items, self.n_scale, g, buf, sig_off, dots, dw)
+            self.k.grad(self.meta, self.elem_items, self.n_scale, g, sigma, dots, buf, dw)
             return
         m, stream = module_and_stream(buf.device)
         code, (meta, _, _, items), b = DTYPE_CODES[dtype], self.ptrs, buf.data_ptr()
         m.sn_grad_dot(meta, items, self.n_scale, g.data_ptr(), dots.data_ptr(), code, stream)
-        m.sn_grad(meta, items, self.n_scale, g.data_ptr(), b + 4 * sig_off, dots.data_ptr(), b, b, dw.data_ptr(), code,
-                  stream)
+        m.sn_grad(meta, items, self.n_scale, g.data_ptr(), sigma.data_ptr(), dots.data_ptr(), b, b, dw.data_ptr(),
+                  code, stream)
 
 
 _TL_DTYPES: dict = {}
@@ -251,24 +246,24 @@ def _plan(weights, us, vs, dims, backend) -> _Plan:
 
 def _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps):
     plan = _plan(weights, us, vs, dims, backend)
-    buf = torch.empty(plan.layout.total, device=weights[0].device, dtype=torch.float32)
-    plan.power_iteration(buf, n_iter, eps, weights[0].dtype)
+    device = weights[0].device
+    buf = torch.empty(plan.layout.total, device=device, dtype=torch.float32)
+    sigma = torch.empty(plan.n_layers, device=device, dtype=torch.float32)
+    plan.power_iteration(buf, sigma, n_iter, eps, weights[0].dtype)
     if n_iter == 0:  # u, v as given, into the buffer
-        lay = plan.layout
-        for o, t in zip(lay.h_offs + lay.w_offs, list(us) + list(vs)):
-            buf[o:o + t.numel()] = t
-    return buf
+        plan.layout.fill(buf, us, vs)
+    return sigma, buf
 
 
-def _normalize_kernels(backend, weights, buf, dims):
+def _normalize_kernels(backend, weights, sigma, dims):
     plan = _plan(weights, weights, weights, dims, backend)
     out = torch.empty(plan.total_n, device=weights[0].device, dtype=weights[0].dtype)
-    plan.scale(buf, out, weights[0].dtype)
+    plan.scale(sigma, out, weights[0].dtype)
     return out
 
 
-def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor, buf: torch.Tensor,
-                                dims: list[int], backend: str) -> torch.Tensor:
+def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor, sigma: torch.Tensor,
+                                buf: torch.Tensor, dims: list[int], backend: str) -> torch.Tensor:
     """dW of every layer (flat, like the forward's output) in two launches: <G, W> per layer, then
     G / sigma - <G, W> / sigma^2 * u v^T."""
     plan = _plan(weights, weights, weights, dims, backend)
@@ -276,11 +271,11 @@ def _normalize_backward_kernels(weights: list[torch.Tensor], grad: torch.Tensor,
     grad = grad.to(dtype).contiguous()
     dots = torch.zeros(len(weights), device=grad.device, dtype=torch.float32)
     dw = torch.empty_like(grad)
-    plan.grad(grad, buf, dots, dw, dtype)
+    plan.grad(grad, sigma, buf, dots, dw, dtype)
     return dw
 
 
-def _normalize_backward_fake(weights, grad, buf, dims, backend):
+def _normalize_backward_fake(weights, grad, sigma, buf, dims, backend):
     return torch.empty_like(grad, dtype=weights[0].dtype)
 
 
@@ -288,37 +283,40 @@ _sn_normalize_backward = fused_op("sn_normalize_backward", _normalize_backward_k
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# torch.library ops: gankern::sn_power_iteration -> the flat buffer of u, v, sigma (_Layout);
+# torch.library ops: gankern::sn_power_iteration -> (sigma (L,), the flat buffer of every u and v (_Layout));
 # gankern::sn_normalize -> W / sigma of every layer, flat
 
 def _power_iteration_impl(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
-                          dims: list[int], n_iter: int, eps: float, backend: str) -> torch.Tensor:
+                          dims: list[int], n_iter: int, eps: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     if backend == "ref":
         return _power_iteration_ref(weights, us, vs, dims, n_iter, eps)
     return _power_iteration_kernels(backend, weights, us, vs, dims, n_iter, eps)
 
 
 def _power_iteration_fake(weights, us, vs, dims, n_iter, eps, backend):
-    return weights[0].new_empty(_layout_of(weights, dims).total, dtype=_acc_dtype(weights[0].dtype))
+    acc = _acc_dtype(weights[0].dtype)
+    return (weights[0].new_empty(len(weights), dtype=acc),
+            weights[0].new_empty(_layout_of(weights, dims).total, dtype=acc))
 
 
 _sn_power_iteration = fused_op("sn_power_iteration", _power_iteration_impl, _power_iteration_fake,
                                mutates_args=("us", "vs"))
 
 
-def _normalize_impl(weights: list[torch.Tensor], buf: torch.Tensor, dims: list[int], backend: str) -> torch.Tensor:
+def _normalize_impl(weights: list[torch.Tensor], sigma: torch.Tensor, buf: torch.Tensor, dims: list[int],
+                    backend: str) -> torch.Tensor:
     if backend == "ref":
-        return _normalize_ref(weights, _layout_of(weights, dims).split(buf)[2])
-    return _normalize_kernels(backend, weights, buf, dims)
+        return _normalize_ref(weights, sigma)
+    return _normalize_kernels(backend, weights, sigma, dims)
 
 
-def _normalize_fake(weights, buf, dims, backend):
+def _normalize_fake(weights, sigma, buf, dims, backend):
     return weights[0].new_empty(sum(w.numel() for w in weights))
 
 
 def _normalize_setup(ctx, inputs, output):
-    weights, buf, dims, backend = inputs
-    ctx.save_for_backward(buf, *weights)
+    weights, sigma, buf, dims, backend = inputs
+    ctx.save_for_backward(sigma, buf, *weights)
     ctx.dims = dims
     ctx.backend = backend
 
@@ -326,12 +324,13 @@ def _normalize_setup(ctx, inputs, output):
 def _normalize_backward(ctx, grad):
     """dW = G / sigma - <G, W> / sigma^2 * u v^T per layer: the fused kernels for a first-order backward, else
     differentiable torch ops (so that it has a backward)."""
-    buf, *weights = ctx.saved_tensors
+    sigmas, buf, *weights = ctx.saved_tensors
     if ctx.backend != "ref" and not torch.is_grad_enabled():  # first order: the fused kernels
-        dw = _sn_normalize_backward(weights, grad, buf, ctx.dims, ctx.backend)
-        return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], None, None, None
+        dw = _sn_normalize_backward(weights, grad, sigmas, buf, ctx.dims, ctx.backend)
+        return [d.view(w.shape) for d, w in zip(dw.split([w.numel() for w in weights]), weights)], \
+            None, None, None, None
     grads = grad.split([w.numel() for w in weights])
-    us, vs, sigmas = _layout_of(weights, ctx.dims).split(buf)
+    us, vs = _layout_of(weights, ctx.dims).split(buf)
     out = []
     for w, g, u, v, sig, d in zip(weights, grads, us, vs, sigmas, ctx.dims):
         uv = from_matrix(torch.outer(u, v), w.shape, d)  # d sigma / dW
@@ -341,7 +340,7 @@ def _normalize_backward(ctx, grad):
         g = g.view(w.shape).to(sig.dtype)
         coef = (g * wa).sum() / (sig * sig)
         out.append((g / sig - coef * uv).to(w.dtype))
-    return out, None, None, None
+    return out, None, None, None, None
 
 
 _sn_normalize = fused_op("sn_normalize", _normalize_impl, _normalize_fake, _normalize_setup, _normalize_backward)
@@ -394,7 +393,7 @@ def _check_sizes(backend, weights):
 
 
 def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
-    """(weights, us, vs, dims as lists, backend, layout, cached) of a checked call (traced: under torch.compile); its
+    """(weights, us, vs, dims as lists, backend, cached) of a checked call (traced: under torch.compile); its
     plan in _LATEST for the ops. cached: the call's signature is in _PLANS: eager tensors with storage, not traced
     (a signature was stored only for a call of plain tensors; a tensor without storage cannot make one).
 
@@ -408,7 +407,7 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
         device, dtype = _check(weights, us, vs, dims, n_power_iterations, eps)
         backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
         _check_sizes(backend, weights)
-        return weights, us, vs, dims, backend, _layout_of(weights, dims), False
+        return weights, us, vs, dims, backend, False
     sig = None
     if (weights and len(weights) == len(us) == len(vs) == len(dims) and type(n_power_iterations) is int
             and n_power_iterations >= 0 and type(eps) is float and eps > 0):
@@ -427,7 +426,7 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
             _LATEST[0] = _LATEST[1] = None
             backend = _backend.select(device, dtype, PREFERENCE, KERNEL_DTYPES)
             _check_sizes(backend, weights)
-            return weights, us, vs, dims, backend, _layout_of(weights, dims), False
+            return weights, us, vs, dims, backend, False
         plans = {}
         cached = all(type(t) in _EAGER_TYPES for t in (*weights, *us, *vs))  # (see _power_iteration)
         if cached:
@@ -443,20 +442,20 @@ def _prepare(weights, us, vs, dims, n_power_iterations, eps, traced):
             tuple((w.data_ptr(), u.data_ptr(), v.data_ptr(), tuple(w.shape), d)
                   for w, u, v, d in zip(weights, us, vs, dims)), layout, device, backend)
     _LATEST[0], _LATEST[1] = weights, plan
-    return weights, us, vs, dims, backend, (plan if backend == "ref" else plan.layout), cached
+    return weights, us, vs, dims, backend, cached
 
 
 def _power_iteration(weights, us, vs, n_power_iterations, eps, dims):
-    """(weights, dims, backend, buf, layout): the checked call's power iteration (no autograd node: u, v and sigma
+    """(weights, dims, backend, sigma, buf): the checked call's power iteration (no autograd node: u, v and sigma
     are constants of the gradient, as in torch)."""
     traced = torch.compiler.is_compiling()
-    weights, us, vs, dims, backend, layout, cached = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
+    weights, us, vs, dims, backend, cached = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
     if cached:  # plain eager tensors, not tracing: what the op runs in eager mode, without its dispatch
-        buf = _power_iteration_impl(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+        sigma, buf = _power_iteration_impl(weights, us, vs, dims, n_power_iterations, float(eps), backend)
     else:
         with torch.no_grad():
-            buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
-    return weights, dims, backend, buf, layout
+            sigma, buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    return weights, dims, backend, sigma, buf
 
 
 def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -471,8 +470,7 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0
         iterations: of the given u, v).
     """
-    buf, layout = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)[3:]
-    return buf[layout.sig_off:]
+    return _power_iteration(weights, us, vs, n_power_iterations, eps, dims)[3]
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -484,7 +482,6 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
         (normalized, sigmas): normalized[l] has the shape and dtype of weights[l]; sigmas (L,) float32
         (float64 for float64 weights).
     """
-    weights, dims, backend, buf, layout = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)
-    flat = _sn_normalize(weights, buf, dims, backend)
-    return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], \
-        buf[layout.sig_off:]
+    weights, dims, backend, sigma, buf = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)
+    flat = _sn_normalize(weights, sigma, buf, dims, backend)
+    return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigma
