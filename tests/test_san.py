@@ -182,7 +182,8 @@ def test_triton_maximizer_is_where_the_constant_is_reached(layers, seed):
 
 def test_triton_gradient_with_nan_and_expanded_upstream_matches_ref():
     """NaN in a pair that is not the maximizer: s is NaN, its gradient (on the pair of the largest magnitude that is
-    not NaN, as ref's) finite; the upstream gradient of .sum() comes expanded (stride 0); fp16 weights keep their dtype."""
+    not NaN, as ref's) finite; the upstream gradient of .sum() comes expanded (stride 0); fp16 weights keep their
+    dtype."""
     g = torch.Generator().manual_seed(3)
     w = torch.randn(6, 5, 3, 3, generator=g)
     w[0, 0] = 0.01 * w[0, 0]

@@ -10,9 +10,9 @@ dW = G / sigma - <G, W> / sigma^2 * u v^T.
 
 The kernels (Triton: gankern/kernels/spectral_norm.py, CUDA: csrc/spectral_norm.cu) serve every layer of a model in
 one launch per phase; an iteration is three: rows (t = Wm v, and s zeroed), columns (s = Wm^T t), then per layer
-u = t / |t|, v = normalize(s / |t|) and sigma = |s| / |t| (= u^T Wm v for the new v). Then W / sigma. u, v and sigma
-of all layers: u and v in one fp32 buffer (_Layout), sigma (L,). The backward is two launches for all layers: <G, W> per layer,
-then dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
+u = t / |t|, v = normalize(s / |t|) and sigma = |s| / |t| (= u^T Wm v for the new v). Then W / sigma. The u and v
+of all layers travel in one fp32 buffer (_Layout), sigma in an (L,) tensor. The backward is two launches for all
+layers: <G, W> per layer, then dW = G / sigma - <G, W> / sigma^2 u v^T elementwise.
 
 Floor per step (shared/GPU.md): W read twice and W / sigma written once, for BigGAN-128's 57 layers (160.5M fp32
 weights) 0.64 ms on an H100. This design moves W four times (the W / sigma pass reads W again): 0.86 ms at 3.0 TB/s,
@@ -77,7 +77,8 @@ class _Layout:
 
     def split(self, buf: torch.Tensor):
         """(us, vs) of buf: views."""
-        return [buf[o:o + n] for o, n in zip(self.h_offs, self.hs)], [buf[o:o + n] for o, n in zip(self.w_offs, self.ws)]
+        return ([buf[o:o + n] for o, n in zip(self.h_offs, self.hs)],
+                [buf[o:o + n] for o, n in zip(self.w_offs, self.ws)])
 
     def fill(self, buf: torch.Tensor, us, vs) -> torch.Tensor:
         """buf with every layer's u and v copied in."""
