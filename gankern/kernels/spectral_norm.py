@@ -113,12 +113,18 @@ def _sum_squares(x_ptr, n, BLOCK: tl.constexpr):
 
 @triton.jit
 def _scale_into(x_ptr, dst, n, factor, DT: tl.constexpr, BLOCK: tl.constexpr):
-    """x[i] *= factor in place (fp32) and dst[i] = x[i] in DT, for i < n."""
-    for i0 in range(0, n, BLOCK):
-        i = i0 + tl.arange(0, BLOCK)
-        y = tl.load(x_ptr + i, mask=i < n, other=0.0) * factor
-        tl.store(x_ptr + i, y, mask=i < n)
-        tl.store(dst + i, y.to(DT), mask=i < n)
+    """x[i] *= factor in place (fp32; x_ptr 16-byte aligned: whole blocks in 16-byte vectors) and dst[i] = x[i] in
+    DT, for i < n."""
+    n_whole = (n // BLOCK) * BLOCK
+    for i0 in range(0, n_whole, BLOCK):
+        i = tl.max_contiguous(tl.multiple_of(i0 + tl.arange(0, BLOCK), BLOCK), BLOCK)
+        y = tl.load(x_ptr + i) * factor
+        tl.store(x_ptr + i, y)
+        tl.store(dst + i, y.to(DT))
+    i = n_whole + tl.arange(0, BLOCK)
+    y = tl.load(x_ptr + i, mask=i < n, other=0.0) * factor
+    tl.store(x_ptr + i, y, mask=i < n)
+    tl.store(dst + i, y.to(DT), mask=i < n)
 
 
 @triton.jit
@@ -132,11 +138,13 @@ def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexp
     h = tl.load(meta + layer * 9 + 3)
     t_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 6), 4)
     if MODE == 1:
+        h_whole = (h // BLOCK) * BLOCK
         acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for i0 in range(0, h, BLOCK):
-            i = i0 + tl.arange(0, BLOCK)
-            uu = tl.load(u_ptr + i, mask=i < h, other=0.0).to(tl.float32)
-            acc += tl.load(t_ptr + i, mask=i < h, other=0.0) * uu
+        for i0 in range(0, h_whole, BLOCK):
+            i = tl.max_contiguous(tl.multiple_of(i0 + tl.arange(0, BLOCK), BLOCK), BLOCK)
+            acc += tl.load(t_ptr + i) * tl.load(u_ptr + i).to(tl.float32)
+        i = h_whole + tl.arange(0, BLOCK)
+        acc += tl.load(t_ptr + i, mask=i < h, other=0.0) * tl.load(u_ptr + i, mask=i < h, other=0.0).to(tl.float32)
         tl.store(sigma + layer, tl.sum(acc, axis=0))
     else:
         w = tl.load(meta + layer * 9 + 4)
