@@ -69,6 +69,8 @@ __global__ void __launch_bounds__(kThreads) cols_kernel(const int64_t* __restric
   atomicAdd(&flat[L.w_off + c], acc);
 }
 
+__device__ __forceinline__ float clamp_min(float x, float lo) { return x < lo ? lo : x; }
+
 // x[i] *= factor (fp32, in place) and dst[i] = x[i] in T, for i < n, over the block.
 template <typename T>
 __device__ void scale_into(float* x, T* dst, int64_t n, float factor) {
@@ -98,10 +100,11 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const int64_t* __restr
   }
   float acc = 0.0f;
   for (int64_t i = threadIdx.x; i < L.h; i += blockDim.x) acc += t[i] * t[i];
-  const float nt = fmaxf(sqrtf(block_sum(acc, scratch)), eps);
+  // max(norm, eps) that keeps a NaN norm (fmaxf would return eps), as torch's clamp_min in F.normalize does
+  const float nt = clamp_min(sqrtf(block_sum(acc, scratch)), eps);
   acc = 0.0f;
   for (int64_t i = threadIdx.x; i < L.w_cols; i += blockDim.x) acc += s[i] * s[i];
-  const float norm_s = sqrtf(block_sum(acc, scratch)) / nt, ns = fmaxf(norm_s, eps);
+  const float norm_s = sqrtf(block_sum(acc, scratch)) / nt, ns = clamp_min(norm_s, eps);
   scale_into(t, static_cast<T*>(L.u), L.h, 1.0f / nt);
   scale_into(s, static_cast<T*>(L.v), L.w_cols, 1.0f / (nt * ns));
   if (threadIdx.x == 0) sigma[blockIdx.x] = norm_s * norm_s / ns;

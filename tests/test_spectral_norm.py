@@ -71,6 +71,40 @@ def test_kernels_match_reference(name, n_iter, schedule):
     assert_close_lists(got[4], want[4], rtol=1e-4, atol=1e-5)  # dW
 
 
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_kernels_propagate_nan_and_take_zero_weights_like_ref(name):
+    """A NaN weight makes its layer's sigma, u, v and W / sigma NaN and leaves the other layers alone; an all-zero
+    weight (|W v| below eps) gives what ref gives (u = 0, sigma = 0, W / sigma NaN)."""
+    weights = [torch.randn(6, 5), torch.zeros(4, 3, 3, 3), torch.randn(9, 2, 2, 2)]
+    weights[0][2, 3] = float("nan")
+    dims = [0, 0, 1]
+    us, vs = fresh_vectors(weights[1:], dims[1:])
+    us, vs = [torch.randn(6)] + us, [torch.randn(5)] + vs
+    got = run(name, weights, [u.clone() for u in us], [v.clone() for v in vs], dims, 1)
+    want = run("ref", weights, [u.clone() for u in us], [v.clone() for v in vs], dims, 1)
+    assert got[1][0].isnan() and got[1][2].isfinite()
+    for a, b in zip(got[:4], want[:4]):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_cached_call_signature_still_checks_what_changed(name):
+    """A call of tensors checked before skips the checks; a call whose tensors differ in what the checks read
+    (address, shape, dtype, contiguity) is checked again: a transposed square weight at the same address, a u of
+    the wrong size; after ``w.data = ...`` (same tensor object, new storage) the new values are used."""
+    w, u, v = torch.randn(5, 5), torch.randn(5), torch.randn(5)
+    with backend_ctx(name):
+        power_iteration_all([w], [u], [v])
+        with pytest.raises(ValueError, match="contiguous"):
+            power_iteration_all([w.t()], [u], [v])
+        with pytest.raises(ValueError, match="elements"):
+            power_iteration_all([w], [u[:4]], [v])
+        q1, q2 = torch.linalg.qr(torch.randn(5, 5))[0], torch.linalg.qr(torch.randn(5, 5))[0]
+        w.data = q1 @ torch.diag(torch.tensor([6.0, 1.5, 1.0, 0.5, 0.1])) @ q2  # largest singular value 6, clear
+        got = power_iteration_all([w], [u], [v], 20)
+    torch.testing.assert_close(got[0], torch.tensor(6.0), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("misaligned", [False, True])
 @pytest.mark.parametrize("name", ["triton", "cuda"])
 def test_kernels_vector_paths_match_reference(name, misaligned):

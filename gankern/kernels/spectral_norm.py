@@ -149,9 +149,11 @@ def sn_reduce_kernel(meta, flat, sigma, eps, MODE: tl.constexpr, DT: tl.constexp
     else:
         w = tl.load(meta + layer * 9 + 4)
         s_ptr = flat + tl.multiple_of(tl.load(meta + layer * 9 + 7), 4)
-        nt = tl.maximum(tl.sqrt(_sum_squares(t_ptr, h, BLOCK)), eps)
+        # max(norm, eps) keeping a NaN norm, as torch's clamp_min in F.normalize (the GPU's max returns eps)
+        norm_t = tl.sqrt(_sum_squares(t_ptr, h, BLOCK))
+        nt = tl.where(norm_t < eps, eps, norm_t)
         norm_s = tl.sqrt(_sum_squares(s_ptr, w, BLOCK)) / nt
-        ns = tl.maximum(norm_s, eps)
+        ns = tl.where(norm_s < eps, eps, norm_s)
         _scale_into(t_ptr, u_ptr, h, 1.0 / nt, DT, BLOCK)
         _scale_into(s_ptr, _layer_ptr(meta, layer, 2, DT), w, 1.0 / (nt * ns), DT, BLOCK)
         tl.store(sigma + layer, norm_s * norm_s / ns)
