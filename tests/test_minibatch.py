@@ -20,7 +20,8 @@ KERNELS = ("triton", "cuda")
 DISC_SHAPES = [(37, 6, 3, 5), (5, 4, 2, 17), (33, 3, 1, 1), (70, 5, 2, 7)]
 # (N, C, H, W, group_size, num_channels)
 STD_SHAPES = [(6, 4, 3, 2, 3, 2), (8, 5, 3, 3, 4, 1), (3, 6, 1, 1, 4, 3), (12, 8, 5, 7, 4, 2), (5, 3, 2, 2, None, 1),
-              (1, 3, 2, 2, 4, 1)]
+              (1, 3, 2, 2, 4, 1),
+              (4, 40, 4, 4, 4, 1), (8, 70, 4, 4, 4, 2)]  # slabs of more than 512 elements: split over programs
 
 
 @pytest.fixture(autouse=True)
@@ -242,6 +243,16 @@ def test_stddev_kernels_match_reference(name, order, shape):
         sim.set_schedule(0, 0)
     want = std_run("ref", x, G, F, second_order=True)
     assert_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_stddev_triton_grid_fills_the_gpu_at_the_benchmark_shape():
+    """64x512x4x4 with groups of 4 is 16 slabs: each goes to P programs (forward partial sums, then a fill launch),
+    at least 132 programs (the H200's SMs); a shape with many slabs keeps one program per slab."""
+    from gankern.kernels.minibatch import std_split
+    GP, BLOCK, chunk, P = std_split(64, 512, 16, 4, 1)
+    assert 16 * P >= 132 and chunk % BLOCK == 0 and chunk * (P - 1) < 512 * 16 <= chunk * P
+    assert std_split(4096, 8, 4, 4, 1)[3] == 1
+    assert std_split(4, 40, 16, 4, 1)[3] == 2 and std_split(8, 70, 16, 4, 2)[3] == 2  # (the split test shapes)
 
 
 def test_stddev_cuda_kernel_more_elements_than_threads():

@@ -146,7 +146,10 @@ def _std_kernels(backend: str, x: torch.Tensor, go: torch.Tensor | None, G: int,
     out = _empty((N, C + F, H, W) if go is None else (N, C, H, W), device=x.device, dtype=x.dtype)
     if backend == "triton":
         k = kernels("minibatch")
-        k.std(x, go, out, G, F, STD_EPS)
+        split = k.std_split(N, C, H * W, G, F)
+        P = split[3]
+        partials = torch.empty(N // G * F * P, device=x.device, dtype=torch.float32) if go is None and P > 1 else None
+        k.std(x, go, out, partials, G, F, STD_EPS, split)
     else:
         mod, stream = module_and_stream(x.device)
         if go is None:
