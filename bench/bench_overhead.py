@@ -21,8 +21,11 @@ checks): bias_act fwd 25.9 / 5.3x -> 6.4 / 1.3x, fwd+bwd 116 / 3.2x -> 69 / 1.8x
 minibatch_discrimination_pairs fwd+bwd 134 / 4.3x -> 51 / 1.6x; grad_norm_penalty fwd 31.7 / 7.1x -> 8.6 / 1.9x;
 interpolate 28.1 / 5.5x -> 7.0 / 1.4x; demodulation 22.7 / 4.9x -> 8.3 / 1.8x; spectral_normalize_all (5 launches)
 51.7 / 2.9x -> 39.4 / 2.1x; power_iteration_all (4 launches) 22.7 / 5.0x -> 20.5 / 4.5x; san_constants 164 / 18x ->
-123 / 14x (a dozen torch ops reduce the kernel's per-item maxima on the host side: a finishing kernel would remove
-them).
+123 / 14x. Then (checked calls cached by their tensors' signature, one u/v buffer, three launches per iteration;
+SAN's maxima reduced by a finishing kernel, its backward a kernel; triton / cuda): power_iteration_all 19.7 / 4.6x ->
+7.8 / 1.7x, cuda 21.1 / 4.9x -> 8.2 / 1.8x; spectral_normalize_all fwd 35.7 / 2.1x -> 21.0 / 1.2x (cuda 1.2x),
+fwd+bwd 172 / 1.9x -> 167 / 1.7x (cuda 1.8x); san_constants fwd 107 / 13x -> 11.8 / 1.4x, fwd+bwd 495 / 7.7x -> 101 /
+1.4x.
 Rows: ``{family, workload, backend, dtype, shape, ms, floor_ms, vs_eager, vs_floor, launches, ...}`` with ``ms`` the
 host time per call, ``floor_ms`` the floor's, ``vs_eager`` the ratio to F.leaky_relu on the op's main tensor and
 ``launches`` the kernel launches one call makes (an op of several launches pays one launcher per launch: the floor
