@@ -9,7 +9,7 @@ Workloads (--quick shrinks them to a CPU smoke run):
   spectrum, 8.6 GB of complex64 (rows carry ``peak_mb``, the peak memory of one call on a GPU); the kernel keeps
   none of it.
 - every Conv2d / Linear of an SNGAN-ResNet discriminator at 32 x 32 (gankern.models, d_ch 128): the kernel serves all
-  layers in one launch, eager runs one FFT per layer.
+  layers in one launch (plus one that reduces each layer's items), eager runs one FFT per layer.
 Floor: 4 FLOPs per (kernel pair, frequency of the half plane, tap) on the fp32 CUDA cores at the H100 SXM
 datasheet rate (67 TFLOP/s); the weights' bytes are negligible. Speed: not measured on a GPU yet.
 """

@@ -22,8 +22,8 @@ group (sample n is in group slot n % (N // G), as ``x.reshape(G, -1, ...)`` does
 c = C // F channels; std[m, f] = mean over (c, H, W) of sqrt(var over the group + 1e-8); output
 cat([x, std broadcast to (N, F, H, W)], 1). One fused kernel forward (reads x once, writes the copy and the extra
 channels) and one backward; when the (slot, channel group) slabs are too few to fill the GPU, each slab is split
-over programs and a second small launch sums their parts into the extra channels. Floor: x read and the output written once: 64x512x4x4 fp32, 4.2 MB, 1.4 us at
-3.0 TB/s.
+over programs and a second small launch sums their parts into the extra channels. Floor: x read and the output
+written once: 64x512x4x4 fp32, 4.2 MB, 1.4 us at 3.0 TB/s.
 
 Backward of the backward (second order, for R1 on a discriminator that uses these layers): the backward ops are
 custom ops whose own gradient is autograd through the reference backward formula (differentiable eager ops).

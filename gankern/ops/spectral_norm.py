@@ -56,7 +56,7 @@ def from_matrix(mat: torch.Tensor, shape: Sequence[int], dim: int) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the flat fp32 buffer of a power iteration: u of every layer, then v, then sigma
+# the flat fp32 buffer of a power iteration: u of every layer, then v
 
 class _Layout:
     """Where u (h_l,) and v (w_l,) of every layer lie in the flat fp32 buffer the power iteration returns (all
@@ -147,7 +147,6 @@ class _Plan:
         meta = np.zeros((n, 9), dtype=np.int64)
         rows, cols, scale = [], [], []
         n_off = 0
-        self.numels = []
         for i, (wp, up, vp, shape, dim, *_) in enumerate(key):
             h, w = layout.hs[i], layout.ws[i]
             numel = h * w
@@ -156,7 +155,6 @@ class _Plan:
             rows += [(i, r) for r in range(0, h, rows_per_item)]
             cols += [(i, r, c) for r in range(0, h, cols_rows) for c in range(0, w, cols_cols)]
             scale += [(i, e) for e in range(0, numel, scale_elems)]
-            self.numels.append(numel)
             n_off += numel
         self.layout, self.total_n, self.n_layers = layout, n_off, n
 
@@ -224,8 +222,8 @@ def _kernels():
 # (signature of a checked call, device) -> {backend: _Plan (ref: _Layout)}; a signature holds all a plan depends on
 _PLANS: dict = {}
 _PLANS_MAX = 512
-# the plan of the latest call, with the list of weights it was made for: the ops of that call take it by the list's
-# identity instead of rebuilding its key (a traced call passes other lists and rebuilds it)
+# the plan of the current call, with the list of weights it was made for: the ops of that call take it by the list's
+# identity instead of rebuilding its key (a traced call passes other lists and rebuilds it); cleared at the call's end
 _LATEST: list = [None, None]
 _TABLES: dict = {}  # (addresses, shapes and dims of the tensors, backend, device) -> _Plan
 
@@ -471,7 +469,9 @@ def power_iteration_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tens
         sigmas: (L,) float32 (float64 for float64 weights), sigma_l = u_l^T W_l v_l after the iterations (with 0
         iterations: of the given u, v).
     """
-    return _power_iteration(weights, us, vs, n_power_iterations, eps, dims)[3]
+    sigma = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)[3]
+    _LATEST[0] = _LATEST[1] = None
+    return sigma
 
 
 def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.Tensor], vs: Sequence[torch.Tensor],
@@ -485,4 +485,5 @@ def spectral_normalize_all(weights: Sequence[torch.Tensor], us: Sequence[torch.T
     """
     weights, dims, backend, sigma, buf = _power_iteration(weights, us, vs, n_power_iterations, eps, dims)
     flat = _sn_normalize(weights, sigma, buf, dims, backend)
+    _LATEST[0] = _LATEST[1] = None
     return [o.view(w.shape) for o, w in zip(flat.split([w.numel() for w in weights]), weights)], sigma
