@@ -16,13 +16,14 @@ W / (gain * s + eps) (:func:`gankern.nn.utils.sparsity_aware_norm`).
 Gradient (first order): ds/dw is non-zero on the maximizing pair only: with w^ = re + j im at the maximizing
 frequency, ds/dw[o*, i*, a, b] = (re cos phi_ab - im sin phi_ab) / |w^|, phi_ab = 2 pi (a u* / H + b v* / W).
 
-The Triton kernel (gankern/kernels/san.py) evaluates each kernel's DFT at the frequencies on the fly from its
-k x k taps, on the half plane v <= W // 2 (a real kernel's spectrum is Hermitian), and reduces to the maximum
-without storing the spectrum; all layers of a model go in one launch (and one more reduces each layer's items).
-The reference twin zero-pads (folds) each kernel to (H, W) and calls torch.fft.fft2: for a 512 x 512 3 x 3 layer
-at 64 x 64 that spectrum is 8.6 GB of complex64. Floor: 4 FLOPs per (pair, frequency, tap) on the fp32 CUDA cores
-(re and im multiply-adds) over the half plane: for that layer 262144 pairs x 2112 frequencies x 9 taps x 4 = 2.0e10 FLOPs, 0.30 ms at an H100's
-67 TFLOP/s; bytes (the 9.4 MB of weights) are negligible. Speed: not measured on a GPU yet (bench/bench_san.py).
+The Triton kernel (gankern/kernels/san.py) evaluates each kernel's DFT at the frequencies on the fly from its k x k
+taps, on the half plane v <= W // 2 (a real kernel's spectrum is Hermitian), and reduces to the maximum without
+storing the spectrum; all layers of a model go in one launch (and one more reduces each layer's items). The
+reference twin zero-pads (folds) each kernel to (H, W) and calls torch.fft.fft2: for a 512 x 512 3 x 3 layer at 64 x
+64 that spectrum is 8.6 GB of complex64. Floor: 4 FLOPs per (pair, frequency, tap) on the fp32 CUDA cores (re and im
+multiply-adds) over the half plane: for that layer 262144 pairs x 2112 frequencies x 9 taps x 4 = 2.0e10 FLOPs, 0.30
+ms at an H100's 67 TFLOP/s; bytes (the 9.4 MB of weights) are negligible. Speed: not measured on a GPU yet
+(bench/bench_san.py).
 
 Backends: ref (eager torch.fft, any float dtype) and triton (fp32 / fp16 / bf16 weights, fp32 arithmetic): two
 launches forward (every layer's work items, then each layer's maximum and maximizer), one (after a zero fill)
