@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from test_literature import assert_resumes_exactly
 from test_train import one_thread, rows  # noqa: F401  (one_thread: an autouse fixture)
 
 from gankern.cli import main
@@ -115,6 +116,12 @@ def test_batch_per_resolution_and_adam_reset_at_each_fade_in(tmp_path):
         cfg.options.batch_per_res = bad
         with pytest.raises(ValueError, match="batch_per_res"):
             cfg.validate()
+
+
+def test_resume_at_the_step_where_the_batch_changes_and_adam_was_reset(tmp_path):
+    cfg = small(res=8, steps=8, fade=0.064, stable=0.032, log_steps=1, ckpt_steps=2, snap_steps=4)
+    cfg.options.batch_per_res = "8:8"                 # checkpoint 2: 4 px done, Adam reset, the next step has batch 8
+    assert_resumes_exactly(cfg, tmp_path, 3)
 
 
 def test_feed_continues_the_image_stream_across_batch_changes(tmp_path):
