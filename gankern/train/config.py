@@ -259,8 +259,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       train=dict(batch=32, kimg=70.0)),
     "lapgan": _row("LAPGAN: a Laplacian pyramid of GANs, 8 -> 16 -> 32 px: an MLP GAN on the coarsest level, conv "
                    "Gs of band-pass residuals conditioned on the upsampled coarser image (noise as an extra plane), "
-                   "levels trained independently on real pyramids, sampled coarse to fine; Adam(2e-4, 0.5) "
-                   "(Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
+                   "levels trained independently on real pyramids, sampled coarse to fine; SGD(0.02, momentum 0.5 -> "
+                   "0.8) (Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
 }
 
 
