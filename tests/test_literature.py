@@ -106,6 +106,7 @@ def test_ring_gans_train_and_log_ring_metrics(name, tmp_path):
     rs = [r for r in rows(tmp_path) if "ring/hq" in r]
     assert len(rs) == 3 and all(0 <= r["ring/modes"] <= 8 and 0 <= r["ring/hq"] <= 1 and r["ring/dist"] > 0
                                 for r in rs), rs
+    assert rs[-1]["ring/dist"] < rs[0]["ring/dist"], rs                # the samples move toward the modes
 
 
 def test_unrolled_gradient_differs_from_plain_and_resumes_exactly(tmp_path):
@@ -175,8 +176,11 @@ def test_pulling_away_term():
 
 
 def test_ebgan_energies_separate(tmp_path):
-    cfg = tiny("ebgan", steps=100, batch=32, log_steps=20, snap_steps=100, ckpt_steps=100)
+    cfg = tiny("ebgan", steps=100, batch=32, log_steps=20, snap_steps=100, ckpt_steps=100, metrics="digits-fid",
+               metric_samples=400)
     train(cfg, tmp_path)
+    fid = [r["fid_digits"] for r in rows(tmp_path) if "fid_digits" in r]
+    assert len(fid) == 2 and fid[1] < 0.9 * fid[0], fid                 # 79.2 -> 63.1
     rs = [r for r in rows(tmp_path) if "D/real" in r]
     gap = [r["D/real"] - r["D/fake"] for r in rs]          # E(fake) - E(real): D learns to push fakes up
     assert gap[-1] > 0 and rs[-1]["D/real"] > rs[0]["D/real"], (gap, [r["D/real"] for r in rs])
@@ -195,7 +199,8 @@ def test_msgan_mode_seeking_term(tmp_path):
         bad.validate()
     ratios = {}
     for w in (0.0, 1.0):
-        cfg = tiny("msgan", steps=60, batch=32, log_steps=20, snap_steps=60, ckpt_steps=60)
+        cfg = tiny("msgan", steps=60, batch=32, log_steps=20, snap_steps=60, ckpt_steps=60,
+                   metrics="digits-fid" if w else "none", metric_samples=400)
         cfg.loss.mode_seeking = w
         tr = train(cfg, tmp_path / str(w))
         z = torch.randn(2, 200, cfg.model.z_dim, generator=torch.Generator().manual_seed(5))
@@ -205,6 +210,8 @@ def test_msgan_mode_seeking_term(tmp_path):
             ratios[w] = ((G(z[0], c) - G(z[1], c)).abs().mean() / (z[0] - z[1]).abs().mean()).item()
     rs = [r for r in rows(tmp_path / "1.0") if "G/ms_ratio" in r]
     assert len(rs) == 3 and all(r["G/ms"] > 0 for r in rs)
+    fid = [r["fid_digits"] for r in rows(tmp_path / "1.0") if "fid_digits" in r]
+    assert len(fid) == 2 and fid[1] < 0.9 * fid[0], fid                 # 70.8 -> 50.8
     assert ratios[1.0] > ratios[0.0], ratios          # the term makes G's images vary more with z
 
 
