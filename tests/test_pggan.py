@@ -22,7 +22,8 @@ from gankern.train import Trainer, named_config
 from gankern.train.feed import Feed
 from gankern.train.cli import load_generator
 from gankern.train.digits_features import fid_kid
-from gankern.train.recipes.pggan import progress
+from gankern.train.recipes import Env
+from gankern.train.recipes.pggan import PGGANRecipe, progress
 from gankern.train.snapshots import sample
 
 
@@ -116,6 +117,21 @@ def test_batch_per_resolution_and_adam_reset_at_each_fade_in(tmp_path):
         cfg.options.batch_per_res = bad
         with pytest.raises(ValueError, match="batch_per_res"):
             cfg.validate()
+
+
+def test_paper_preset_batches_fit_the_minibatch_stddev_groups():
+    cfg = named_config("pggan")                        # the paper's: 16, then 256:14, 512:6, 1024:3, groups of 16
+    cfg.model.ch_base, cfg.model.ch_max, cfg.model.z_dim = 1024, 4, 8
+    assert cfg.train.batch == 16 and cfg.model.mbstd_group == 16
+    rec = PGGANRecipe(cfg.options, Env(torch.device("cpu"), 0, 4, 0, 1, 1024, 1, 0))   # 4 ranks: multiples of 4
+    assert rec._batches == {256: 12, 512: 4, 1024: 4}
+    rec.nimg = 10 ** 9
+    rec._advance()
+    assert rec.stage == 8 and rec.batch == 4
+    cfg.model.mbstd_group = 4
+    with pytest.raises(ValueError, match="256:14 gives 14 images per rank"):
+        PGGANRecipe(cfg.options, Env(torch.device("cpu"), 0, 1, 0, 1, 1024, 1, 0))
+    PGGANRecipe(cfg.options, Env(torch.device("cpu"), 0, 1, 0, 1, 128, 1, 0))      # 256 px and up are not trained
 
 
 def test_resume_at_the_step_where_the_batch_changes_and_adam_was_reset(tmp_path):

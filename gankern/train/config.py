@@ -249,9 +249,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
                   "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
     "pggan": _row("PGGAN: progressive growing 4 -> data resolution with fade-in (800 kimg fade, 800 stable per "
-                  "resolution), pixel norm, equalized lr, minibatch stddev, WGAN-GP 10 + drift 0.001, Adam(1e-3, 0, "
-                  "0.99) reset at each fade-in's start and end, batch 16 (256:14, 512:6, 1024:3), widths min(16384 / "
-                  "res, 512) (Karras et al. 2018)", recipe="pggan",
+                  "resolution), pixel norm, equalized lr, minibatch stddev (groups of 16), WGAN-GP 10 + drift 0.001, "
+                  "Adam(1e-3, 0, 0.99) reset at each fade-in's start and end, batch 16 (256:14, 512:6, 1024:3), widths "
+                  "min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan", model=dict(mbstd_group=16),
+                  batch_per_res="256:14,512:6,1024:3",
                   train=dict(batch=16, kimg=5600.0, ema_kimg=11.1, ema_rampup=0.0)),
     "pggan-cpu": _row("PGGAN as a CPU preset: 4 -> 8 -> 16 -> 32 px, 10 kimg fade + 10 stable per resolution, "
                       "widths min(512 / res, 32), z 128 (Karras et al. 2018)", recipe="pggan",

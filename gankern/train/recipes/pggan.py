@@ -6,18 +6,21 @@ resolution and, during a fade-in, blended as the paper does: ``lerp(upsample(dow
 WGAN-GP (lambda 10, gankern.ops.gradient_penalty, on the reals and fakes at the current, faded resolution) plus the
 drift term epsilon E[D(x)^2] (0.001); Adam(1e-3, 0, 0.99); one D step per G step. Nets: gankern.models.pggan (pixel
 norm, equalized learning rate, minibatch stddev). As the official code does: the minibatch per resolution
-(``batch_per_res`` "RES:BATCH,...", the paper's 256:14, 512:6, 1024:3; train.batch, 16 in ``pggan``, elsewhere;
+(``batch_per_res`` "RES:BATCH,...", in ``pggan`` the paper's 256:14, 512:6, 1024:3 and train.batch 16 elsewhere;
 rounded down to a multiple of the ranks; during a fade-in the new resolution's), and Adam's state (moments and step
-count) reset when a fade-in starts and when it ends (``reset_opt``; official ``reset_opt_for_new_lod``).
+count) reset when a fade-in starts and when it ends (``reset_opt``; official ``reset_opt_for_new_lod``). The
+``pggan`` row is the official code's paper preset (v1: 800 + 800 kimg, batch 16 / 14 / 6 / 3, minibatch stddev over
+groups of 16, i.e. the whole minibatch); its later v2 preset for one GPU is ``--set recipe.batch_per_res=4:128,8:128,
+16:128,32:64,64:32,128:16,256:8,512:4 --set model.mbstd_group=4 --set grow.fade_kimg=600 --set grow.stable_kimg=600``.
 
 Progress is counted in real images shown to D (``nimg`` in the recipe's state, with the stage and alpha it gives),
 updated after each step's G phase, so a run resumed mid-stage or mid-fade continues exactly. The stage and alpha are
 also buffers of G (so G_ema and ``gankern generate`` sample at the trained resolution); samples are upsampled
 (nearest) to the data resolution for grids and FID.
 
-Deliberately different from the official code: the layers are gankern's StyleGAN2 layers (the leaky ReLU's gain
-sqrt(2) multiplies the activation instead of the weight scale, and G's first dense layer lacks the official extra
-gain 1/4: the same functions, the biases' effective learning rates differ by those constants); G_ema's half-life is
+Deliberately different from the official code: the convolutions are gankern's StyleGAN2 layers (the leaky ReLU's
+gain sqrt(2) multiplies the activation instead of the weight scale: the same functions, with Adam the biases move
+sqrt(2) times faster relative to the weights; G's dense head is the official one); G_ema's half-life is
 in images (train.ema_kimg; ``pggan`` sets 11.1 kimg, the official beta 0.999 per minibatch of 16) where the official
 beta is per minibatch at every batch size; stage and alpha advance after every step (the official code updates them
 every 4 minibatches); no learning-rate ramp-up (the TensorFlow release has none).
@@ -51,7 +54,7 @@ class PGGANOptions:
     betas: tuple[float, float] = (0.0, 0.99)
     gp: float = 10.0             # WGAN-GP lambda
     drift: float = 0.001         # epsilon_drift: weight of E[D(x_real)^2] in D's loss
-    batch_per_res: str = "256:14,512:6,1024:3"   # RES:BATCH,... (global minibatch per resolution; others train.batch)
+    batch_per_res: str = ""      # RES:BATCH,...: global minibatch per resolution (others: train.batch)
     reset_opt: bool = True       # reset G's and D's Adam state when a fade-in starts and when it ends
 
     def batches(self) -> dict[int, int]:
@@ -106,16 +109,22 @@ class PGGANRecipe(Recipe):
                                                                                            env.channels)}
         self.optimizers = {n: OptSpec("adam", options.lr, tuple(options.betas)) for n in self.nets}
         self.phases = [Phase("D", "D"), Phase("G", "G")]
-        self.nimg, self.seen, self._seen, self._batches = 0, 0, 0, options.batches()
+        w = env.world                                   # batches: multiples of the ranks (the official code's)
+        self._batches = {res: max(b - b % w, w) for res, b in options.batches().items()}
+        self.nimg, self.seen, self._seen = 0, 0, 0
+        for res, b in self._batches.items():            # D's minibatch stddev groups must divide a rank's batch
+            n = b // w
+            if m.mbstd_group and n % min(m.mbstd_group, n) and g.start_res <= res <= env.resolution:
+                raise ValueError(f"batch_per_res {res}:{b} gives {n} images per rank, not a multiple of "
+                                 f"model.mbstd_group={m.mbstd_group}")
         self._advance()
 
     def _advance(self) -> None:
         """Stage, alpha and batch of ``self.nimg``; the stage and alpha also into G's buffers."""
-        g, world = self.options.grow, self.env.world
+        g = self.options.grow
         self.stage, self.alpha = progress(self.nimg / 1000, self.first, self.last, g.fade_kimg, g.stable_kimg)
         self.nets["G"].set_progress(self.stage, self.alpha)
-        b = self._batches.get(4 << self.stage, 0)
-        self.batch = max(b - b % world, world) if b else 0
+        self.batch = self._batches.get(4 << self.stage, 0)
 
     def run_G(self, z, c, **kw):
         return self.nets["G"](z, None, self.stage, self.alpha)
