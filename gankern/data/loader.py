@@ -1,8 +1,8 @@
 """An infinite, resumable, DDP-sharded batch loader.
 
 The index stream is the concatenation of permutations perm(seed + epoch); global batch k is stream positions
-offset + [k B, (k + 1) B) and rank r takes its contiguous slice of B / world. Everything (order, flips) is a function of
-(seed, k), so restarting at batch k (resume) or splitting over ranks (DDP) sees the same images.
+offset + [k B, (k + 1) B) and rank r takes its contiguous slice of B / world. Everything (order, flips) is a function
+of (seed, offset, k), so restarting at batch k (resume) or splitting over ranks (DDP) sees the same images.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ class Trainer:
         bad = [p.name for p in r.phases if p.net not in self.opt or batch % (self.dist.world * (p.accum or t.accum))]
         if bad or len({p.name for p in r.phases}) < len(r.phases) or _KEYS & set(self.nets):
             raise ValueError(f"recipe '{self.cfg.recipe}': phases need unique names, a net with an optimizer and rounds"
-                             f" dividing a rank's batch {batch}, nets a name not in {sorted(_KEYS)}; check {bad}")
+                             f" that divide the batch of a rank ({batch}), nets a name not in {sorted(_KEYS)}; {bad}")
         self.total_steps = self.env.total_steps = self.step + math.ceil(max(0, t.kimg * 1000 - self.nimg) / batch)
 
     def _autocast(self):
