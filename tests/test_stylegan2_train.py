@@ -265,7 +265,7 @@ def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path
     assert tools.load_vgg16(tmp_path / "vgg16.pth").features[0].weight.requires_grad is False
     script = torch.jit.script(torch.nn.Linear(2, 2))             # S2A's vgg16.pt is such a file
     script.save(str(tmp_path / "vgg16.pt"))
-    with pytest.raises(ValueError, match="TorchScript file.*run the code"):
+    with pytest.raises(ValueError, match="TorchScript file.*run the code.*S2A's vgg16.pt distance is LPIPS.*--lpips"):
         tools.load_vgg16(tmp_path / "vgg16.pt")
     del sd["features.26.bias"]
     torch.save(sd, tmp_path / "bad.pth")

@@ -246,7 +246,8 @@ def load_vgg16(path: str | os.PathLike, device="cpu", lpips: str | os.PathLike |
     (:func:`read_lpips`): then :meth:`VGG16Features.distance` is LPIPS (v0.1, VGG), the distance S2A's vgg16.pt
     computes. S2A's vgg16.pt is TorchScript, whose loading runs code: refused."""
     vgg = VGG16Features()
-    load_features(path, vgg.features, "VGG16")
+    load_features(path, vgg.features, "VGG16", hint="; S2A's vgg16.pt distance is LPIPS on VGG16: these weights with "
+                  "the lpips package's weights/v0.1/vgg.pth as LPIPS' weights (gankern project --lpips) give it")
     for i, w in enumerate(read_lpips(lpips) if lpips is not None else ()):
         setattr(vgg, f"lin{i}", w)
     return vgg.to(device).eval().requires_grad_(False)

@@ -54,12 +54,14 @@ def read_state_dict(path: str | os.PathLike, what: str, how: str) -> dict:
     return sd if isinstance(sd, dict) else {}
 
 
-def load_features(path: str | os.PathLike, features: nn.Sequential, name: str = "VGG16") -> nn.Sequential:
+def load_features(path: str | os.PathLike, features: nn.Sequential, name: str = "VGG16",
+                  hint: str = "") -> nn.Sequential:
     """Copy the ``features.N.weight`` / ``.bias`` tensors of torchvision's state dict in ``path`` (read with
     weights_only=True, or .safetensors; the classifier is ignored) into ``features``; returns it. ValueError naming
-    the first missing or misshapen tensor, and for TorchScript files (loading them runs the code they hold)."""
+    the first missing or misshapen tensor, and for TorchScript files (loading them runs the code they hold), whose
+    message ends with ``hint``."""
     how = (f"give torchvision's {name.lower()} weights as a state dict (torch.save(torchvision.models."
-           f"{name.lower()}(weights='IMAGENET1K_V1').state_dict(), 'file.pth')) or as .safetensors")
+           f"{name.lower()}(weights='IMAGENET1K_V1').state_dict(), 'file.pth')) or as .safetensors{hint}")
     sd = read_state_dict(path, name, how)
     want = {k: v.shape for k, v in features.state_dict().items()}
     got = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
