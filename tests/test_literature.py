@@ -132,19 +132,24 @@ def test_unrolled_gradient_differs_from_plain_and_resumes_exactly(tmp_path):
 
 def test_unrolled_adam_continues_from_the_trainers_D_optimizer_state(tmp_path):
     """The unroll starts from D's Adam moments and step count (the paper's code rewires the optimizer's own update
-    ops): the recipe's mirror equals torch.optim.Adam's state after training, and with a zero lr the unrolled D is
-    D itself."""
+    ops): one unrolled step is the step the trainer's torch.optim.Adam of D would take next on the same batch, and
+    with a zero lr the unrolled D is D itself."""
+    import copy
     cfg = tiny("unrolled-gan", steps=7, batch=32, log_steps=7, snap_steps=7, ckpt_steps=7)
-    cfg.options.unroll = 2
+    cfg.options.unroll = 1
     tr = train(cfg, tmp_path)
-    opt, rec = tr.opt["D"], tr.recipe
-    assert rec.adam_t == 7
-    for k, w in tr.nets["D"].named_parameters():
-        st = opt.state[w]
-        assert int(st["step"]) == rec.adam_t
-        torch.testing.assert_close(rec.adam_m[k], st["exp_avg"], rtol=1e-6, atol=1e-9)
-        torch.testing.assert_close(rec.adam_v[k], st["exp_avg_sq"], rtol=1e-6, atol=1e-12)
+    rec, D = tr.recipe, tr.nets["D"]
+    assert all(int(st["step"]) == 7 for st in tr.opt["D"].state.values())
     real, fake = torch.randn(32, 1, 1, 2), torch.randn(32, 1, 1, 2)
+    D2 = copy.deepcopy(D).requires_grad_(True)
+    opt2 = torch.optim.Adam(D2.parameters(), cfg.options.opt.d_lr, betas=tuple(cfg.options.opt.d_betas))
+    opt2.load_state_dict(copy.deepcopy(tr.opt["D"].state_dict()))        # its own tensors: step() works in place
+    from gankern.train.recipes.unrolled import _d_loss
+    _d_loss(D2(real), D2(fake)).backward()
+    opt2.step()
+    for (k, w), w2 in zip(rec.unrolled_D(real, fake).items(), D2.parameters()):
+        torch.testing.assert_close(w, w2, rtol=1e-5, atol=1e-7, msg=lambda m: f"{k}: {m}")
+    assert not torch.equal(w2, dict(D.named_parameters())[k])
     rec.options.opt.d_lr = 0.0
     for k, w in rec.unrolled_D(real, fake).items():
         assert torch.equal(w, dict(tr.nets["D"].named_parameters())[k])
