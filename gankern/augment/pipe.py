@@ -7,9 +7,11 @@ Every augmentation is applied to each image independently with probability (its 
 - general geometric: isotropic scaling (log2 std scale_std), rotation (before and after the anisotropic scaling,
   each with probability 1 - sqrt(1 - rotate * p)), anisotropic scaling, fractional translation (std xfrac_std);
   executed together as one inverse affine map: reflect-pad, 2x up-sampling with the orthogonal low-pass sym6
-  wavelet filter (gankern.ops.upsample2d), bilinear resampling at the mapped positions (grid_sample), 2x
+  wavelet filter (gankern.ops.upsample2d), bilinear resampling at the mapped positions
+  (gankern.ops.affine_grid_sample: grid_sample at affine_grid's positions, without the grid tensor), 2x
   down-sampling with the same filter (gankern.ops.downsample2d), crop;
-- color: brightness, contrast, luma flip, hue rotation, saturation, as one 4x4 color matrix per image;
+- color: brightness, contrast, luma flip, hue rotation, saturation, as one 4x4 color matrix per image, applied in
+  one pass (gankern.ops.color_transform);
 - image-space filtering (4 frequency bands with random gains), additive RGB noise, cutout.
 Every step is differentiable in the images (first and second order: R1 on augmented reals); the random parameters
 are constants. ``p`` is a buffer (S2A's): the ADA controller (gankern.augment.AdaController) adjusts it.
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import augment as augment_ops
 from ..ops import resample as resample_ops
 
 __all__ = ["AugmentPipe", "AUGPIPE_SPECS", "augment_pipe"]
@@ -224,14 +227,7 @@ class AugmentPipe(nn.Module):
             s = self._draw(torch.exp2(torch.randn([N, 1, 1], device=dev) * self.saturation_std), self.saturation, 1)
             color(vv + (eye4 - vv) * s)
         if Cm is not None:
-            flat = images.reshape(N, C, H * W)
-            Cm = Cm.to(images.dtype)
-            if C == 3:
-                flat = Cm[:, :3, :3] @ flat + Cm[:, :3, 3:]
-            else:
-                Cg = Cm[:, :3, :].mean(dim=1, keepdim=True)  # (N, 1, 4)
-                flat = flat * Cg[:, :, :3].sum(dim=2, keepdim=True) + Cg[:, :, 3:]
-            images = flat.reshape(N, C, H, W)
+            images = augment_ops.color_transform(images, Cm)  # C = 1: the matrix averaged over RGB
 
         if self.imgfilter > 0:
             images = self._filter(images)
@@ -268,8 +264,7 @@ class AugmentPipe(nn.Module):
         shape = [N, C, (H + Hz_pad * 2) * 2, (W + Hz_pad * 2) * 2]
         G_inv = _scale2d(2 / images.shape[3], 2 / images.shape[2], ref) @ G_inv @ \
             _scale2d(shape[3] / 2, shape[2] / 2, ref)
-        grid = F.affine_grid(G_inv[:, :2, :].to(images.dtype), shape, align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        images = augment_ops.affine_grid_sample(images, G_inv[:, :2, :], shape[2:])  # bilinear, zeros padding
         return resample_ops.downsample2d(images, self.Hz_geom, down=2, padding=-Hz_pad * 2, flip_filter=True)
 
     def _filter(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """ADA (gankern.augment): each augmentation's effect, p = 0 / p = 1, gradients to second order, S2A's filter bank,
-and the controller of p."""
+the controller of p, and the pipe on the fused ops (gankern.ops.augment, resample's kernels) against the pipe on ref."""
 import math
 
 import numpy as np
@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from gankern.augment import AUGPIPE_SPECS, AdaController, AugmentPipe, augment_pipe
+from gankern.augment import pipe as pipe_module
+from gankern.ops import augment as augment_ops
 from gankern.ops.resample import downsample2d, upsample2d
+
+from conftest import backend_ctx
 
 # The geometric path resamples even at the identity (pad, 2x up, bilinear at the pixel centres, 2x down with the
 # orthogonal sym6 filter): an identity up to fp32 rounding of ~24 taps per pixel.
@@ -254,3 +258,71 @@ def test_pipe_runs_on_generator_output_dtype():
     y = augment_pipe("bgc")(x)
     assert y.dtype == torch.bfloat16 and y.isfinite().all() and math.isfinite(float(F.mse_loss(y.float(),
                                                                                                  x.float())))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the pipe on the fused ops
+
+
+class _AugmentOpsOnTriton:
+    """gankern.ops.augment with each op forced onto its Triton kernel, for the pipe to call: on the CPU the rest of
+    the pipe (upfirdn2d, whose 12-tap kernels take minutes in the interpreter and have their own tests) stays on
+    ref."""
+
+    def __getattr__(self, name):
+        fn = getattr(augment_ops, name)
+
+        def call(*args, **kwargs):
+            with backend_ctx("triton"):
+                return fn(*args, **kwargs)
+        return call
+
+
+def _pipe_grads(x, seed, backend, **kw):
+    """bgc pipe at p = 0.8 on x with the random draws of seed: (y, grad of a D-like loss w.r.t. x, the second-order
+    gradient R1 takes w.r.t. D's weights)."""
+    pipe = augment_pipe("bgc", **kw)
+    pipe.p.fill_(0.8)
+    conv = torch.nn.Conv2d(x.shape[1], 2, 3).to(x.device)
+    torch.manual_seed(seed)
+    conv.reset_parameters()
+    xr = x.clone().requires_grad_(True)
+    with backend_ctx(backend):
+        torch.manual_seed(seed)
+        y = pipe(xr)
+        (gx,) = torch.autograd.grad(conv(y).square().sum(), xr, create_graph=True)
+        gx.square().sum().backward()
+    return y.detach(), gx.detach(), conv.weight.grad.clone()
+
+
+def _assert_pipes_close(got, want):
+    # the kernel computes the sampling positions in fp32 from theta, the eager path through affine_grid's base grid
+    # and a bmm: positions differ by a few ulp of the up-sampled size
+    for label, g, w in zip(("y", "dx", "d2 conv.weight"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item(), msg=lambda m: f"{label}: {m}")
+
+
+@pytest.mark.parametrize("C", [3, 1])
+def test_pipe_on_fused_ops_matches_pipe_on_ref_to_second_order(C, monkeypatch):
+    """The bgc pipe with affine_grid_sample and color_transform on their Triton kernels against the same pipe on
+    the eager reference (F.affine_grid + F.grid_sample, bmm): the same random draws, values, the input gradient of
+    a D-like loss and the second-order gradient R1 takes."""
+    x = images(3, C=C, H=13, W=11, seed=int(torch.randint(1 << 16, ())))
+    seed = int(torch.randint(1 << 16, ()))
+    want = _pipe_grads(x, seed, "ref")
+    monkeypatch.setattr(pipe_module, "augment_ops", _AugmentOpsOnTriton())
+    from gankern.kernels import augment as k
+    launches = []
+    for name in ("affine_grid_sample", "affine_grid_sample_grad", "color_transform"):
+        monkeypatch.setattr(k, name, lambda *a, _f=getattr(k, name), _n=name: launches.append(_n) or _f(*a))
+    _assert_pipes_close(_pipe_grads(x, seed, "ref"), want)
+    assert set(launches) == {"affine_grid_sample", "affine_grid_sample_grad", "color_transform"}, launches
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [3, 1])
+def test_gpu_pipe_on_fused_ops_matches_pipe_on_ref(C):
+    """On the GPU, every op of the pipe on its default (fused) backend against the pipe on ref."""
+    x = images(8, C=C, H=64, W=48, seed=int(torch.randint(1 << 16, ()))).cuda()
+    seed = int(torch.randint(1 << 16, ()))
+    _assert_pipes_close(_pipe_grads(x, seed, "triton"), _pipe_grads(x, seed, "ref"))
