@@ -75,12 +75,16 @@ def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
         buf = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype, device=t.device)
         buf[..., ::2] = t
         return buf[..., ::2]
+    if kind == "cropped":  # rows not at one stride from each other: a crop of wider rows
+        buf = torch.full((*t.shape[:-1], t.shape[-1] + 3), float("nan"), dtype=t.dtype, device=t.device)
+        buf[..., 1:-2] = t
+        return buf[..., 1:-2]
     if kind == "expanded":
         return t[:1].expand(t.shape)
     return t.clone()
 
 
-LAYOUTS = ("contiguous", "channels_last", "strided", "expanded")
+LAYOUTS = ("contiguous", "channels_last", "strided", "cropped", "expanded")
 
 
 def _value_and_grad(backend, fn, x, dy, *args):
@@ -119,7 +123,8 @@ def test_affine_grid_sample_matches_reference_in_every_layout(x_layout, theta_la
 
 @pytest.mark.parametrize("x_layout,m_layout", [("contiguous", "contiguous"), ("channels_last", "strided"),
                                                ("strided", "expanded"), ("expanded", "contiguous"),
-                                               ("expanded", "expanded"), ("contiguous", "strided")])
+                                               ("expanded", "expanded"), ("contiguous", "strided"),
+                                               ("cropped", "contiguous"), ("contiguous", "cropped")])
 @pytest.mark.parametrize("C", [3, 1])
 def test_color_transform_matches_reference_in_every_layout(C, x_layout, m_layout):
     gen = torch.Generator().manual_seed(fresh_seed())
@@ -364,7 +369,7 @@ def test_cuda_backend_says_it_has_no_kernel():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("x_layout", ["contiguous", "channels_last", "strided", "expanded"])
+@pytest.mark.parametrize("x_layout", LAYOUTS)
 def test_gpu_matches_float64_reference_with_gradients(dtype, x_layout):
     """Both ops on the GPU against the reference in float64 on the same (rounded) inputs, outputs poisoned first."""
     from conftest import poison_allocator

@@ -129,18 +129,18 @@ def _pixel_offsets(p, W, sh, sw, FLAT: tl.constexpr):
 
 @triton.jit
 def color_transform_kernel(x, M, out, HW, W, n_tiles, sxn, sxc, sxh, sxw, smn, smr, smc, son, soc, soh, sow,
-                           RGB: tl.constexpr, BIAS: tl.constexpr, X_FLAT: tl.constexpr, O_FLAT: tl.constexpr,
-                           BLOCK: tl.constexpr):
+                           RGB: tl.constexpr, BIAS: tl.constexpr, X_FLAT: tl.constexpr, BLOCK: tl.constexpr):
     """RGB: out[n, r] = sum_k M[n, r, k] x[n, k] (+ M[n, r, 3] when BIAS), r, k < 3; else (C = 1)
     out[n, 0] = x[n, 0] * sum_{r, k < 3} M[n, r, k] / 3 (+ sum_{r < 3} M[n, r, 3] / 3 when BIAS).
-    x: (N, C, H, W) by strides sx*; M: (N, >= 3, >= 3 or 4) fp32 by strides sm*; out: (N, C, H, W) by strides so*.
+    x: (N, C, H, W) by strides sx* (X_FLAT: pixel p at p * sxw); M: (N, >= 3, >= 3 or 4) fp32 by strides sm*;
+    out: (N, C, H, W) by strides so*, pixel p at p * sow (contiguous or channels_last).
     Grid: (N * n_tiles,): each program BLOCK pixels of one image, every channel."""
     pid = tl.program_id(0)
     n = pid // n_tiles
     p = (pid % n_tiles) * BLOCK + tl.arange(0, BLOCK)
     mask = p < HW
     x_off = _pixel_offsets(p, W, sxh, sxw, X_FLAT) + n.to(tl.int64) * sxn
-    o_off = _pixel_offsets(p, W, soh, sow, O_FLAT) + n.to(tl.int64) * son
+    o_off = p.to(tl.int64) * sow + n.to(tl.int64) * son
     m = M + n.to(tl.int64) * smn
     if RGB:
         x0 = tl.load(x + x_off, mask=mask, other=0.0).to(tl.float32)
@@ -210,10 +210,12 @@ def _flat(t) -> bool:
 
 
 def color_transform(x, M, out, bias: bool):
-    """x, out (N, C, H, W) any strides, C in (1, 3); M (N, >= 3, 4) fp32 any strides."""
+    """x (N, C, H, W) any strides, C in (1, 3); M (N, >= 3, 4) fp32 any strides; out like x, contiguous or
+    channels_last."""
     N, C, H, W = x.shape
+    assert _flat(out), "out: contiguous or channels_last"
     n_tiles = cdiv(H * W, COLOR_BLOCK)
     _check_programs(N * n_tiles)
     color_transform_kernel[(N * n_tiles,)](x, M, out, H * W, W, n_tiles, *x.stride(), *M.stride(), *out.stride(),
-                                           RGB=C == 3, BIAS=bias, X_FLAT=_flat(x), O_FLAT=_flat(out),
-                                           BLOCK=COLOR_BLOCK, num_warps=4)
+                                           RGB=C == 3, BIAS=bias, X_FLAT=_flat(x), BLOCK=COLOR_BLOCK,
+                                           num_warps=4)
