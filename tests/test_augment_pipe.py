@@ -326,3 +326,23 @@ def test_gpu_pipe_on_fused_ops_matches_pipe_on_ref(C):
     x = images(8, C=C, H=64, W=48, seed=int(torch.randint(1 << 16, ()))).cuda()
     seed = int(torch.randint(1 << 16, ()))
     _assert_pipes_close(_pipe_grads(x, seed, "triton"), _pipe_grads(x, seed, "ref"))
+
+
+@pytest.mark.gpu
+def test_gpu_pipe_waits_for_the_gpu_once_per_call():
+    """The padding (a shape) is the pipe's one host sync: constants live in buffers, the luma axis in numbers, and the
+    margin is computed on the host from one copy of G_inv (torch's sync debug mode warns at each sync)."""
+    import warnings
+    pipe = augment_pipe("bgc").cuda()
+    pipe.p.fill_(0.8)
+    x = images(4, H=32, W=32).cuda()
+    pipe(x)  # first call: one-time checks (the resampling filter's finiteness)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 1, syncs
