@@ -146,9 +146,15 @@ _color_op = fused_op("color_transform", _color_impl, _color_fake, _color_setup, 
 # public API
 
 
+_CONSTANT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
 def _constant(name: str, t: torch.Tensor, shape: tuple[int, ...], x: torch.Tensor) -> None:
-    _validate.tensor(name, t, ndim=len(shape), dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
-                     device=x.device)
+    """t: a tensor of the given shape on x's device that requires no grad (theta, M)."""
+    if isinstance(t, torch.Tensor) and t.shape == shape and t.dtype in _CONSTANT_DTYPES and t.device == x.device \
+            and not t.requires_grad:
+        return  # the common case, without building the messages
+    _validate.tensor(name, t, ndim=len(shape), dtypes=_CONSTANT_DTYPES, device=x.device)
     if tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {shape} for x {tuple(x.shape)}, got {tuple(t.shape)}")
     if t.requires_grad and torch.is_grad_enabled():
