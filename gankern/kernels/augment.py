@@ -193,15 +193,15 @@ def affine_grid_sample(x, theta, out):
 
 
 def affine_grid_sample_grad(dy, theta, dx):
-    """dy (N, C, Ho, Wo) any strides; theta (N, 2, 3) fp32; dx (N, C, Hi, Wi) fp32 contiguous, zeroed here."""
+    """dy (N, C, Ho, Wo) any strides; theta (N, 2, 3) fp32; dx (N, C, Hi, Wi) fp32 contiguous, zeroed (adds to
+    it)."""
     N, C, Ho, Wo = dy.shape
     Hi, Wi = dx.shape[2:]
-    dx.zero_()
     by, bx, n_tx = _sample_grid(Ho, Wo)
     n_tiles = cdiv(Ho, by) * n_tx
     _check_programs(N * n_tiles)
-    affine_grid_sample_grad_kernel[(N * n_tiles,)](dy, theta, dx, C, Hi, Wi, Hi * Wi, Ho, Wo, n_tx, n_tiles, *dy.stride(),
-                                                   *theta.stride(), BLOCK_Y=by, BLOCK_X=bx, num_warps=4)
+    affine_grid_sample_grad_kernel[(N * n_tiles,)](dy, theta, dx, C, Hi, Wi, Hi * Wi, Ho, Wo, n_tx, n_tiles,
+                                                   *dy.stride(), *theta.stride(), BLOCK_Y=by, BLOCK_X=bx, num_warps=4)
 
 
 def _flat(t) -> bool:

@@ -87,11 +87,9 @@ def _sample_backward(ctx, dy):
 def _sample_grad_impl(dy: torch.Tensor, theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """dx (N, C, height, width) = the adjoint of the resampling applied to dy (N, C, Ho, Wo)."""
     N, C = dy.shape[:2]
-    acc = torch.empty((N, C, height, width), dtype=torch.float32, device=dy.device)
+    acc = torch.zeros((N, C, height, width), dtype=torch.float32, device=dy.device)
     if acc.numel() and dy.numel():
         kernels("augment").affine_grid_sample_grad(dy, theta, acc)
-    else:
-        acc.zero_()
     return acc if dy.dtype == torch.float32 else acc.to(dy.dtype)
 
 
