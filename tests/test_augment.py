@@ -1,256 +1,395 @@
-"""ADA (gankern.augment): each augmentation's effect, p = 0 / p = 1, gradients to second order, S2A's filter bank,
-and the controller of p."""
+"""Augment family: affine_grid_sample and color_transform on the Triton kernels (interpreter on the CPU) against
+their reference twins (and the twins against loop oracles), in every layout of every tensor argument, with NaN / Inf,
+gradients to second order, torch.compile / opcheck, and bad input."""
+import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from gankern.augment import AUGPIPE_SPECS, AdaController, AugmentPipe, augment_pipe
-from gankern.ops.resample import downsample2d, upsample2d
+import gankern
+from gankern.ops import augment as A
 
-# The geometric path resamples even at the identity (pad, 2x up, bilinear at the pixel centres, 2x down with the
-# orthogonal sym6 filter): an identity up to fp32 rounding of ~24 taps per pixel.
-GEOM_TOL = dict(rtol=1e-5, atol=2e-5)
+from conftest import assert_close_scaled, backend_ctx, gpu_rtol
 
-
-def images(N=8, C=3, H=32, W=32, seed=0):
-    return torch.randn(N, C, H, W, generator=torch.Generator().manual_seed(seed))
+FP32_TOL = dict(rtol=2e-5, atol=2e-5)
 
 
-def pipe_with(p=1.0, **kw):
-    pipe = AugmentPipe(**kw)
-    pipe.p.fill_(p)
-    return pipe
+def fresh_seed() -> int:
+    return int(torch.randint(1 << 30, ()))
 
 
-@pytest.mark.parametrize("spec", ["bgc", "bgcfnc"])
-def test_p_zero_is_identity(spec):
-    x = images()
-    pipe = augment_pipe(spec)
-    pipe.p.zero_()
-    torch.manual_seed(0)
-    torch.testing.assert_close(pipe(x), x, **GEOM_TOL)
+def random_theta(N, generator=None, dtype=torch.float32):
+    """Rotations, scalings, shears and shifts that map most outputs inside the input and some outside."""
+    t = torch.randn(N, 2, 3, generator=generator, dtype=torch.float64) * 0.5
+    t[:, :, :2] += torch.eye(2, dtype=torch.float64)
+    return t.to(dtype)
 
 
-def _matches_one_of(y, candidates):
-    """For each sample, the index of the candidate it equals (to GEOM_TOL), or -1."""
-    out = []
-    for n in range(y.shape[0]):
-        hit = [i for i, c in enumerate(candidates) if torch.allclose(y[n], c[n], **GEOM_TOL)]
-        out.append(hit[0] if hit else -1)
+# ----------------------------------------------------------------------------------------------------------------
+# the references against loop oracles
+
+
+def sample_oracle(x, theta, Ho, Wo):
+    """F.affine_grid + F.grid_sample (bilinear, zeros, align_corners=False) from their definitions, float64 loops."""
+    N, C, Hi, Wi = x.shape
+    out = torch.zeros(N, C, Ho, Wo, dtype=torch.float64)
+    xd, td = x.double(), theta.double()
+    for n, i, j in itertools.product(range(N), range(Ho), range(Wo)):
+        xn, yn = (2 * j + 1) / Wo - 1, (2 * i + 1) / Ho - 1
+        gx = td[n, 0, 0] * xn + td[n, 0, 1] * yn + td[n, 0, 2]
+        gy = td[n, 1, 0] * xn + td[n, 1, 1] * yn + td[n, 1, 2]
+        ix, iy = ((gx + 1) * Wi - 1) / 2, ((gy + 1) * Hi - 1) / 2
+        x0, y0 = math.floor(ix), math.floor(iy)
+        for a, b in itertools.product((0, 1), (0, 1)):
+            yy, xx = y0 + a, x0 + b
+            if 0 <= yy < Hi and 0 <= xx < Wi:
+                w = (1 - abs(ix - xx)) * (1 - abs(iy - yy))
+                out[n, :, i, j] += w * xd[n, :, yy, xx]
     return out
 
 
-def _in_upsampled_domain(x, transform):
-    """S2A's pixel blits act on the 2x up-sampled image (reflect-padded by 6, sym6 filter), about the sampling
-    centre of S2A's pipeline (index 43 of the 88 up-sampled pixels), before the 2x down-sampling: x (N, C, 32, 32)."""
-    f = AugmentPipe().Hz_geom
-    up = upsample2d(F.pad(x, [6, 6, 6, 6], mode="reflect"), f, up=2)[..., :87, :87]
-    return downsample2d(transform(up)[..., 6:82, 6:82], f, down=2, padding=-6, flip_filter=True)
+def test_affine_grid_sample_reference_matches_loop_oracle():
+    x, theta = torch.randn(2, 3, 5, 7, dtype=torch.float64), random_theta(2, dtype=torch.float64)
+    torch.testing.assert_close(A.affine_grid_sample_ref(x, theta, (4, 6)), sample_oracle(x, theta, 4, 6))
 
 
-def test_xflip_flips():
-    x = images(16)
-    torch.manual_seed(1)
-    y = pipe_with(xflip=1)(x)
-    which = _matches_one_of(y, [x, _in_upsampled_domain(x, lambda t: t.flip(3))])
-    assert -1 not in which and set(which) == {0, 1}
-    smooth = F.interpolate(images(16, H=4, W=4), size=(32, 32), mode="bicubic", align_corners=False)
-    torch.manual_seed(1)  # the same draws: on smooth images, close to a flip of the pixels (sym6 is nearly symmetric)
-    y = pipe_with(xflip=1)(smooth)
-    for n, k in enumerate(which):
-        err = (y[n] - (smooth[n].flip(2) if k else smooth[n])).abs().max()
-        assert err < 0.05 * smooth[n].abs().max()
+def test_color_transform_reference_matches_definition():
+    x, M = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 4, 4, dtype=torch.float64)
+    want = torch.einsum("nrk,nkhw->nrhw", M[:, :3, :3], x) + M[:, :3, 3, None, None]
+    torch.testing.assert_close(A.color_transform_ref(x, M), want)
+    g = torch.randn(2, 1, 4, 5, dtype=torch.float64)  # luma: the RGB transform of (g, g, g), averaged over RGB
+    want = (torch.einsum("nrk,nhw->nrhw", M[:, :3, :3], g[:, 0]) + M[:, :3, 3, None, None]).mean(1, keepdim=True)
+    torch.testing.assert_close(A.color_transform_ref(g, M), want)
 
 
-def test_rotate90_rotates():
-    x = images(16)
-    torch.manual_seed(2)
-    rots = [_in_upsampled_domain(x, lambda t, k=k: torch.rot90(t, k, dims=(2, 3))) for k in range(4)]
-    which = _matches_one_of(pipe_with(rotate90=1)(x), rots)
-    assert -1 not in which and set(which) == {0, 1, 2, 3}
+# ----------------------------------------------------------------------------------------------------------------
+# layouts
 
 
-def test_integer_translation_shifts_by_whole_pixels():
-    x = images(8, H=16, W=16)
-    torch.manual_seed(3)
-    y = pipe_with(xint=1, xint_max=0.125)(x)
-    for n in range(8):  # the output is x shifted by (dy, dx) with |d| <= 2, away from the reflected border
-        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if torch.allclose(y[n, :, 2:-2, 2:-2], torch.roll(x[n], (dy, dx), (1, 2))[:, 2:-2, 2:-2], **GEOM_TOL)]
-        assert found, f"sample {n} is not an integer translation"
+def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """The values of t (or, for 'expanded', t's first slice broadcast over dim 0) in a layout of that kind."""
+    if kind == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+    if kind == "strided":  # a non-contiguous view: stride 2 along the last dim
+        buf = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype, device=t.device)
+        buf[..., ::2] = t
+        return buf[..., ::2]
+    if kind == "cropped":  # rows not at one stride from each other: a crop of wider rows
+        buf = torch.full((*t.shape[:-1], t.shape[-1] + 3), float("nan"), dtype=t.dtype, device=t.device)
+        buf[..., 1:-2] = t
+        return buf[..., 1:-2]
+    if kind == "expanded":
+        return t[:1].expand(t.shape)
+    return t.clone()
 
 
-def test_color_transforms():
-    x = images(8)
-    torch.manual_seed(4)
-    y = pipe_with(brightness=1)(x)
-    shift = (y - x).mean((1, 2, 3), keepdim=True)
-    torch.testing.assert_close(y, x + shift)           # one offset per image
-    assert (shift.flatten().abs() > 0).all()          # p = 1: every image
-    y = pipe_with(contrast=1)(x)
-    scale = (y * x).sum((1, 2, 3), keepdim=True) / x.square().sum((1, 2, 3), keepdim=True)
-    torch.testing.assert_close(y, x * scale)
-    luma = lambda t: t.mean(1)  # noqa: E731  (the luma axis is (1, 1, 1) / sqrt(3))
-    chroma = lambda t: t - t.mean(1, keepdim=True)  # noqa: E731
-    for kw in (dict(hue=1), dict(saturation=1)):  # rotations / scalings about the luma axis keep the luma
-        y = pipe_with(**kw)(x)
-        torch.testing.assert_close(luma(y), luma(x), rtol=1e-5, atol=1e-5)
-        assert not torch.allclose(y, x)
-    y = pipe_with(lumaflip=1)(x)
-    for n in range(8):  # each image keeps its luma or flips it, keeping the chroma
-        assert torch.allclose(chroma(y[n:n + 1]), chroma(x[n:n + 1]), atol=1e-5)
-        ly, lx = luma(y[n:n + 1]), luma(x[n:n + 1])
-        assert torch.allclose(ly, lx, atol=1e-5) or torch.allclose(ly, -lx, atol=1e-5)
-    g = images(4, C=1)
-    y = pipe_with(brightness=1, contrast=1, hue=1, saturation=1)(g)  # grayscale: the RGB matrix averaged
-    assert y.shape == g.shape and y.isfinite().all()
+LAYOUTS = ("contiguous", "channels_last", "strided", "cropped", "expanded")
 
 
-@pytest.mark.parametrize("name", ["scale", "rotate", "aniso", "xfrac", "imgfilter", "noise", "cutout"])
-def test_each_augmentation_applies_at_p_one_only(name):
-    x = images(4)
-    torch.manual_seed(5)
-    y = pipe_with(p=1.0, **{name: 1})(x)
-    per_image = (y - x).flatten(1).abs().amax(1)
-    assert (per_image > 1e-3).all(), per_image
-    torch.manual_seed(5)
-    torch.testing.assert_close(pipe_with(p=0.0, **{name: 1})(x), x, **GEOM_TOL)
-    if name == "cutout":  # a rectangle of half the size, centred anywhere: at least a quarter of it is inside
-        assert ((y == 0).flatten(1).float().mean(1) >= 0.25 * 0.25).all()
+def _value_and_grad(backend, fn, x, dy, *args):
+    """(fn(x, *args), its gradient w.r.t. x for the incoming gradient dy), x in its own layout."""
+    xr = x.detach().requires_grad_(True)
+    with backend_ctx(backend):
+        y = fn(xr, *args)
+        (dx,) = torch.autograd.grad(y, xr, dy)
+    return y.detach(), dx
 
 
-def test_probability_is_multiplier_times_p():
-    x = images(400, H=4, W=4)
-    torch.manual_seed(6)
-    changed = (pipe_with(p=0.5, brightness=0.6)(x) - x).flatten(1).abs().amax(1) > 0
-    assert abs(changed.float().mean().item() - 0.3) < 0.07  # binomial(400, 0.3): std 0.023
+def launch_poisoned(fn, out_shape, *args, dtype=torch.float32):
+    """A launcher on an output buffer filled with NaN, so that an element no program writes fails."""
+    out = torch.full(out_shape, float("nan"), dtype=dtype)
+    fn(*args, out)
+    return out
 
 
-def test_gradients_to_second_order():
-    """R1 through the augmentation: d/dtheta ||d D(aug(x)) / dx||^2, and torch's grad checks in fp64."""
-    x = images(4, H=16, W=16).requires_grad_(True)
-    pipe = augment_pipe("bgc")
-    conv = torch.nn.Conv2d(3, 4, 3)
-    torch.manual_seed(7)
-    out = conv(pipe(x)).square().sum()
-    (gx,) = torch.autograd.grad(out, x, create_graph=True)
-    gx.square().sum().backward()
-    assert conv.weight.grad.abs().sum() > 0 and conv.weight.grad.isfinite().all()
-
-    x64 = images(2, H=8, W=8).double().requires_grad_(True)
-    pipe = augment_pipe("bgcfnc", imgfilter=0)
-
-    def fn(t):
-        torch.manual_seed(8)  # the same random parameters at every evaluation
-        return pipe(t)
-    assert torch.autograd.gradcheck(fn, (x64,), fast_mode=True)
-    assert torch.autograd.gradgradcheck(fn, (x64,), fast_mode=True)
+@pytest.mark.parametrize("x_layout,theta_layout", [(a, b) for a in LAYOUTS for b in ("contiguous", "strided",
+                                                                                          "expanded")])
+def test_affine_grid_sample_matches_reference_in_every_layout(x_layout, theta_layout):
+    gen = torch.Generator().manual_seed(fresh_seed())
+    N, C = int(torch.randint(1, 4, (), generator=gen)), int(torch.randint(1, 5, (), generator=gen))
+    Hi, Wi, Ho, Wo = (int(v) for v in torch.randint(1, 20, (4,), generator=gen))
+    x = layout(torch.randn(N, C, Hi, Wi, generator=gen), x_layout)
+    theta = layout(random_theta(N, gen), theta_layout)
+    dy = layout(torch.randn(N, C, Ho, Wo, generator=gen), theta_layout)  # the incoming gradient in a layout too
+    want, want_dx = _value_and_grad("ref", A.affine_grid_sample, x.double(), dy.double(), theta.double(), (Ho, Wo))
+    got, got_dx = _value_and_grad("triton", A.affine_grid_sample, x, dy, theta, (Ho, Wo))
+    torch.testing.assert_close(got.double(), want, **FP32_TOL)
+    torch.testing.assert_close(got_dx.double(), want_dx, **FP32_TOL)
+    from gankern.kernels import augment as k
+    poisoned = launch_poisoned(k.affine_grid_sample, (N, C, Ho, Wo), x, theta.float())
+    torch.testing.assert_close(poisoned, got, rtol=0, atol=0)
 
 
-def test_filter_bank_matches_s2a_construction():
-    scipy_signal = pytest.importorskip("scipy.signal", reason="scipy builds the reference filter bank")
-    lo = np.asarray([-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025])
-    hi = lo * ((-1) ** np.arange(lo.size))
-    lo2, hi2 = np.convolve(lo, lo[::-1]) / 2, np.convolve(hi, hi[::-1]) / 2
-    bank = np.eye(4, 1)
-    for i in range(1, 4):
-        bank = np.dstack([bank, np.zeros_like(bank)]).reshape(4, -1)[:, :-1]
-        bank = scipy_signal.convolve(bank, [lo2])
-        bank[i, (bank.shape[1] - hi2.size) // 2:(bank.shape[1] + hi2.size) // 2] += hi2
-    torch.testing.assert_close(AugmentPipe().Hz_fbank, torch.as_tensor(bank, dtype=torch.float32))
-    assert AugmentPipe().Hz_geom.shape == (12,) and float(AugmentPipe().Hz_geom.sum()) == pytest.approx(1.0)
+@pytest.mark.parametrize("x_layout,m_layout", [("contiguous", "contiguous"), ("channels_last", "strided"),
+                                               ("strided", "expanded"), ("expanded", "contiguous"),
+                                               ("expanded", "expanded"), ("contiguous", "strided"),
+                                               ("cropped", "contiguous"), ("contiguous", "cropped")])
+@pytest.mark.parametrize("C", [3, 1])
+def test_color_transform_matches_reference_in_every_layout(C, x_layout, m_layout):
+    gen = torch.Generator().manual_seed(fresh_seed())
+    N = int(torch.randint(1, 4, (), generator=gen))
+    H, W = (int(v) for v in torch.randint(1, 40, (2,), generator=gen))
+    x = layout(torch.randn(N, C, H, W, generator=gen), x_layout)
+    M = layout(torch.randn(N, 4, 4, generator=gen), m_layout)
+    dy = layout(torch.randn(N, C, H, W, generator=gen), m_layout)
+    want, want_dx = _value_and_grad("ref", A.color_transform, x.double(), dy.double(), M.double())
+    got, got_dx = _value_and_grad("triton", A.color_transform, x, dy, M)
+    torch.testing.assert_close(got.double(), want, **FP32_TOL)
+    torch.testing.assert_close(got_dx.double(), want_dx, **FP32_TOL)
+    from gankern.kernels import augment as k
+    poisoned = launch_poisoned(lambda x, M, out: k.color_transform(x, M, out, True), (N, C, H, W), x, M)
+    torch.testing.assert_close(poisoned, got, rtol=0, atol=0)
 
 
-def test_specs_and_state_dict():
-    assert AUGPIPE_SPECS["bgc"] == dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
-                                        brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-    pipe = augment_pipe("bgc")
-    assert (pipe.xint_max, pipe.scale_std, pipe.rotate_max, pipe.aniso_std, pipe.xfrac_std) == \
-        (0.125, 0.2, 1.0, 0.2, 0.125)
-    assert (pipe.brightness_std, pipe.contrast_std, pipe.hue_max, pipe.saturation_std) == (0.2, 0.5, 1.0, 1.0)
-    assert set(pipe.state_dict()) == {"p", "Hz_geom", "Hz_fbank"}
+def test_several_tiles_and_positions_far_outside():
+    """Outputs larger than a program's tile along both axes (partial tiles at the edges), channels_last output, and
+    theta that sends some images entirely off the input (zeros) or far away (|position| ~ 1e30: no int overflow)."""
+    x = layout(torch.randn(3, 2, 9, 70), "channels_last")
+    theta = random_theta(3)
+    theta[1, :, 2] = 5.0
+    theta[2, 0, 0] = 1e30
+    want = A.affine_grid_sample_ref(x.double(), theta.double(), (37, 140))
+    with backend_ctx("triton"):
+        got = A.affine_grid_sample(x, theta, (37, 140))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.double(), want, **FP32_TOL)
+    assert (got[1] == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# gradients
+
+
+def grads_to_second_order(fn, x, w, u):
+    """(y, dx of <y, w>, d/dw of <dx, u>): first and second-order gradients as R1 takes them."""
+    x, w = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    y = fn(x)
+    (gx,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+    (gw,) = torch.autograd.grad((gx * u).sum(), w)
+    return y, gx, gw
+
+
+def _sample_case(gen):
+    N, C = 2, int(torch.randint(1, 4, (), generator=gen))
+    Hi, Wi, Ho, Wo = (int(v) for v in torch.randint(2, 12, (4,), generator=gen))
+    return torch.randn(N, C, Hi, Wi, generator=gen), random_theta(N, gen), (Ho, Wo)
+
+
+@pytest.mark.parametrize("op", ["affine_grid_sample", "color_transform"])
+def test_gradients_to_second_order_match_reference(op):
+    gen = torch.Generator().manual_seed(fresh_seed())
+    if op == "affine_grid_sample":
+        x, theta, size = _sample_case(gen)
+        fns = {b: (lambda t, b=b: _on(b, A.affine_grid_sample, t, theta, size)) for b in ("triton", "ref")}
+    else:
+        x, M = torch.randn(2, 3, 5, 7, generator=gen), torch.randn(2, 4, 4, generator=gen)
+        fns = {b: (lambda t, b=b: _on(b, A.color_transform, t, M)) for b in ("triton", "ref")}
+    y = fns["ref"](x)
+    w, u = torch.randn(y.shape, generator=gen), torch.randn(x.shape, generator=gen)
+    got = grads_to_second_order(fns["triton"], x, w, u)
+    want = grads_to_second_order(fns["ref"], x, w, u)
+    for label, g, r in zip(("y", "dx", "d2w"), got, want):
+        torch.testing.assert_close(g, r, **FP32_TOL, msg=lambda m: f"{label}: {m}")
+
+
+def _on(backend, fn, *args, **kwargs):
+    with backend_ctx(backend):
+        return fn(*args, **kwargs)
+
+
+def test_gradcheck_and_gradgradcheck_of_the_references_in_float64():
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x, theta, size = _sample_case(gen)
+    M = torch.randn(2, 4, 4, dtype=torch.float64, generator=gen)
+    for C in (3, 1):
+        fns = (lambda t: A.affine_grid_sample(t, theta.double(), size), lambda t: A.color_transform(t, M))
+        for fn in fns:
+            xd = torch.randn(2, C, 4, 5, dtype=torch.float64, generator=gen).requires_grad_(True)
+            with backend_ctx("ref"):
+                assert torch.autograd.gradcheck(fn, (xd,))
+                assert torch.autograd.gradgradcheck(fn, (xd,))
+
+
+def test_adjoint_identity_of_the_triton_ops():
+    """<A x, y> = <x, A^T y> with A^T the backward kernel (checked in float64 arithmetic of fp32 results), and the
+    gradient of the backward op is the forward op again (what makes every order of gradients correct)."""
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x, theta, size = _sample_case(gen)
+    y = torch.randn(x.shape[0], x.shape[1], *size, generator=gen)
+    with backend_ctx("triton"):
+        Ax = A.affine_grid_sample(x, theta, size)
+        ATy = A._sample_grad_op(y, theta, x.shape[2], x.shape[3])
+        ddx = torch.randn(x.shape, generator=gen)
+        yr = y.clone().requires_grad_(True)
+        (again,) = torch.autograd.grad(A._sample_grad_op(yr, theta, x.shape[2], x.shape[3]), yr, ddx)
+    lhs, rhs = (Ax.double() * y.double()).sum(), (x.double() * ATy.double()).sum()
+    assert abs(lhs - rhs) <= 1e-5 * (Ax.abs().sum() * y.abs().max()).item()
+    torch.testing.assert_close(again, A.affine_grid_sample_ref(ddx, theta, size), **FP32_TOL)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NaN / Inf
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, in the interpreter
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("op,arg", [("affine_grid_sample", "x"), ("affine_grid_sample", "theta"),
+                                    ("color_transform", "x"), ("color_transform", "M"),
+                                    ("color_transform1", "x"), ("color_transform1", "M")])
+def test_nan_and_inf_come_out_where_the_reference_puts_them(op, arg):
+    gen = torch.Generator().manual_seed(fresh_seed())
+    if op == "affine_grid_sample":
+        x, theta, size = _sample_case(gen)
+        args = {"x": x, "theta": theta}
+        call = lambda x, theta: A.affine_grid_sample(x, theta, size)  # noqa: E731
+    else:
+        C = 3 if op == "color_transform" else 1
+        args = {"x": torch.randn(2, C, 4, 5, generator=gen), "M": torch.randn(2, 4, 4, generator=gen)}
+        call = A.color_transform
+    t = args[arg]
+    for value in (math.nan, math.inf, -math.inf):
+        bad = t.clone()
+        bad.view(-1)[int(torch.randint(bad.numel(), (), generator=gen))] = value
+        if arg == "x":  # and one at a corner, where only some positions reach it
+            bad.view(-1)[0] = value
+        poisoned = dict(args, **{arg: bad})
+        want = _on("ref", call, **{k: v.double() for k, v in poisoned.items()})
+        got = _on("triton", call, **poisoned).double()
+        what = f"{op}: {value} in {arg}"
+        assert torch.equal(got.isnan(), want.isnan()), f"{what}: NaN at {got.isnan().nonzero().tolist()}, " \
+            f"reference at {want.isnan().nonzero().tolist()}"
+        assert torch.equal(got.isposinf(), want.isposinf()) and torch.equal(got.isneginf(), want.isneginf()), what
+        torch.testing.assert_close(got, want, **FP32_TOL, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dtypes, registration, compile
+
+
+def test_fp16_matches_float64_reference():
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x, theta, size = _sample_case(gen)
+    xh = x.half()
+    with backend_ctx("triton"):
+        got = A.affine_grid_sample(xh, theta, size)
+        dx = torch.autograd.grad(A.affine_grid_sample(xh.requires_grad_(True), theta, size).sum(), xh)[0]
+    want = A.affine_grid_sample_ref(xh.double(), theta.double(), size)
+    assert got.dtype == dx.dtype == torch.float16
+    # inputs already in fp16: one rounding of the fp32 result to fp16, 4-term fp32 sums
+    assert_close_scaled(got, want, gpu_rtol(torch.float16, 1, 4), "fp16 forward")
+    want_dx = torch.autograd.grad(A.affine_grid_sample_ref(xh.double().requires_grad_(True), theta.double(),
+                                                           size).sum(), xh)
+    assert_close_scaled(dx, want_dx[0], gpu_rtol(torch.float16, 1, 16), "fp16 backward")
+
+
+def test_every_op_is_registered_and_passes_opcheck():
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x, theta, size = _sample_case(gen)
+    assert {"affine_grid_sample", "affine_grid_sample_grad", "color_transform"} <= set(gankern.ops._launch.REGISTRY)
+    with backend_ctx("triton"):
+        torch.library.opcheck(A._sample_op.op, (x.requires_grad_(True), theta, *size))
+        torch.library.opcheck(A._sample_grad_op.op, (torch.randn(2, x.shape[1], *size).requires_grad_(True), theta,
+                                                     x.shape[2], x.shape[3]))
+        torch.library.opcheck(A._color_op.op, (torch.randn(2, 3, 4, 5).requires_grad_(True), torch.randn(2, 4, 4),
+                                               True))
+
+
+def test_torch_compile_runs_through_the_ops():
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x, M = torch.randn(2, 3, 6, 5, generator=gen), torch.randn(2, 4, 4, generator=gen)
+    theta = random_theta(2, gen)
+
+    def f(x):
+        return A.color_transform(A.affine_grid_sample(x, theta, (7, 4)), M).square().sum()
+
+    xr = x.clone().requires_grad_(True)
+    with backend_ctx("triton"):
+        compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+        got = compiled(xr)
+        (g,) = torch.autograd.grad(got, xr)
+    xe = x.clone().requires_grad_(True)
+    with backend_ctx("ref"):
+        ref = f(xe)
+        (ge,) = torch.autograd.grad(ref, xe)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g, ge, **FP32_TOL)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input
 
 
 BAD = {
-    "spec": (lambda: augment_pipe("bgx"), ValueError, "unknown augmentation"),
-    "negative": (lambda: AugmentPipe(xflip=-1), ValueError, "xflip"),
-    "bands": (lambda: AugmentPipe(imgfilter_bands=[1, 1]), ValueError, "imgfilter_bands"),
-    "rank": (lambda: augment_pipe("bgc")(torch.randn(3, 8, 8)), ValueError, "images must be"),
-    "channels": (lambda: augment_pipe("bgc")(torch.randn(2, 4, 8, 8)), ValueError, "images must be"),
-    "small for filter": (lambda: augment_pipe("bgcf")(torch.randn(2, 3, 16, 16)), ValueError, "larger than 21"),
-    "controller pipe": (lambda: AdaController(torch.nn.Identity()), TypeError, "AugmentPipe"),
-    "interval": (lambda: AdaController(AugmentPipe(), interval=0), ValueError, "interval"),
-    "batch": (lambda: AdaController(AugmentPipe()).step(0), ValueError, "batch_size"),
+    "x rank": (lambda: A.affine_grid_sample(torch.randn(3, 4, 5), torch.zeros(3, 2, 3)), ValueError, "x must have 4"),
+    "theta shape": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(2, 3, 3)), ValueError,
+                    r"theta must have shape \(2, 2, 3\)"),
+    "theta batch": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(3, 2, 3)), ValueError,
+                    "theta must have shape"),
+    "theta grad": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(2, 2, 3, requires_grad=True)),
+                   ValueError, "theta must not require grad"),
+    "theta dtype": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(2, 2, 3, dtype=torch.int64)),
+                    TypeError, "theta must have dtype"),
+    "size": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(2, 2, 3), (0, 4)), ValueError,
+             "size must be"),
+    "size type": (lambda: A.affine_grid_sample(torch.randn(2, 3, 4, 5), torch.zeros(2, 2, 3), 4), ValueError,
+                  "size must be"),
+    "x int": (lambda: A.affine_grid_sample(torch.zeros(2, 3, 4, 5, dtype=torch.int32), torch.zeros(2, 2, 3)),
+              TypeError, "x must have dtype"),
+    "channels": (lambda: A.color_transform(torch.randn(2, 4, 4, 5), torch.zeros(2, 4, 4)), ValueError,
+                 "3 .RGB. or 1"),
+    "M shape": (lambda: A.color_transform(torch.randn(2, 3, 4, 5), torch.zeros(2, 3, 4)), ValueError,
+                r"M must have shape \(2, 4, 4\)"),
+    "M grad": (lambda: A.color_transform(torch.randn(2, 3, 4, 5), torch.zeros(2, 4, 4, requires_grad=True)),
+               ValueError, "M must not require grad"),
+    "M device": (lambda: A.color_transform(torch.randn(2, 3, 4, 5), torch.zeros(2, 4, 4, device="meta")),
+                 ValueError, "M is on meta"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_says_why(case):
+@pytest.mark.parametrize("backend", ["ref", "triton"])
+def test_bad_input_says_why_before_any_launch(case, backend, monkeypatch):
+    from gankern.kernels import augment as k
+    for name in ("affine_grid_sample", "affine_grid_sample_grad", "color_transform"):
+        monkeypatch.setattr(k, name, lambda *a, _n=name: pytest.fail(f"{_n} launched on bad input"))
     fn, err, match = BAD[case]
-    with pytest.raises(err, match=match):
+    with backend_ctx(backend), pytest.raises(err, match=match):
         fn()
 
 
+def test_cuda_backend_says_it_has_no_kernel():
+    with backend_ctx("cuda"), pytest.raises(gankern.BackendUnavailable, match="Triton kernel only"):
+        A.color_transform(torch.randn(1, 3, 2, 2), torch.eye(4)[None])
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# the controller
+# GPU
 
 
-def test_controller_moves_p_toward_the_target():
-    pipe = augment_pipe("bgc")
-    pipe.p.zero_()
-    ada = AdaController(pipe, target=0.6, interval=4, kimg=500)
-    step = 4 * 64 / 500e3
-    for i in range(4):  # D overfits: sign(D(real)) = +1 -> r_t = 1 > 0.6: p goes up after 4 steps
-        ada.accumulate(torch.ones(64, 1))
-        assert float(pipe.p) == 0.0
-        ada.step(64)
-    assert float(pipe.p) == pytest.approx(step) and float(ada.rt) == 1.0
-    for i in range(8):  # r_t = 0.5 < 0.6: down twice, floored at 0
-        ada.accumulate(torch.tensor([1.0, 1.0, 1.0, -1.0]).repeat(16)[:, None])
-        ada.step(64)
-    assert float(pipe.p) == 0.0 and float(ada.rt) == pytest.approx(0.5)
-    pipe.p.fill_(0.5)
-    for i in range(4):  # no logits in the interval: p stays
-        ada.step(64)
-    assert float(pipe.p) == 0.5
-
-
-def test_controller_goes_from_0_to_1_in_kimg():
-    pipe = AugmentPipe(xflip=1)
-    pipe.p.zero_()
-    ada = AdaController(pipe, kimg=1, interval=2)
-    for _ in range(20):  # 20 steps of 50 images: 1 kimg
-        ada.accumulate(torch.ones(50))
-        ada.step(50)
-    assert float(pipe.p) == pytest.approx(1.0)
-
-
-def test_controller_state_round_trip():
-    pipe = augment_pipe("bgc")
-    ada = AdaController(pipe, interval=4)
-    for _ in range(6):
-        ada.accumulate(torch.randn(8))
-        ada.step(8)
-    state = ada.state_dict()
-    pipe2 = augment_pipe("bgc")
-    ada2 = AdaController(pipe2, interval=4)
-    ada2.load_state_dict(state)
-    for a in (ada, ada2):
-        a.accumulate(torch.full((8,), -1.0))
-        a.step(8)
-        a.accumulate(torch.full((8,), -1.0))
-        a.step(8)
-    assert float(pipe.p) == float(pipe2.p) and ada.steps == ada2.steps == 8
-    assert torch.equal(ada.rt, ada2.rt)
-    with pytest.raises(KeyError, match="missing"):
-        ada2.load_state_dict({"p": 1.0})
-
-
-def test_pipe_runs_on_generator_output_dtype():
-    x = images(2, H=16, W=16).to(torch.bfloat16)
-    y = augment_pipe("bgc")(x)
-    assert y.dtype == torch.bfloat16 and y.isfinite().all() and math.isfinite(float(F.mse_loss(y.float(),
-                                                                                                 x.float())))
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("x_layout", LAYOUTS)
+def test_gpu_matches_float64_reference_with_gradients(dtype, x_layout):
+    """Both ops on the GPU against the reference in float64 on the same (rounded) inputs, outputs poisoned first."""
+    from conftest import poison_allocator
+    gen = torch.Generator().manual_seed(fresh_seed())
+    x = layout(torch.randn(5, 3, 67, 45, generator=gen).to("cuda", dtype), x_layout)
+    theta, M = random_theta(5, gen).cuda(), torch.randn(5, 4, 4, generator=gen).cuda()
+    cases = (("affine_grid_sample", lambda t: A.affine_grid_sample(t, theta, (70, 41)),
+              lambda t: A.affine_grid_sample_ref(t, theta.double(), (70, 41))),
+             ("color_transform", lambda t: A.color_transform(t, M), lambda t: A.color_transform_ref(t, M.double())))
+    for name, fn, ref in cases:
+        xd = x.detach().double().requires_grad_(True)
+        yd = ref(xd)
+        w = torch.randn(yd.shape, generator=gen).to("cuda", dtype)
+        (dxd,) = torch.autograd.grad(yd, xd, w.double())
+        poison_allocator(8 * x.numel() * x.element_size())
+        xr = x.detach().requires_grad_(True)  # the layout kept
+        y = fn(xr)
+        (dx,) = torch.autograd.grad(y, xr, w)
+        # sampling positions in fp32 (~2 ulp of 2 times Wi / 2: ~2e-5 px) times the slope of random pixels (~the value
+        # scale): 1e-4 of the scale; then 4 (bilinear) or 3 (color) fp32 terms and one rounding to dtype
+        assert_close_scaled(y, yd, gpu_rtol(dtype, 1, 4) + 1e-4, f"{name} {dtype} forward")
+        # the backward adds up to 4 x (Ho Wo / Hi Wi) contributions per input in fp32 (atomics), then one rounding
+        assert_close_scaled(dx, dxd, gpu_rtol(dtype, 1, 16) + 1e-4, f"{name} {dtype} backward")

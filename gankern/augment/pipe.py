@@ -7,9 +7,11 @@ Every augmentation is applied to each image independently with probability (its 
 - general geometric: isotropic scaling (log2 std scale_std), rotation (before and after the anisotropic scaling,
   each with probability 1 - sqrt(1 - rotate * p)), anisotropic scaling, fractional translation (std xfrac_std);
   executed together as one inverse affine map: reflect-pad, 2x up-sampling with the orthogonal low-pass sym6
-  wavelet filter (gankern.ops.upsample2d), bilinear resampling at the mapped positions (grid_sample), 2x
+  wavelet filter (gankern.ops.upsample2d), bilinear resampling at the mapped positions
+  (gankern.ops.affine_grid_sample: grid_sample at affine_grid's positions, without the grid tensor), 2x
   down-sampling with the same filter (gankern.ops.downsample2d), crop;
-- color: brightness, contrast, luma flip, hue rotation, saturation, as one 4x4 color matrix per image;
+- color: brightness, contrast, luma flip, hue rotation, saturation, as one 4x4 color matrix per image, applied in
+  one pass (gankern.ops.color_transform);
 - image-space filtering (4 frequency bands with random gains), additive RGB noise, cutout.
 Every step is differentiable in the images (first and second order: R1 on augmented reals); the random parameters
 are constants. ``p`` is a buffer (S2A's): the ADA controller (gankern.augment.AdaController) adjusts it.
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import augment as augment_ops
 from ..ops import resample as resample_ops
 
 __all__ = ["AugmentPipe", "AUGPIPE_SPECS", "augment_pipe"]
@@ -90,15 +93,21 @@ def _scale3d(s, ref):
     return _matrix([[s, 0, 0, 0], [0, s, 0, 0], [0, 0, s, 0], [0, 0, 0, 1]], ref)
 
 
-def _rotate3d(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotation by theta (N,) about the unit axis v (4,) (the first 3 entries), homogeneous (N, 4, 4)."""
-    vx, vy, vz = (float(a) for a in v[:3])
+def _rotate3d(v: tuple[float, float, float], theta: torch.Tensor) -> torch.Tensor:
+    """Rotation by theta (N,) about the unit axis v (3 floats), homogeneous (N, 4, 4)."""
+    vx, vy, vz = v
     s, c = torch.sin(theta), torch.cos(theta)
     cc = 1 - c
     return _matrix([[vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
                     [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
                     [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
                     [0, 0, 0, 1]], theta)
+
+
+# the luma axis (1, 1, 1, 0) / sqrt(3) in fp32: a buffer of the pipe (on the images' device without a copy from the host
+# at each call, which would wait for the GPU) and its entries as numbers
+_LUMA = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
+_LUMA_AXIS = tuple(_LUMA[:3].tolist())
 
 
 def _filter_bank() -> np.ndarray:
@@ -141,6 +150,9 @@ class AugmentPipe(nn.Module):
         self.register_buffer("p", torch.ones([]))  # overall multiplier of the probabilities (ADA's p)
         self.register_buffer("Hz_geom", resample_ops.setup_filter(WAVELETS["sym6"]))
         self.register_buffer("Hz_fbank", torch.as_tensor(_filter_bank(), dtype=torch.float32))
+        # constants on the pipe's device, outside the state_dict (S2A's keys): no blocking host copy per call
+        self.register_buffer("_luma", _LUMA.clone(), persistent=False)
+        self.register_buffer("_band_power", torch.tensor([10.0, 1.0, 1.0, 1.0]) / 13, persistent=False)
 
     def _draw(self, values: torch.Tensor, prob: float, identity: float) -> torch.Tensor:
         """values where a uniform draw is below prob * p, else identity (one draw per element of values' rows)."""
@@ -195,17 +207,15 @@ class AugmentPipe(nn.Module):
         if self.xfrac > 0:
             t = self._draw(torch.randn([N, 2], device=dev) * self.xfrac_std, self.xfrac, 0)
             then(_translate2d(-t[:, 0] * W, -t[:, 1] * H, ref))
-        if G_inv is not None:
-            images = self._geometric(images, G_inv)
-
-        # color transformations: C (N, 4, 4) @ [r, g, b, 1]
+        # color transformations: C (N, 4, 4) @ [r, g, b, 1], drawn before the geometric resampling runs: its host
+        # sync (the padding is a shape) then finds these small launches already queued behind the GPU's work
         Cm = None
 
         def color(m):
             nonlocal Cm
             Cm = m if Cm is None else m @ Cm
 
-        v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev) / math.sqrt(3)  # the luma axis
+        v = self._luma.to(dev)  # the luma axis (1, 1, 1, 0) / sqrt(3)
         vv = torch.outer(v, v)
         eye4 = torch.eye(4, device=dev)
         if self.brightness > 0:
@@ -219,19 +229,14 @@ class AugmentPipe(nn.Module):
             color(eye4 - 2 * vv * i)  # Householder reflection through the plane orthogonal to the luma axis
         if self.hue > 0 and C > 1:
             theta = self._draw((torch.rand([N], device=dev) * 2 - 1) * np.pi * self.hue_max, self.hue, 0)
-            color(_rotate3d(v, theta))
+            color(_rotate3d(_LUMA_AXIS, theta))
         if self.saturation > 0 and C > 1:
             s = self._draw(torch.exp2(torch.randn([N, 1, 1], device=dev) * self.saturation_std), self.saturation, 1)
             color(vv + (eye4 - vv) * s)
+        if G_inv is not None:
+            images = self._geometric(images, G_inv)
         if Cm is not None:
-            flat = images.reshape(N, C, H * W)
-            Cm = Cm.to(images.dtype)
-            if C == 3:
-                flat = Cm[:, :3, :3] @ flat + Cm[:, :3, 3:]
-            else:
-                Cg = Cm[:, :3, :].mean(dim=1, keepdim=True)  # (N, 1, 4)
-                flat = flat * Cg[:, :, :3].sum(dim=2, keepdim=True) + Cg[:, :, 3:]
-            images = flat.reshape(N, C, H, W)
+            images = augment_ops.color_transform(images, Cm)  # C = 1: the matrix averaged over RGB
 
         if self.imgfilter > 0:
             images = self._filter(images)
@@ -252,14 +257,16 @@ class AugmentPipe(nn.Module):
         N, C, H, W = images.shape
         ref = G_inv[:, 0, 0]
         cx, cy = (W - 1) / 2, (H - 1) / 2
-        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=images.device)
-        cp = G_inv @ corners.t()                                  # [N, xyz, corner]
+        # the padding is a shape: computed on the host from G_inv, the pipe's one host sync (all its small launches
+        # are queued by then)
+        corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]])
+        cp = G_inv.cpu() @ corners.t()                            # [N, xyz, corner]
         Hz_pad = self.Hz_geom.shape[0] // 4
         margin = cp[:, :2, :].permute(1, 0, 2).flatten(1)        # [xy, N * corner]
         margin = torch.cat([-margin, margin]).max(dim=1).values   # [x0, y0, x1, y1]
-        margin = margin + torch.tensor([Hz_pad * 2 - cx, Hz_pad * 2 - cy] * 2, device=images.device)
-        margin = margin.clamp_min(0).minimum(torch.tensor([W - 1, H - 1] * 2, device=images.device))
-        mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())  # host sync: the padding is a shape
+        margin = margin + torch.tensor([Hz_pad * 2 - cx, Hz_pad * 2 - cy] * 2)
+        margin = margin.clamp_min(0).minimum(torch.tensor([W - 1, H - 1] * 2))
+        mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())
         images = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
         G_inv = _translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, ref) @ G_inv
         images = resample_ops.upsample2d(images, self.Hz_geom, up=2)
@@ -268,8 +275,7 @@ class AugmentPipe(nn.Module):
         shape = [N, C, (H + Hz_pad * 2) * 2, (W + Hz_pad * 2) * 2]
         G_inv = _scale2d(2 / images.shape[3], 2 / images.shape[2], ref) @ G_inv @ \
             _scale2d(shape[3] / 2, shape[2] / 2, ref)
-        grid = F.affine_grid(G_inv[:, :2, :].to(images.dtype), shape, align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        images = augment_ops.affine_grid_sample(images, G_inv[:, :2, :], shape[2:])  # bilinear, zeros padding
         return resample_ops.downsample2d(images, self.Hz_geom, down=2, padding=-Hz_pad * 2, flip_filter=True)
 
     def _filter(self, images: torch.Tensor) -> torch.Tensor:
@@ -278,7 +284,7 @@ class AugmentPipe(nn.Module):
         N, C, H, W = images.shape
         dev = images.device
         bands = self.Hz_fbank.shape[0]
-        expected_power = torch.tensor([10.0, 1.0, 1.0, 1.0], device=dev) / 13
+        expected_power = self._band_power.to(dev)
         g = torch.ones([N, bands], device=dev)
         for i, band_strength in enumerate(self.imgfilter_bands):
             t_i = self._draw(torch.exp2(torch.randn([N], device=dev) * self.imgfilter_std),

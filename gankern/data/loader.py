@@ -1,8 +1,8 @@
 """An infinite, resumable, DDP-sharded batch loader.
 
 The index stream is the concatenation of permutations perm(seed + epoch); global batch k is stream positions
-[k B, (k + 1) B) and rank r takes its contiguous slice of B / world. Everything (order, flips) is a function of
-(seed, k), so restarting at batch k (resume) or splitting over ranks (DDP) sees the same images.
+offset + [k B, (k + 1) B) and rank r takes its contiguous slice of B / world. Everything (order, flips) is a function
+of (seed, offset, k), so restarting at batch k (resume) or splitting over ranks (DDP) sees the same images.
 """
 from __future__ import annotations
 
@@ -42,15 +42,16 @@ class InfiniteLoader:
         dataset: an ArrayDataset (sliced in memory) or any map-style Dataset of (image, label) (DataLoader workers).
         global_batch: B, summed over all ranks; must divide by world.
         start: the global batch index to begin at (``.position`` of a previous loader, for resume).
+        offset: stream positions skipped before batch 0 (a loader continuing a stream read at another batch size).
         mirror: random horizontal flips (coins drawn from (seed, k) too).
     """
 
     def __init__(self, dataset, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0, start: int = 0,
-                 device: str | torch.device = "cpu", num_workers: int = 2, mirror: bool = False):
+                 device: str | torch.device = "cpu", num_workers: int = 2, mirror: bool = False, offset: int = 0):
         if global_batch % world:
             raise ValueError(f"global batch {global_batch} does not divide over {world} ranks")
         self.ds, self.B, self.rank, self.world, self.seed = dataset, global_batch, rank, world, seed
-        self.device, self.mirror, self.position = torch.device(device), mirror, start
+        self.device, self.mirror, self.position, self.offset = torch.device(device), mirror, start, offset
         self._perms: dict[int, torch.Tensor] = {}
         self._iter = None
         if not hasattr(dataset, "batch"):
@@ -70,7 +71,7 @@ class InfiniteLoader:
         """Data set indices (B / world,) of this rank's part of global batch k."""
         b = self.B // self.world
         n = len(self.ds)
-        pos = torch.arange(k * self.B + self.rank * b, k * self.B + (self.rank + 1) * b)
+        pos = self.offset + torch.arange(k * self.B + self.rank * b, k * self.B + (self.rank + 1) * b)
         epochs, offs = pos // n, pos % n
         out = torch.empty_like(pos)
         for e in epochs.unique().tolist():

@@ -2,12 +2,14 @@
 G and D of every resolution from 4x4 up to ``resolution``, run at a *stage* (the current resolution 4 * 2^stage) with
 the fade-in weight ``alpha`` of that stage's new layers.
 
-G: normalized z -> dense to 4x4 -> 3x3 conv, then per doubling nearest upsampling and two 3x3 convs; leaky ReLU 0.2
-and pixel normalization after every conv; a 1x1 toRGB per resolution. While a stage fades in, the image is
+G: normalized z -> dense to 4x4 (as the official code: weight gain sqrt(2) / 4, one bias per channel) -> 3x3 conv,
+then per doubling nearest upsampling and two 3x3 convs; leaky ReLU 0.2 and pixel normalization after the dense layer
+and every conv; a 1x1 toRGB per resolution. While a stage fades in, the image is
 ``lerp(upsample(toRGB_prev(h_prev)), toRGB(h), alpha)``. D mirrors it: a 1x1 fromRGB per resolution, per halving two
 3x3 convs and 2x2 average pooling (while fading in, ``lerp(fromRGB_prev(avgpool(x)), block(fromRGB(x)), alpha)``),
 then minibatch stddev (gankern's fused op), a 3x3 conv and two dense layers. Every layer has an equalized learning
-rate (gankern.nn's Conv2dLayer / FullyConnectedLayer: weights ~ N(0, 1) scaled by He's constant at run time).
+rate (gankern.nn's Conv2dLayer / FullyConnectedLayer: weights ~ N(0, 1) scaled by He's constant at run time; their
+leaky ReLU's gain sqrt(2) multiplies the activation, not the weights: the same functions, the biases scaled by it).
 Widths: min(ch_base // res, ch_max) (the paper's: 16384 and 512).
 """
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Generator(nn.Module):
         n = num_stages(resolution)
         w = [_width(cfg, s) for s in range(n)]
         self.z_dim = cfg.z_dim
-        self.dense = FullyConnectedLayer(cfg.z_dim, w[0] * 16, activation="lrelu")
+        self.dense = FullyConnectedLayer(cfg.z_dim, w[0] * 16, bias=False)
+        self.bias = nn.Parameter(torch.zeros(w[0]))
         self.conv0 = Conv2dLayer(w[0], w[0], 3, activation="lrelu")
         self.blocks = nn.ModuleList([nn.ModuleList([Conv2dLayer(w[s - 1], w[s], 3, activation="lrelu"),
                                                     Conv2dLayer(w[s], w[s], 3, activation="lrelu")])
@@ -73,7 +76,8 @@ class Generator(nn.Module):
                 alpha: float | None = None) -> torch.Tensor:
         stage = int(self.stage) if stage is None else stage          # host reads only when not given (sampling)
         alpha = float(self.alpha) if alpha is None else alpha
-        x = pixel_norm(self.dense(pixel_norm(z)).view(z.shape[0], -1, 4, 4))
+        x = self.dense(pixel_norm(z)).view(z.shape[0], -1, 4, 4) * (math.sqrt(2) / 4) + self.bias.view(1, -1, 1, 1)
+        x = pixel_norm(F.leaky_relu(x, 0.2))
         x = pixel_norm(self.conv0(x))
         prev = x
         for conv1, conv2 in self.blocks[:stage]:

@@ -6,3 +6,4 @@ from .modulation import adain, bias_act, instance_norm, modulated_conv2d, noise_
 from .penalty import grad_norm_penalty, gradient_penalty, path_length_penalty, r1_penalty  # noqa: F401
 from .resample import downsample2d, filter2d, upfirdn2d, upsample2d  # noqa: F401
 from . import san  # noqa: F401
+from .augment import affine_grid_sample, color_transform  # noqa: F401

@@ -51,8 +51,7 @@ def latest(run_dir: str) -> str | None:
     for n in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
         if n.startswith(".ckpt-") and ".pt.tmp" in n:
             os.remove(os.path.join(run_dir, n))
-    cks = list_checkpoints(run_dir)
-    return cks[-1][1] if cks else None
+    return (list_checkpoints(run_dir) or [(0, None)])[-1][1]
 
 
 def load_newest(run_dir: str, device: str | torch.device = "cpu") -> tuple[str, dict, list[str]]:
@@ -67,5 +66,5 @@ def load_newest(run_dir: str, device: str | torch.device = "cpu") -> tuple[str, 
             why = str(e).strip().split("\n")[0][:200]
             skipped.append(f"{path} is unreadable ({type(e).__name__}: {why})")
     if not skipped:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint (ckpt-*.pt)")
+        raise FileNotFoundError(f"{run_dir}: no checkpoint (ckpt-*.pt) to resume from or load")
     raise ValueError(f"{run_dir}: no checkpoint loads: " + "; ".join(skipped))

@@ -249,17 +249,19 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "ebgan": _row("EBGAN: autoencoder D as an energy (reconstruction MSE), margin loss, pulling-away term 0.1 in G, "
                   "DCGAN G, Adam(2e-4, 0.5) (Zhao et al. 2017)", recipe="ebgan"),
     "pggan": _row("PGGAN: progressive growing 4 -> data resolution with fade-in (800 kimg fade, 800 stable per "
-                  "resolution), pixel norm, equalized lr, minibatch stddev, WGAN-GP 10 + drift 0.001, Adam(1e-3, 0, "
-                  "0.99), widths min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan",
-                  train=dict(batch=16, kimg=5600.0)),
+                  "resolution), pixel norm, equalized lr, minibatch stddev (groups of 16), WGAN-GP 10 + drift 0.001, "
+                  "Adam(1e-3, 0, 0.99) reset at each fade-in's start and end, batch 16 (256:14, 512:6, 1024:3), widths "
+                  "min(16384 / res, 512) (Karras et al. 2018)", recipe="pggan", model=dict(mbstd_group=16),
+                  batch_per_res="256:14,512:6,1024:3",
+                  train=dict(batch=16, kimg=5600.0, ema_kimg=11.1, ema_rampup=0.0)),
     "pggan-cpu": _row("PGGAN as a CPU preset: 4 -> 8 -> 16 -> 32 px, 10 kimg fade + 10 stable per resolution, "
                       "widths min(512 / res, 32), z 128 (Karras et al. 2018)", recipe="pggan",
                       model=dict(z_dim=128, ch_base=512, ch_max=32), grow=dict(fade_kimg=10.0, stable_kimg=10.0),
                       train=dict(batch=32, kimg=70.0)),
     "lapgan": _row("LAPGAN: a Laplacian pyramid of GANs, 8 -> 16 -> 32 px: an MLP GAN on the coarsest level, conv "
                    "Gs of band-pass residuals conditioned on the upsampled coarser image (noise as an extra plane), "
-                   "levels trained independently on real pyramids, sampled coarse to fine; Adam(2e-4, 0.5) "
-                   "(Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
+                   "levels trained independently on real pyramids, sampled coarse to fine; SGD(0.02, momentum 0.5 -> "
+                   "0.8) (Denton et al. 2015)", recipe="lapgan", model=dict(g_ch=32, d_ch=32), train=dict(kimg=50.0)),
 }
 
 

@@ -43,38 +43,40 @@ class Trainer:
         self.dist = dist or Dist.from_env()
         self.rank0 = self.dist.rank == 0
         t, dev = cfg.train, self.dist.device
-        self.dataset = open_dataset(t.data, t.resolution, t.channels or None, t.labels_file or None,
-                                    t.subfolder_labels)
+        self.dataset = open_dataset(t.data, t.resolution, t.channels or None, t.labels_file or None, t.subfolder_labels)
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.total_steps = max(1, math.ceil(t.kimg * 1000 / t.batch))
         self.env = Env(dev, self.dist.rank, self.dist.world, self.dataset.num_classes, self.dataset.channels,
                        t.resolution, self.total_steps, t.seed, self._autocast, self._backward)
         torch.manual_seed(t.seed)                                      # same initial weights on every rank
         self.recipe = r = RECIPES[cfg.recipe](cfg.options, self.env)
-        self.nets = {n: m.to(dev) for n, m in r.nets.items()}
-        self.num_classes = r.num_classes
+        self.nets, self.num_classes = {n: m.to(dev) for n, m in r.nets.items()}, r.num_classes
         self.G_ema = copy.deepcopy(self.nets[r.ema]).eval().requires_grad_(False) if r.ema else None
-        self.opt = {n: spec.build(self.nets[n].parameters()) for n, spec in r.optimizers.items()}
+        self.opt = r.opt = {n: spec.build(self.nets[n].parameters()) for n, spec in r.optimizers.items()}
         self.scaler = {n: torch.amp.GradScaler(dev.type, enabled=t.amp == "fp16") for n in self.opt}
         self.sn = {n: SpectralNormGroup(self.nets[n]) for n in self.opt       # trained nets with gankern's SN
                    if any(isinstance(x, SpectralNorm) for x in self.nets[n].modules())}
-        bad = [p.name for p in r.phases if p.net not in self.opt or t.batch % (self.dist.world * (p.accum or t.accum))]
-        bad += [n for n in self.nets if n in _KEYS]
-        if bad or len({p.name for p in r.phases}) < len(r.phases):
-            raise ValueError(f"recipe '{cfg.recipe}': phases need unique names, a net with an optimizer and rounds that"
-                             f" divide the batch of a rank, nets a name other than {sorted(_KEYS)}; check {bad}")
         self.step, self.nimg = 0, 0
+        self.set_batch(t.batch)
         self.feed = Feed(self.dataset, t, self.dist, r.z_dim, r.num_classes)
         self.log = JsonlLog(os.path.join(run_dir, "metrics.jsonl"))
-        self.progress = progress and self.rank0
         self.tensorboard = tensorboard_available() if tensorboard is None else tensorboard
-        self.tb, self.resumed = None, False                              # TensorBoard writer (rank 0, when on)
+        self.tb, self.resumed, self.progress = None, False, progress and self.rank0   # tb: TensorBoard writer (rank 0)
         self.metrics = t.metrics if t.metrics != "auto" else ("digits-fid" if t.data == "digits" else "none")
         self.window = StatsWindow(dev)
 
+    def set_batch(self, batch: int) -> None:
+        """Checks the recipe's phases (unique names, a net with an optimizer, rounds dividing ``batch`` over the ranks);
+        counts the steps left at ``batch`` (a run's length is in images: train.kimg; the batch may change)."""
+        r, t = self.recipe, self.cfg.train
+        bad = [p.name for p in r.phases if p.net not in self.opt or batch % (self.dist.world * (p.accum or t.accum))]
+        if bad or len({p.name for p in r.phases}) < len(r.phases) or _KEYS & set(self.nets):
+            raise ValueError(f"recipe '{self.cfg.recipe}': phases need unique names, a net with an optimizer and rounds"
+                             f" that divide the batch of a rank ({batch}), nets a name not in {sorted(_KEYS)}; {bad}")
+        self.total_steps = self.env.total_steps = self.step + math.ceil(max(0, t.kimg * 1000 - self.nimg) / batch)
+
     def _autocast(self):
-        dt = self.amp_dtype
-        return torch.autocast(self.dist.device.type, dtype=dt or torch.float32, enabled=dt is not None)
+        return torch.autocast(self.dist.device.type, self.amp_dtype or torch.float32, bool(self.amp_dtype))
 
     def _backward(self, loss: torch.Tensor) -> None:
         # the batched spectral norm's W / sigma is one graph node shared by every round of the step: keep it
@@ -90,8 +92,7 @@ class Trainer:
         opt, self._scaler, self._keep_graph = self.opt[ph.net], self.scaler[ph.net], ph.net in self.sn
         total: Stats = {}
         for i in range(ph.repeats):
-            real, c = self.feed.real(i)
-            z, c_gen = self.feed.latents(step, f"{ph.name}{i}")
+            (real, c), (z, c_gen) = self.feed.real(i), self.feed.latents(step, f"{ph.name}{i}")
             opt.zero_grad(set_to_none=True)
             with contextlib.ExitStack() as groups:          # every SN net: one batched update per optimizer step
                 for g in self.sn.values():
@@ -118,7 +119,7 @@ class Trainer:
         if src is None:
             return
         ema_nimg = min(t.ema_kimg * 1000, self.nimg * t.ema_rampup) if t.ema_rampup > 0 else t.ema_kimg * 1000
-        beta = 0.5 ** (t.batch / max(ema_nimg, 1e-8)) if t.ema_kimg > 0 else 0.0
+        beta = 0.5 ** (self.feed.batch / max(ema_nimg, 1e-8)) if t.ema_kimg > 0 else 0.0
         for pe, p in zip(self.G_ema.parameters(), src.parameters()):
             pe.copy_(p.detach().lerp(pe, beta))
         for be, b in zip(self.G_ema.buffers(), src.buffers()):
@@ -148,9 +149,7 @@ class Trainer:
             self.scaler[n].load_state_dict(s[f"scaler_{n}"])
         self.recipe.load_state_dict(s["recipe"])
         self.step, self.nimg, r = int(s["step"]), int(s["nimg"]), self.recipe
-        # the run's length is in images: the steps left are counted at this batch size (which may have changed)
-        left = max(0, math.ceil((self.cfg.train.kimg * 1000 - self.nimg) / self.cfg.train.batch))
-        self.total_steps = self.env.total_steps = self.step + left
+        self.set_batch(self.cfg.train.batch)
         self.feed = Feed(self.dataset, self.cfg.train, self.dist, r.z_dim, r.num_classes, int(s["loader_position"]))
         torch.set_rng_state(s["rng_cpu"].cpu())
         if torch.cuda.is_available() and s["rng_cuda"]:
@@ -162,10 +161,7 @@ class Trainer:
 
     def resume(self) -> "Trainer":
         """Load run_dir's newest checkpoint that loads (naming corrupt newer ones); drop the log rows after it."""
-        try:
-            path, state, skipped = checkpoint.load_newest(self.run_dir, self.dist.device)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume from (ckpt-*.pt)") from None
+        path, state, skipped = checkpoint.load_newest(self.run_dir, self.dist.device)
         self.load_state_dict(state)
         self.resumed = True
         if self.rank0:
@@ -184,10 +180,12 @@ class Trainer:
                 self.save_checkpoint()                     # a run killed before its first tick resumes too
                 snapshot(self, None)
         bar = Progress(self.nimg + (self.total_steps - self.step) * t.batch, self.nimg, self.progress)
-        t_tick, s_tick, last, info = time.time(), self.step, {}, ""
+        t_tick, n_tick, last, info = time.time(), self.nimg, {}, ""
         while self.step < self.total_steps:
             torch.manual_seed(derive_seed(t.seed, "rank", self.dist.rank, self.step))
-            self.feed.next_step()
+            if (b := self.recipe.batch or t.batch) != self.feed.batch:       # a recipe's own (PGGAN's per resolution)
+                self.set_batch(b)
+            self.feed.next_step(b)
             stats = {}
             for ph in self.recipe.phases:
                 if self.step % ph.interval == 0:
@@ -195,11 +193,11 @@ class Trainer:
             self.window.add(self.step, stats)
             self.update_ema()
             self.step += 1
-            self.nimg += t.batch
+            self.nimg += b
             end = self.step == self.total_steps
             if self.step % t.log_steps == 0 or end:          # the one host sync of the window
-                last = log_tick(self, (self.step - s_tick) * t.batch / max(time.time() - t_tick, 1e-9))
-                t_tick, s_tick = time.time(), self.step
+                last = log_tick(self, (self.nimg - n_tick) / max(time.time() - t_tick, 1e-9))
+                t_tick, n_tick = time.time(), self.nimg
                 info = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k.endswith("loss"))
             if self.rank0 and (self.step % t.snap_steps == 0 or end):
                 snapshot(self, bar)

@@ -27,7 +27,7 @@ class Phase:
 class OptSpec:
     """The optimizer of one net. ``reg_interval`` > 1 (the net is lazily regularized): StyleGAN2's correction
     ``mb_ratio = reg_interval / (reg_interval + 1)``, lr *= mb_ratio, betas **= mb_ratio (see :meth:`build`)."""
-    kind: str = "adam"           # adam | rmsprop (no betas)
+    kind: str = "adam"           # adam | rmsprop (no betas) | sgd (momentum betas[0])
     lr: float = 2e-3
     betas: tuple = (0.0, 0.99)
     eps: float = 1e-8
@@ -35,10 +35,11 @@ class OptSpec:
 
     def build(self, params) -> torch.optim.Optimizer:
         r = self.reg_interval / (self.reg_interval + 1) if self.reg_interval > 1 else 1.0
-        if self.kind not in ("adam", "rmsprop"):
-            raise ValueError(f"optimizer kind must be adam or rmsprop, not '{self.kind}'")
-        return torch.optim.Adam(params, self.lr * r, betas=tuple(b ** r for b in self.betas), eps=self.eps) \
-            if self.kind == "adam" else torch.optim.RMSprop(params, self.lr * r, eps=self.eps)
+        lr, betas, k = self.lr * r, tuple(b ** r for b in self.betas), self.kind
+        if k not in ("adam", "rmsprop", "sgd"):
+            raise ValueError(f"optimizer kind must be adam, rmsprop or sgd, not '{k}'")
+        return torch.optim.Adam(params, lr, betas=betas, eps=self.eps) if k == "adam" else torch.optim.SGD(
+            params, lr, momentum=betas[0]) if k == "sgd" else torch.optim.RMSprop(params, lr, eps=self.eps)
 
 
 @dataclass
@@ -71,9 +72,12 @@ class Recipe:
     """Base class of the recipes. Subclasses set ``Options`` (a dataclass of hyperparameters, written to config.json,
     set with ``--set recipe.X=V``) and fill, in ``__init__``, ``nets`` (built on the CPU: the trainer moves them),
     ``optimizers`` (an OptSpec per trained net), ``phases``, ``z_dim`` and ``num_classes`` (the labels the nets take:
-    0 or env.num_classes). ``ema``: the net the trainer keeps an EMA copy of (G_ema), or None."""
+    0 or env.num_classes). ``ema``: the net the trainer keeps an EMA copy of (G_ema), or None. ``batch``: the real
+    images (and latents) of the next step over all ranks, read before each step (0: train.batch; PGGAN sets its own per
+    resolution). ``opt``: the optimizers the trainer built from ``optimizers`` (set after __init__)."""
     Options: type = type(None)
     ema: str | None = "G"
+    batch: int = 0
 
     def __init__(self, options, env: Env):
         self.options, self.env = options, env

@@ -3,15 +3,27 @@ grow from ``grow.start_res`` to the data resolution; each new resolution fades i
 1 over ``grow.fade_kimg`` thousand real images, then trains ``grow.stable_kimg`` at alpha 1 (the first resolution
 trains ``stable_kimg``, the last until the end of the run). Real images are box-downsampled to the current
 resolution and, during a fade-in, blended as the paper does: ``lerp(upsample(downsample(x)), x, alpha)``. Loss:
-WGAN-GP (lambda 10, gankern.ops.gradient_penalty) plus the drift term epsilon E[D(x)^2] (0.001); Adam(1e-3, 0, 0.99);
-one D step per G step. Nets: gankern.models.pggan (pixel norm, equalized learning rate, minibatch stddev).
+WGAN-GP (lambda 10, gankern.ops.gradient_penalty, on the reals and fakes at the current, faded resolution) plus the
+drift term epsilon E[D(x)^2] (0.001); Adam(1e-3, 0, 0.99); one D step per G step. Nets: gankern.models.pggan (pixel
+norm, equalized learning rate, minibatch stddev). As the official code does: the minibatch per resolution
+(``batch_per_res`` "RES:BATCH,...", in ``pggan`` the paper's 256:14, 512:6, 1024:3 and train.batch 16 elsewhere;
+rounded down to a multiple of the ranks; during a fade-in the new resolution's), and Adam's state (moments and step
+count) reset when a fade-in starts and when it ends (``reset_opt``; official ``reset_opt_for_new_lod``). The
+``pggan`` row is the official code's paper preset (v1: 800 + 800 kimg, batch 16 / 14 / 6 / 3, minibatch stddev over
+groups of 16, i.e. the whole minibatch); its later v2 preset for one GPU is ``--set recipe.batch_per_res=4:128,8:128,
+16:128,32:64,64:32,128:16,256:8,512:4 --set model.mbstd_group=4 --set grow.fade_kimg=600 --set grow.stable_kimg=600``.
 
 Progress is counted in real images shown to D (``nimg`` in the recipe's state, with the stage and alpha it gives),
 updated after each step's G phase, so a run resumed mid-stage or mid-fade continues exactly. The stage and alpha are
 also buffers of G (so G_ema and ``gankern generate`` sample at the trained resolution); samples are upsampled
-(nearest) to the data resolution for grids and FID. One batch size for all stages: the trainer core reads
-``train.batch`` images per step (the paper's smaller batches at high resolutions are not reproduced); the paper's
-Adam-state reset at each new resolution is not done either (the trainer owns the optimizers).
+(nearest) to the data resolution for grids and FID.
+
+Deliberately different from the official code: the convolutions are gankern's StyleGAN2 layers (the leaky ReLU's
+gain sqrt(2) multiplies the activation instead of the weight scale: the same functions, with Adam the biases move
+sqrt(2) times faster relative to the weights; G's dense head is the official one); G_ema's half-life is
+in images (train.ema_kimg; ``pggan`` sets 11.1 kimg, the official beta 0.999 per minibatch of 16) where the official
+beta is per minibatch at every batch size; stage and alpha advance after every step (the official code updates them
+every 4 minibatches); no learning-rate ramp-up (the TensorFlow release has none).
 """
 from __future__ import annotations
 
@@ -42,8 +54,22 @@ class PGGANOptions:
     betas: tuple[float, float] = (0.0, 0.99)
     gp: float = 10.0             # WGAN-GP lambda
     drift: float = 0.001         # epsilon_drift: weight of E[D(x_real)^2] in D's loss
+    batch_per_res: str = ""      # RES:BATCH,...: global minibatch per resolution (others: train.batch)
+    reset_opt: bool = True       # reset G's and D's Adam state when a fade-in starts and when it ends
+
+    def batches(self) -> dict[int, int]:
+        """{resolution: batch} of ``batch_per_res``."""
+        try:
+            d = {int(r): int(b) for r, _, b in (kv.partition(":") for kv in self.batch_per_res.split(",") if kv)}
+        except ValueError:
+            d = {0: 0}
+        if any(r < 4 or r & (r - 1) or b < 1 for r, b in d.items()):
+            raise ValueError(f"batch_per_res='{self.batch_per_res}' must be RES:BATCH,... with power-of-two "
+                             f"resolutions >= 4 and batches >= 1, e.g. 256:14,512:6")
+        return d
 
     def validate(self) -> None:
+        self.batches()
         g = self.grow
         if g.start_res < 4 or g.start_res & (g.start_res - 1):
             raise ValueError(f"grow.start_res={g.start_res} must be a power of two >= 4")
@@ -83,14 +109,22 @@ class PGGANRecipe(Recipe):
                                                                                            env.channels)}
         self.optimizers = {n: OptSpec("adam", options.lr, tuple(options.betas)) for n in self.nets}
         self.phases = [Phase("D", "D"), Phase("G", "G")]
-        self.nimg, self._seen = 0, 0
+        w = env.world                                   # batches: multiples of the ranks (the official code's)
+        self._batches = {res: max(b - b % w, w) for res, b in options.batches().items()}
+        self.nimg, self.seen, self._seen = 0, 0, 0
+        for res, b in self._batches.items():            # D's minibatch stddev groups must divide a rank's batch
+            n = b // w
+            if m.mbstd_group and n % min(m.mbstd_group, n) and g.start_res <= res <= env.resolution:
+                raise ValueError(f"batch_per_res {res}:{b} gives {n} images per rank, not a multiple of "
+                                 f"model.mbstd_group={m.mbstd_group}")
         self._advance()
 
     def _advance(self) -> None:
-        """Stage and alpha of ``self.nimg``, also into G's buffers."""
+        """Stage, alpha and batch of ``self.nimg``; the stage and alpha also into G's buffers."""
         g = self.options.grow
         self.stage, self.alpha = progress(self.nimg / 1000, self.first, self.last, g.fade_kimg, g.stable_kimg)
         self.nets["G"].set_progress(self.stage, self.alpha)
+        self.batch = self._batches.get(4 << self.stage, 0)
 
     def run_G(self, z, c, **kw):
         return self.nets["G"](z, None, self.stage, self.alpha)
@@ -128,12 +162,15 @@ class PGGANRecipe(Recipe):
 
     def after_step(self, phase, step):
         if phase == "G":
-            self.nimg += self._seen
-            self._seen = 0
+            was = (self.stage, self.alpha < 1)
+            self.nimg, self.seen, self._seen = self.nimg + self._seen, self._seen, 0
             self._advance()
+            if self.options.reset_opt and (self.stage, self.alpha < 1) != was:    # a fade-in starts or ends
+                for opt in self.opt.values():
+                    opt.state.clear()
 
     def log_stats(self):
-        return {"pggan/res": float(4 << self.stage), "pggan/alpha": self.alpha}
+        return {"pggan/res": float(4 << self.stage), "pggan/alpha": self.alpha, "pggan/batch": float(self.seen)}
 
     def state_dict(self):
         return {"nimg": self.nimg, "stage": self.stage, "alpha": self.alpha}

@@ -5,8 +5,8 @@ nets, the paper's baseline. Logs ``ring/modes`` (modes covered of 8) and ``ring/
 2000 fixed-latent samples every log_steps; ``bench/ring_compare.py`` plots both recipes over steps.
 
 The unrolled Adam continues from D's own Adam state, as the paper's code does (it rewires the optimizer's update
-ops, slots included): the recipe keeps a mirror of the trainer's Adam moments and step count of D, updated from D's
-gradients after each D step (the same formula as torch.optim.Adam without weight decay), saved with the run."""
+ops, slots included): the moments and step count of the trainer's Adam of D (``self.opt["D"]``), with
+torch.optim.Adam's update (no weight decay)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,35 +56,19 @@ class UnrolledRecipe(Recipe):
         self.optimizers = {"G": OptSpec("adam", o.g_lr, tuple(o.g_betas)), "D": OptSpec("adam", o.d_lr,
                                                                                          tuple(o.d_betas))}
         self.phases = [Phase("D", "D"), Phase("G", "G")]
-        self.adam_t = 0                                   # D's Adam state, mirrored: step count, moments
-        self.adam_m = {k: torch.zeros_like(v) for k, v in self.nets["D"].named_parameters()}
-        self.adam_v = {k: torch.zeros_like(v) for k, v in self.nets["D"].named_parameters()}
-
-    @torch.no_grad()
-    def after_step(self, phase, step):
-        """After D's optimizer step: the same moment update as torch.optim.Adam's, from D's gradients."""
-        if phase != "D":
-            return
-        (b1, b2), self.adam_t = self.options.opt.d_betas, self.adam_t + 1
-        for k, w in self.nets["D"].named_parameters():
-            g = w.grad if w.grad is not None else torch.zeros_like(w)
-            self.adam_m[k] = self.adam_m[k].to(w.device).lerp(g, 1 - b1)
-            self.adam_v[k] = self.adam_v[k].to(w.device).mul(b2).addcmul(g, g, value=1 - b2)
-
-    def state_dict(self):
-        return {"adam_t": self.adam_t, "adam_m": dict(self.adam_m), "adam_v": dict(self.adam_v)}
-
-    def load_state_dict(self, d):
-        self.adam_t, self.adam_m, self.adam_v = int(d["adam_t"]), dict(d["adam_m"]), dict(d["adam_v"])
 
     def unrolled_D(self, real, fake):
         """D's parameters after ``unroll`` Adam steps on (real, fake) from D's Adam state, differentiable in fake."""
         o, D = self.options.opt, self.nets["D"]
         (b1, b2), eps = o.d_betas, 1e-8
-        p = {k: v.detach().requires_grad_(True) for k, v in D.named_parameters()}
-        m = {k: self.adam_m[k].to(v.device) for k, v in p.items()}
-        v2 = {k: self.adam_v[k].to(v.device) for k, v in p.items()}
-        for t in range(self.adam_t + 1, self.adam_t + self.options.unroll + 1):
+        state = self.opt["D"].state                       # the trainer's Adam of D (empty before its first step)
+        p, m, v2, t0 = {}, {}, {}, 0
+        for k, w in D.named_parameters():
+            st = state.get(w, {})
+            p[k] = w.detach().requires_grad_(True)
+            m[k], v2[k] = st.get("exp_avg", torch.zeros_like(w)), st.get("exp_avg_sq", torch.zeros_like(w))
+            t0 = int(st.get("step", 0))                    # the step count (a CPU tensor: no device sync)
+        for t in range(t0 + 1, t0 + self.options.unroll + 1):
             loss = _d_loss(functional_call(D, p, (real,)), functional_call(D, p, (fake,)))
             grads = torch.autograd.grad(loss, list(p.values()), create_graph=True)
             new = {}
