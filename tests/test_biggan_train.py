@@ -429,6 +429,40 @@ def test_biggan_options_on_other_runs_are_refused(tmp_path, capsys):
     assert "--rows: BigGAN options" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("recipe, argv, message", [
+    ("stylegan2", ["--rows", "2"], "--rows: options of biggan runs, and {run} is a stylegan2 run"),
+    ("stylegan2", ["--biggan-config", "tiny"], "--biggan-config: options of biggan runs, and {run} is a stylegan2"),
+    ("singan", ["--rows", "3", "--interp", "z"], "--rows: options of biggan runs, and {run} is a singan run"),
+    ("singan", ["--interp", "z"], "--interp and --frames: interpolation of StyleGAN and BigGAN runs; {run} is a "
+                                  "singan run"),
+    ("infogan", ["--frames", "3"], "--interp and --frames: interpolation of StyleGAN and BigGAN runs"),
+    ("biggan", ["--seeds", "1-3", "--noise-mode", "none"], "--seeds, --noise-mode: options of stylegan2 runs, and "
+                                                           "{run} is a biggan run"),
+    ("biggan", ["--size", "8x8"], "--size: options of singan runs, and {run} is a biggan run"),
+    ("biggan", ["--sweep", "0"], "--sweep: options of infogan runs, and {run} is a biggan run"),
+    ("biggan", ["--rows", "2", "--mix-rows", "1"], "--mix-rows: options of stylegan2 runs; --rows: options of "
+                                                   "biggan runs: one kind of run per call"),
+])
+def test_generate_refuses_the_flags_of_another_family(tmp_path, capsys, recipe, argv, message):
+    """A family's generate flags with a run of another family: an error before anything loads (the family that
+    takes the call would ignore them), whichever family comes first in GENERATE_FAMILIES."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"recipe": recipe}))
+    assert main(["generate", "--run", str(run), *argv, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankern generate: error: ") and message.format(run=run) in err, err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "x.png")
+
+
+def test_train_refuses_stylegan2_flags_with_biggan(tmp_path, capsys):
+    for flag, value in (("--gamma", "1"), ("--aug", "ada"), ("--p", "0.2"), ("--target", "0.6")):
+        assert main(["train", "--config", "biggan", flag, value, "--kimg", "0.01", "--outdir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: config 'biggan' (recipe biggan) has no such option; it is a StyleGAN2 option" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
     """`gankern generate --run G.pth --class --trunc`: BG's own images for the same z and classes; --interp too."""
     c = BG_CASES["biggan-32-hier-attn"]
@@ -471,5 +505,5 @@ def test_a_tiny_conditional_biggan_learns_the_digits(tmp_path):
 
 
 def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
-    assert main(["train", "--config", "biggan", "--res", "16", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
-    assert "BigGAN trains at 32, 64, 128, 256 px, not 16" in capsys.readouterr().err
+    assert main(["train", "--config", "biggan", "--res", "8", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
+    assert "BigGAN trains at 16, 32, 64, 128, 256 px, not 8" in capsys.readouterr().err

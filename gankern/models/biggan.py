@@ -125,8 +125,8 @@ class BigGANConfig:
 # BG's width multipliers per resolution. G: the input width of each up block, then the last block's output width
 # (block i outputs resolution 8 * 2**i). D: the output width of each down block (BigGAN-deep: the stem's width,
 # then each stage's output width).
-_G_WIDTHS = {32: (4, 4, 4, 4), 64: (16, 16, 8, 4, 2), 128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
-_D_WIDTHS = {32: (4, 4, 4, 4), 64: (1, 2, 4, 8, 16), 128: (1, 2, 4, 8, 16, 16), 256: (1, 2, 4, 8, 8, 16, 16)}
+_G_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (16, 16, 8, 4, 2), 128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
+_D_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (1, 2, 4, 8, 16), 128: (1, 2, 4, 8, 16, 16), 256: (1, 2, 4, 8, 8, 16, 16)}
 # BG's data sets: (resolution, classes), for configs that do not say
 _BG_DATASETS = {"I32": (32, 1000), "I64": (64, 1000), "I128": (128, 1000), "I256": (256, 1000), "C10": (32, 10),
                 "C100": (32, 100)}
@@ -141,11 +141,13 @@ def _g_resolutions(resolution: int) -> list[int]:
 def _d_plan(resolution: int, deep: bool) -> list[tuple[int, bool, int]]:
     """(width multiplier, downsample, resolution label) per D block (BigGAN-deep: per stage). BG's labels (what
     d_attn names) are the block's output resolution, except at 32 px where BG downsamples twice and labels every
-    block 16; BigGAN (not deep) does not downsample in its last block."""
+    block 16 (and at 16 px, not BG's: down to 8 px in the first block, every block labelled 8); BigGAN (not deep)
+    does not downsample in its last block."""
     widths = _D_WIDTHS[resolution][1:] if deep else _D_WIDTHS[resolution]
     n = len(widths)
-    if resolution == 32:
-        return [(w, i < 2, 16) for i, w in enumerate(widths)]
+    if resolution <= 32:                       # down to 8 px, then at 8 px
+        downs = resolution.bit_length() - 4
+        return [(w, i < downs, resolution // 2) for i, w in enumerate(widths)]
     down = [True] * n if deep else [True] * (n - 1) + [False]
     return [(w, d, resolution // 2 ** min(i + 1, n - (0 if deep else 1))) for i, (w, d) in enumerate(zip(widths, down))]
 
