@@ -45,7 +45,7 @@ __all__ = ["BigGANConfig", "PRESETS", "preset", "Generator", "Discriminator", "b
 @dataclass
 class BigGANConfig:
     """The architecture; BG's argument names in brackets."""
-    resolution: int = 128             # 32, 64, 128 or 256 [resolution]
+    resolution: int = 128             # 32, 64, 128 or 256 [resolution]; 16 (not BG's: CPU-sized digits)
     n_classes: int = 1000             # [n_classes]
     channels: int = 3                 # image channels (BG: 3)
     g_ch: int = 96                    # G width multiplier [G_ch]
