@@ -504,6 +504,17 @@ def test_a_tiny_conditional_biggan_learns_the_digits(tmp_path):
     assert os.path.exists(os.path.join(run, "classes00000200.png"))
 
 
+def test_bf16_mixed_precision_trains(tmp_path):
+    """--amp bf16 (autocast on the CPU too): finite losses and sigmas, float32 weights and optimizer state."""
+    assert main(["train", "--config", "biggan", *ARGS, "--res", "16", "--kimg", "0.016", "--amp", "bf16",
+                 "--no-tensorboard", "--outdir", str(tmp_path)]) == 0
+    run, ckpt = last_checkpoint(tmp_path)
+    (row,) = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert row["step"] == 2 and all(np.isfinite(v) for k, v in row.items() if "/" in k)
+    assert all(v.dtype == torch.float32 for net in ("G", "D", "G_ema") for v in ckpt[net].values()
+               if v.is_floating_point())
+
+
 def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
     assert main(["train", "--config", "biggan", "--res", "8", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
     assert "BigGAN trains at 16, 32, 64, 128, 256 px, not 8" in capsys.readouterr().err
