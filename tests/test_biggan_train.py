@@ -22,6 +22,7 @@ from gankern.models import biggan as B
 from gankern.nn import SpectralNormGroup
 from gankern.train.cli import load_generator
 from gankern.train.config import named_config
+from gankern.train.digits_features import extractor
 from gankern.train.dist import Dist
 from gankern.train.dist import derive_seed
 from gankern.train.loop import Trainer, generate
@@ -481,27 +482,27 @@ def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_conditional_biggan_learns_the_digits(tmp_path):
-    """200 steps of 16 labelled digits (~60 s on two idle cores): finite losses throughout and digits-FID falls
-    (measured: 40.7, 34.6, 29.4 at steps 0, 100, 200). BG's CIFAR layout (a class embedding per BatchNorm, z once)
-    at width 4, BG's learning rates, one D step; the tiny preset's layout (shared embedding, skip-z) had not
-    started falling at 200 steps. Not asserted: agreement of a digits classifier with the requested class, which
-    stayed at chance (9-13%) through 500 steps of either layout; class conditioning takes longer than this."""
-    assert main(["train", "--config", "biggan", "--data", "digits", "--res", "32", "--batch", "16", "--kimg", "3.2",
-                 "--snap", "100", "--metrics", "digits-fid", "-q", "--no-tensorboard", "--outdir", str(tmp_path),
-                 "--set", "train.metric_samples=500", "--set", "train.log_steps=10", "--set", "recipe.G_ch=4",
-                 "--set", "recipe.D_ch=4",
-                 "--set", "recipe.G_shared=0", "--set", "recipe.hier=0", "--set", "recipe.shared_dim=0",
-                 "--set", "recipe.num_D_steps=1", "--set", "recipe.G_lr=2e-4", "--set", "recipe.D_lr=8e-4",
-                 "--set", "recipe.ema_start=1000000", "--set", "recipe.num_standing_accumulations=4",
-                 "--set", "recipe.standing_batch=32"]) == 0
+def test_a_tiny_conditional_biggan_learns_the_class_condition(tmp_path):
+    """`gankern train --config biggan-cpu` (the tiny preset at 16 px, batch 32, lrs 1e-3 / 2e-3) for 300 steps on
+    the labelled digits: finite losses throughout, digits-FID falls, and the digits-FID net's classifier (98% on
+    held-out real digits) names the requested class of most of G_ema's samples (standing statistics, 50 per class).
+    Measured at step 300 with seeds 0, 1, 2: agreement 81%, 76%, ?% (chance: 10%; at BG's lrs, or batch 16 with
+    one D step, it stays near chance for 300+ steps); FID ? -> ?."""
+    assert main(["train", "--config", "biggan-cpu", "--kimg", "9.6", "--snap", "300", "--metrics", "digits-fid", "-q",
+                 "--no-tensorboard", "--outdir", str(tmp_path), "--set", "train.metric_samples=500",
+                 "--set", "train.log_steps=50"]) == 0
     (run,) = glob.glob(str(tmp_path / "0*"))
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     losses = [v for r in rows for k, v in r.items() if "loss" in k]
-    assert len(losses) == 3 * 20 and np.isfinite(losses).all()        # D/loss_real, D/loss_fake, G/loss
+    assert len(losses) == 3 * 6 and np.isfinite(losses).all()         # D/loss_real, D/loss_fake, G/loss
     fid = [(r["step"], r["fid_digits"]) for r in rows if "fid_digits" in r]
-    assert [s for s, _ in fid] == [0, 100, 200] and fid[-1][1] < fid[0][1], fid
-    assert os.path.exists(os.path.join(run, "classes00000200.png"))
+    assert [s for s, _ in fid] == [0, 300] and fid[-1][1] < 0.5 * fid[0][1], fid
+    G, _, k, r = load_generator(run)
+    y = torch.arange(10).repeat_interleave(50)
+    z = B.truncated_z(len(y), G.z_dim, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        agreement = (extractor().logits(r.generate(G, z, y)).argmax(1) == y).float().mean().item()
+    assert agreement > 0.5, agreement
 
 
 def test_bf16_mixed_precision_trains(tmp_path):
