@@ -486,8 +486,9 @@ def test_a_tiny_conditional_biggan_learns_the_class_condition(tmp_path):
     """`gankern train --config biggan-cpu` (the tiny preset at 16 px, batch 32, lrs 1e-3 / 2e-3) for 300 steps on
     the labelled digits: finite losses throughout, digits-FID falls, and the digits-FID net's classifier (98% on
     held-out real digits) names the requested class of most of G_ema's samples (standing statistics, 50 per class).
-    Measured at step 300 with seeds 0, 1, 2: agreement 81%, 76%, ?% (chance: 10%; at BG's lrs, or batch 16 with
-    one D step, it stays near chance for 300+ steps); FID ? -> ?."""
+    Measured at step 300 with seeds 0, 1, 2: agreement 81%, 76%, 96% (chance: 10%; the class condition appears
+    between steps 200 and 300; at BG's lrs, at width 4, or at batch 16 / 32 with one D step it stays at 10-38% through
+    300-400 steps); digits-FID 34.9 -> 5.5 (seed 0). 66 s of CPU time on one thread (the training: 58 s)."""
     assert main(["train", "--config", "biggan-cpu", "--kimg", "9.6", "--snap", "300", "--metrics", "digits-fid", "-q",
                  "--no-tensorboard", "--outdir", str(tmp_path), "--set", "train.metric_samples=500",
                  "--set", "train.log_steps=50"]) == 0
