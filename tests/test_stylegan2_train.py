@@ -131,6 +131,39 @@ def vgg16_state_dict(seed=0):
     return sd
 
 
+def lpips_state_dict(seed=0, channels=(64, 128, 256, 512, 512)):
+    """The lpips package's weights/v0.1/vgg.pth layout: LPIPS' 1x1 convolutions (after a dropout, hence model.1),
+    non-negative as LPIPS' training keeps them, random here."""
+    g = torch.Generator().manual_seed(seed)
+    return {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) * 0.2 for i, c in enumerate(channels)}
+
+
+def lpips_oracle(vgg_sd, lin, x, y):
+    """LPIPS (v0.1, VGG trunk) of x, y (N, 3, H, W) in [-1, 1] written out from the paper's code: ScalingLayer, the
+    torchvision features in 5 slices ending at relu1_2 ... relu5_3, unit features along channels (+ 1e-10), squared
+    difference, the 1x1 lin conv (unit weights when lin is None), spatial mean, sum over the slices. (N,)"""
+    shift = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+    ends, out = (4, 9, 16, 23, 30), 0
+    h = [(x - shift) / scale, (y - shift) / scale]
+    start = 0
+    for k, end in enumerate(ends):
+        for j in range(start, end):
+            if f"features.{j}.weight" in vgg_sd:
+                h = [torch.nn.functional.conv2d(t, vgg_sd[f"features.{j}.weight"], vgg_sd[f"features.{j}.bias"],
+                                                padding=1) for t in h]
+            elif j in (4, 9, 16, 23):
+                h = [torch.nn.functional.max_pool2d(t, 2) for t in h]
+            else:
+                h = [t.relu() for t in h]
+        start = end
+        f0, f1 = (t / (t.square().sum(1, keepdim=True).sqrt() + 1e-10) for t in h)
+        d = (f0 - f1) ** 2
+        w = torch.ones(1, d.shape[1], 1, 1) if lin is None else lin[f"lin{k}.model.1.weight"]
+        out = out + torch.nn.functional.conv2d(d, w).mean([2, 3])[:, 0]
+    return out
+
+
 def noisy_G(layer="modconv", strength=0.05):
     """tiny_G whose noise inputs matter (S2A initializes their strengths at 0)."""
     G = tiny_G(layer=layer)
@@ -150,6 +183,8 @@ def test_projection_finds_a_generated_image(distance):
     if distance == "vgg16":
         vgg = tools.VGG16Features().eval().requires_grad_(False)
         vgg.features.load_state_dict({k[9:]: v for k, v in vgg16_state_dict().items() if k.startswith("features.")})
+        for i, w in enumerate(lpips_state_dict().values()):                # LPIPS' learned weights
+            setattr(vgg, f"lin{i}", w)
     dists, n = [], 40 if vgg else 100                           # VGG16 on 32 px: 0.2 s a step on one CPU thread
     ws, noise = tools.project(G, target, num_steps=n, D=tiny_D() if distance == "D" else None, vgg16=vgg,
                               w_avg_samples=500, progress=lambda step, d: dists.append(d))
@@ -225,13 +260,12 @@ def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path
                                                (2, 512, 2, 2)]                  # 16 px up-sampled to 32
     for f, g in zip(feats, b(x)):
         torch.testing.assert_close(f, g)
-    d = tools.VGG16Features.distance(feats, a(x.flip(0)))
-    assert d.shape == (2,) and torch.all(d > 0) and torch.allclose(tools.VGG16Features.distance(feats, feats),
-                                                                   torch.zeros(2))
+    d = a.distance(feats, a(x.flip(0)))
+    assert d.shape == (2,) and torch.all(d > 0) and torch.allclose(a.distance(feats, feats), torch.zeros(2))
     assert tools.load_vgg16(tmp_path / "vgg16.pth").features[0].weight.requires_grad is False
     script = torch.jit.script(torch.nn.Linear(2, 2))             # S2A's vgg16.pt is such a file
     script.save(str(tmp_path / "vgg16.pt"))
-    with pytest.raises(ValueError, match="TorchScript file.*run the code"):
+    with pytest.raises(ValueError, match="TorchScript file.*run the code.*S2A's vgg16.pt distance is LPIPS.*--lpips"):
         tools.load_vgg16(tmp_path / "vgg16.pt")
     del sd["features.26.bias"]
     torch.save(sd, tmp_path / "bad.pth")
@@ -239,6 +273,51 @@ def test_vgg16_weights_load_from_state_dicts_and_torchscript_is_refused(tmp_path
         tools.load_vgg16(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError):
         tools.load_vgg16(tmp_path / "none.pth")
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_vgg16_distance_is_lpips(tmp_path, learned):
+    from safetensors.torch import save_file
+    sd, lin = vgg16_state_dict(2), lpips_state_dict(3)
+    torch.save(sd, tmp_path / "vgg16.pth")
+    torch.save(lin, tmp_path / "vgg.pth")
+    save_file(lin, str(tmp_path / "vgg.safetensors"))
+    vgg = tools.load_vgg16(tmp_path / "vgg16.pth", lpips=tmp_path / "vgg.pth" if learned else None)
+    g = torch.Generator().manual_seed(4)
+    x, y = (torch.rand(3, 3, 32, 48, generator=g) * 2 - 1 for _ in range(2))
+    y[1] = x[1]
+    got = vgg.distance(vgg(x), vgg(y))
+    want = lpips_oracle(sd, lin if learned else None, x, y)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)       # float32 sums over up to 512 channels
+    assert got[1] == 0 and torch.all(got[[0, 2]] > 0)
+    if learned:
+        assert all(getattr(vgg, f"lin{i}").requires_grad is False for i in range(5))
+        other = tools.load_vgg16(tmp_path / "vgg16.pth", lpips=tmp_path / "vgg.safetensors")
+        torch.testing.assert_close(other.distance(other(x), other(y)), got)
+        assert tools.read_lpips(tmp_path / "vgg.pth")[4].shape == (1, 512, 1, 1)
+
+
+def test_lpips_weights_that_are_not_lpips_vgg_are_refused(tmp_path):
+    lin = lpips_state_dict()
+    cases = {
+        "missing": ({k: v for k, v in lin.items() if not k.startswith("lin3")}, r"lin3.model.1.weight: expected .*"
+                                                                               r"\(1, 512, 1, 1\), got none"),
+        "alex": (lpips_state_dict(channels=(64, 192, 384, 256, 256)), r"lin1.model.1.weight: .*got \(1, 192, 1, 1\)"),
+        "flat": ({k: v.flatten() for k, v in lin.items()}, r"lin0.model.1.weight: .*got \(64,\)"),
+        "tensor": (torch.zeros(3), "lin0.model.1.weight: .*got none"),
+    }
+    for name, (obj, msg) in cases.items():
+        torch.save(obj, tmp_path / f"{name}.pth")
+        with pytest.raises(ValueError, match="not LPIPS' VGG16 weights .*" + msg):
+            tools.read_lpips(tmp_path / f"{name}.pth")
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "script.pt"))
+    with pytest.raises(ValueError, match="TorchScript file.*run the code.*weights/v0.1/vgg.pth"):
+        tools.read_lpips(tmp_path / "script.pt")
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="not a state dict that loads without running code"):
+        tools.read_lpips(tmp_path / "junk.pth")
+    with pytest.raises(FileNotFoundError, match="no such LPIPS weights file"):
+        tools.read_lpips(tmp_path / "none.pth")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -570,6 +649,34 @@ def test_cli_generates_from_a_network_file(tmp_path, capsys):
     assert "at least 2 seeds" in capsys.readouterr().err
     assert main(["generate", "--network", path, "--interp", "class", "--seeds", "0-3", "--out", sheet]) == 2
     assert "--interp class: BigGAN's" in capsys.readouterr().err
+
+
+def test_cli_projects_with_lpips_weights(tmp_path, capsys):
+    import re
+
+    from gankern.cli import main
+    path, img = str(tmp_path / "net.pt"), str(tmp_path / "target.png")
+    G = noisy_G()
+    torch.save({"G": G.state_dict(), "G_ema": G.state_dict()}, path)
+    assert main(["generate", "--network", path, "--seeds", "9", "--out", img]) == 0
+    torch.save(vgg16_state_dict(), tmp_path / "vgg16.pth")
+    torch.save(lpips_state_dict(), tmp_path / "vgg.pth")
+    vgg = ["--vgg16", str(tmp_path / "vgg16.pth")]
+    capsys.readouterr()
+    assert main(["project", "--network", path, "--target", img, "--num-steps", "30", *vgg, "--lpips",
+                 str(tmp_path / "vgg.pth"), "--outdir", str(tmp_path / "p")]) == 0
+    dists = [float(d) for d in re.findall(r"dist ([0-9.]+)", capsys.readouterr().err)]     # steps 1 and 30
+    assert len(dists) == 2 and dists[1] < 0.5 * dists[0], dists
+    assert np.load(tmp_path / "p" / "projected_w.npz")["w"].shape == (1, G.num_ws, 32)
+    lin = lpips_state_dict()
+    lin["lin2.model.1.weight"] = lin["lin2.model.1.weight"][:, :128]
+    torch.save(lin, tmp_path / "bad.pth")
+    for args, msg in (([*vgg, "--lpips", str(tmp_path / "bad.pth")], "not LPIPS' VGG16 weights (lin2.model.1.weight"),
+                      (["--lpips", str(tmp_path / "vgg.pth")], "--lpips FILE (LPIPS' weights on VGG16 features) goes "
+                                                               "with --vgg16 FILE")):
+        assert main(["project", "--network", path, "--target", img, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gankern project: error: ") and msg in err and "Traceback" not in err
 
 
 def test_train_flags_of_s2a_map_onto_the_recipe(capsys):

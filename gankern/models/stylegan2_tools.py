@@ -6,9 +6,10 @@ StyleGAN's videos and its perceptual path length do) and projection of an image 
 Projection follows S2A: W initialized at the mean of 10000 mapped latents, Adam on w and on the per-layer noise maps
 (re-drawn at the start, regularized toward no spatial correlation over a pyramid down to 8 px, normalized to zero mean
 and unit variance after each step), noise on w ramped down, learning rate ramped up and down. The distance is S2A's
-when a VGG16 is given (:class:`VGG16Features`, torchvision's weights: the squared distance of channel-normalized
-relu1_2 ... relu5_3 features, LPIPS' form without its learned per-channel weights, which only S2A's TorchScript file
-holds); without one (nothing downloads) a multi-scale pixel distance (mean squared error of the images and of their
+when a VGG16 is given (:class:`VGG16Features`, torchvision's weights: LPIPS, the squared distance of
+channel-normalized relu1_2 ... relu5_3 features weighted per channel by LPIPS' learned weights when the lpips
+package's ``weights/v0.1/vgg.pth`` is given too, as S2A's vgg16.pt computes it, else with unit weights); without one
+(nothing downloads) a multi-scale pixel distance (mean squared error of the images and of their
 2x, 4x, ... average-pooled versions down to 8 px) plus, when a discriminator is given, the mean squared distance of
 D's block features (each block's features divided by their RMS on the target).
 """
@@ -25,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .stylegan2 import Discriminator, Generator
-from .vgg import VGG16, load_features, vgg_layers
+from .vgg import VGG16, load_features, read_state_dict, vgg_layers
 
 __all__ = ["parse_range", "seed_latents", "class_labels", "generate_images", "style_mixing_grid", "slerp",
            "interpolation_frames",
-           "discriminator_features", "VGG16Features", "load_vgg16", "project"]
+           "discriminator_features", "VGG16Features", "read_lpips", "load_vgg16", "project"]
 
 
 def parse_range(text: str) -> list[int]:
@@ -172,27 +173,35 @@ def discriminator_features(D: Discriminator, img: torch.Tensor) -> list[torch.Te
     return feats
 
 
+LPIPS_CHANNELS = (64, 128, 256, 512, 512)        # widths of relu1_2 ... relu5_3, LPIPS' lin0 ... lin4 inputs
+
+
 class VGG16Features(nn.Module):
     """torchvision's VGG16 feature layers (gankern.models.vgg; state_dict keys ``features.N.weight`` / ``.bias`` as
     torchvision's ``vgg16().state_dict()``) -> the five feature maps of LPIPS and S2A's vgg16.pt: relu1_2, relu2_2,
-    relu3_3, relu4_3, relu5_3 (the ReLUs before each pool).
+    relu3_3, relu4_3, relu5_3 (the ReLUs before each pool), and LPIPS' distance of two images' maps
+    (:meth:`distance`), with its learned per-channel weights ``lin0`` ... ``lin4`` (1, C, 1, 1) when loaded
+    (:func:`load_vgg16`'s ``lpips``), else with unit weights.
 
     Shapes: img (N, 1 or 3, H, W) in [-1, 1] -> [(N, 64, H, W), (N, 128, H/2, W/2), ..., (N, 512, H/16, W/16)];
-    images below 32 px are up-sampled (bilinear) to 32, grey images repeated to RGB, ImageNet's mean and std applied.
+    images below 32 px are up-sampled (bilinear) to 32, grey images repeated to RGB, LPIPS' input scaling applied
+    ((x - shift) / scale, which is ImageNet's mean and std applied to (x + 1) / 2).
     """
 
     def __init__(self):
         super().__init__()
         self.features = vgg_layers(VGG16)
         self.taps = {i - 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)}
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        for i in range(len(LPIPS_CHANNELS)):
+            self.register_buffer(f"lin{i}", None)
 
     def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
         x = img.float().expand(-1, 3, -1, -1) if img.shape[1] == 1 else img.float()
         if x.shape[-1] < 32:
             x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-        x = ((x + 1) / 2 - self.mean) / self.std
+        x = (x - self.shift) / self.scale
         out = []
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -200,18 +209,47 @@ class VGG16Features(nn.Module):
                 out.append(x)
         return out
 
-    @staticmethod
-    def distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-        """sum over layers of the spatial mean of ||a / |a| - b / |b|||^2 (norms over channels), per sample (N,)."""
-        return sum((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)).square().sum(1).mean((1, 2))
-                   for x, y in zip(a, b))
+    def distance(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS per sample (N,) of two lists of feature maps (N, C_l, H_l, W_l): the sum over layers l of the
+        spatial mean of sum_c w_lc (a_l / (|a_l| + 1e-10) - b_l / (|b_l| + 1e-10))^2, norms over channels, w_l the
+        learned weights ``lin<l>`` when loaded, else 1."""
+        total = 0
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = (x / (x.norm(dim=1, keepdim=True) + 1e-10) - y / (y.norm(dim=1, keepdim=True) + 1e-10)).square()
+            w = getattr(self, f"lin{i}")
+            total = total + (d if w is None else d * w).sum(1).mean((1, 2))
+        return total
 
 
-def load_vgg16(path: str | os.PathLike, device="cpu") -> VGG16Features:
+def read_lpips(path: str | os.PathLike) -> list[torch.Tensor]:
+    """LPIPS' learned per-channel weights of VGG16 (lin0 ... lin4, each (1, C, 1, 1), C in 64, 128, 256, 512, 512)
+    from the lpips package's ``weights/v0.1/vgg.pth`` (keys ``lin<l>.model.1.weight``; a whole ``LPIPS(net='vgg')``
+    state dict also has them) or a .safetensors copy, read without running code. ValueError naming the first missing
+    or misshapen tensor."""
+    how = "give the lpips package's weights/v0.1/vgg.pth (LPIPS' linear layers of its VGG16 trunk)"
+    sd = read_state_dict(path, "LPIPS", how)
+    out = []
+    for i, c in enumerate(LPIPS_CHANNELS):
+        key, want = f"lin{i}.model.1.weight", (1, c, 1, 1)
+        got = sd.get(key)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != want or not got.is_floating_point():
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else "none"
+            raise ValueError(f"{os.fspath(path)}: not LPIPS' VGG16 weights ({key}: expected a float tensor of shape "
+                             f"{want}, got {shape}); {how}")
+        out.append(got.float())
+    return out
+
+
+def load_vgg16(path: str | os.PathLike, device="cpu", lpips: str | os.PathLike | None = None) -> VGG16Features:
     """VGG16Features with the weights of torchvision's ``vgg16().state_dict()`` in ``path`` (torch.save file read
-    with weights_only=True, or .safetensors). S2A's vgg16.pt is TorchScript, whose loading runs code: refused."""
+    with weights_only=True, or .safetensors) and, when ``lpips`` is given, LPIPS' learned weights from that file
+    (:func:`read_lpips`): then :meth:`VGG16Features.distance` is LPIPS (v0.1, VGG), the distance S2A's vgg16.pt
+    computes. S2A's vgg16.pt is TorchScript, whose loading runs code: refused."""
     vgg = VGG16Features()
-    load_features(path, vgg.features, "VGG16")
+    load_features(path, vgg.features, "VGG16", hint="; S2A's vgg16.pt distance is LPIPS on VGG16: these weights with "
+                  "the lpips package's weights/v0.1/vgg.pth as LPIPS' weights (gankern project --lpips) give it")
+    for i, w in enumerate(read_lpips(lpips) if lpips is not None else ()):
+        setattr(vgg, f"lin{i}", w)
     return vgg.to(device).eval().requires_grad_(False)
 
 
@@ -245,7 +283,8 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
         G: an unconditional generator (it is not modified: a copy is optimized).
         target: (C, R, R) image of G's shape, in [-1, 1].
         D: a discriminator of G's resolution whose block features join the pixel distance (``d_weight``), or None.
-        vgg16: S2A's distance (VGG16 features) instead of the pixel and D distances, or None.
+        vgg16: S2A's distance (LPIPS of :class:`VGG16Features`, with LPIPS' weights when it has them) instead
+            of the pixel and D distances, or None.
         optimize_noise: optimize the noise maps too (S2A), regularized by ``regularize_noise_weight``; False: they
             stay the network's ``noise_const``.
         progress: called as progress(step, dist) after each step (dist: a float), or None.
@@ -302,7 +341,7 @@ def project(G: Generator, target: torch.Tensor, num_steps: int = 1000, D: Discri
         w_noise = torch.randn(w_opt.shape, generator=gen, device=dev) * w_noise_scale
         synth = G.synthesis((w_opt + w_noise).repeat([1, G.num_ws, 1]), **kw)
         if vgg16 is not None:
-            dist = VGG16Features.distance(vgg16(_at_most_256(synth)), target_vgg).sum()
+            dist = vgg16.distance(vgg16(_at_most_256(synth)), target_vgg).sum()
         else:
             dist = sum((a - b).square().mean() for a, b in zip(_pyramid(synth), target_pyr))
         if D is not None:

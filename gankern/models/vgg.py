@@ -10,7 +10,7 @@ import zipfile
 import torch
 from torch import nn
 
-__all__ = ["VGG16", "VGG19", "vgg_layers", "load_features"]
+__all__ = ["VGG16", "VGG19", "vgg_layers", "read_state_dict", "load_features"]
 
 # convolution widths, "M" a 2x2 max pool (torchvision's cfgs "D" and "E")
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -32,15 +32,13 @@ def _is_torchscript(path: str) -> bool:
                                             for n in zipfile.ZipFile(path).namelist())
 
 
-def load_features(path: str | os.PathLike, features: nn.Sequential, name: str = "VGG16") -> nn.Sequential:
-    """Copy the ``features.N.weight`` / ``.bias`` tensors of torchvision's state dict in ``path`` (read with
-    weights_only=True, or .safetensors; the classifier is ignored) into ``features``; returns it. ValueError naming
-    the first missing or misshapen tensor, and for TorchScript files (loading them runs the code they hold)."""
+def read_state_dict(path: str | os.PathLike, what: str, how: str) -> dict:
+    """The tensors of the torch.save state dict (read with weights_only=True) or .safetensors file at ``path``.
+    FileNotFoundError; ValueError ending with ``how`` (what to give instead) for TorchScript files (loading them runs
+    the code they hold) and for files that do not load without running code. ``what`` names the weights in messages."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such {name} weights file: {path}")
-    how = (f"give torchvision's {name.lower()} weights as a state dict (torch.save(torchvision.models."
-           f"{name.lower()}(weights='IMAGENET1K_V1').state_dict(), 'file.pth')) or as .safetensors")
+        raise FileNotFoundError(f"no such {what} weights file: {path}")
     if _is_torchscript(path):
         raise ValueError(f"{path} is a TorchScript file (as S2A's vgg16.pt): loading it would run the code it holds, "
                          f"so gankern does not; {how}")
@@ -53,11 +51,23 @@ def load_features(path: str | os.PathLike, features: nn.Sequential, name: str = 
     except Exception as e:                  # not a torch.save file, pickled code, truncated
         raise ValueError(f"{path}: not a state dict that loads without running code ({type(e).__name__}); "
                          f"{how}") from None
+    return sd if isinstance(sd, dict) else {}
+
+
+def load_features(path: str | os.PathLike, features: nn.Sequential, name: str = "VGG16",
+                  hint: str = "") -> nn.Sequential:
+    """Copy the ``features.N.weight`` / ``.bias`` tensors of torchvision's state dict in ``path`` (read with
+    weights_only=True, or .safetensors; the classifier is ignored) into ``features``; returns it. ValueError naming
+    the first missing or misshapen tensor, and for TorchScript files (loading them runs the code they hold), whose
+    message ends with ``hint``."""
+    how = (f"give torchvision's {name.lower()} weights as a state dict (torch.save(torchvision.models."
+           f"{name.lower()}(weights='IMAGENET1K_V1').state_dict(), 'file.pth')) or as .safetensors{hint}")
+    sd = read_state_dict(path, name, how)
     want = {k: v.shape for k, v in features.state_dict().items()}
-    got = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")} if isinstance(sd, dict) else {}
+    got = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
     bad = [k for k in want if k not in got or tuple(got[k].shape) != tuple(want[k])]
     if bad:
-        raise ValueError(f"{path}: not torchvision's {name} state dict (features.{bad[0]}: expected shape "
+        raise ValueError(f"{os.fspath(path)}: not torchvision's {name} state dict (features.{bad[0]}: expected shape "
                          f"{tuple(want[bad[0]])}, got {tuple(got[bad[0]].shape) if bad[0] in got else 'none'})")
     features.load_state_dict({k: got[k] for k in want})
     return features

@@ -293,11 +293,12 @@ w and on the per-layer noise maps (S2A's noise regularization and normalization)
 target, the ws (projected_w.npz, S2A's format: 'w' of shape [1, num_ws, w_dim]) and the noise maps
 (projected_noise.npz, one array per noise_const buffer of the synthesis network).
 
-The distance is S2A's VGG16 perceptual distance when --vgg16 gives torchvision's VGG16 weights (a state dict file or
-.safetensors; S2A's own vgg16.pt is TorchScript, which runs code when loaded: refused). Without it (nothing
-downloads) it is a multi-scale pixel distance (mean squared error of the images and of their average-pooled 2x, 4x,
-... versions down to 8 px), plus the distance of the discriminator's block features when the network file has a D
-(--d-weight; 0 turns it off)."""
+The distance is S2A's perceptual distance, LPIPS of VGG16, when --vgg16 gives torchvision's VGG16 weights (a state
+dict file or .safetensors, e.g. torch hub's vgg16-397923af.pth) and --lpips the lpips package's weights/v0.1/vgg.pth
+(LPIPS' learned per-channel weights; without it, LPIPS' form with unit weights). S2A's own vgg16.pt is TorchScript,
+which runs code when loaded: refused. Without --vgg16 (nothing downloads) it is a multi-scale pixel distance (mean
+squared error of the images and of their average-pooled 2x, 4x, ... versions down to 8 px), plus the distance of the
+discriminator's block features when the network file has a D (--d-weight; 0 turns it off)."""
 
 
 def load_networks(path: str, device: str = "cpu") -> dict:
@@ -361,7 +362,10 @@ def project_main(args) -> int:
         target = _load_target(args.target, G)
         if args.num_steps < 1:
             raise ValueError(f"--num-steps must be >= 1, got {args.num_steps}")
-        vgg16 = load_vgg16(args.vgg16, args.device) if args.vgg16 else None
+        if args.lpips and not args.vgg16:
+            raise ValueError("--lpips FILE (LPIPS' weights on VGG16 features) goes with --vgg16 FILE (torchvision's "
+                             "VGG16 weights, LPIPS' trunk)")
+        vgg16 = load_vgg16(args.vgg16, args.device, lpips=args.lpips) if args.vgg16 else None
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"gankern project: error: {e}", file=sys.stderr)
         return 2
@@ -496,6 +500,8 @@ def add_parsers(sub) -> None:
                    help="weight of D's feature distance (0: pixels only; default: %(default)s)")
     p.add_argument("--vgg16", metavar="FILE", help="torchvision's VGG16 weights (state dict .pt/.pth or "
                    ".safetensors): S2A's perceptual distance instead of the pixel and D distances")
+    p.add_argument("--lpips", metavar="FILE", help="LPIPS' learned weights (the lpips package's weights/v0.1/vgg.pth)"
+                   " for --vgg16's features: LPIPS, as S2A's vgg16.pt (default: unit weights)")
     p.add_argument("--fixed-noise", action="store_true", help="keep the network's constant noise maps (S2A "
                    "optimizes them)")
     p.add_argument("--seed", type=int, default=303, help="seed of the noise on w and of the initial noise maps "
