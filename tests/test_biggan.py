@@ -381,6 +381,21 @@ def test_presets_build_and_run(name, deep):
         isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)) for m in D.modules())
 
 
+@pytest.mark.parametrize("deep", [False, True])
+def test_16px_layout_is_the_32px_one_a_block_shorter(deep):
+    """16 px (not BG's; CPU-sized digits): G one up block shorter than at 32 px, D down to 8 px in its first block
+    and at 8 px after it, attention labelled 8 (as BG labels every 32 px block 16)."""
+    cfg = B.preset("tiny", deep=deep, resolution=16, g_attn=(8,), d_attn=(8,))
+    G, D = B.build(cfg)
+    x = G(torch.randn(3, G.z_dim), torch.tensor([0, 4, 9]))
+    assert x.shape == (3, 1, 16, 16) and D(x, torch.tensor([0, 4, 9])).shape == (3,)
+    assert len(G.blocks) == (2 * cfg.g_depth if deep else 2) and (deep or G.z_dim == 30)   # 3 z chunks of 10
+    assert [down for _, down, _ in B._d_plan(16, deep)] == [True, False] + [False] * (not deep)
+    B.preset("tiny", resolution=16, g_attn=(16,), d_attn=(8,))         # G's second block outputs 16 px
+    with pytest.raises(ValueError, match=r"d_attn \[16\]: attention goes after a block"):
+        B.preset("tiny", resolution=16, g_attn=(8,), d_attn=(16,))
+
+
 def test_bad_configs_and_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="resolution must be one of"):
         tiny(resolution=48).check()

@@ -22,6 +22,7 @@ from gankern.models import biggan as B
 from gankern.nn import SpectralNormGroup
 from gankern.train.cli import load_generator
 from gankern.train.config import named_config
+from gankern.train.digits_features import extractor
 from gankern.train.dist import Dist
 from gankern.train.dist import derive_seed
 from gankern.train.loop import Trainer, generate
@@ -429,6 +430,40 @@ def test_biggan_options_on_other_runs_are_refused(tmp_path, capsys):
     assert "--rows: BigGAN options" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("recipe, argv, message", [
+    ("stylegan2", ["--rows", "2"], "--rows: options of biggan runs, and {run} is a stylegan2 run"),
+    ("stylegan2", ["--biggan-config", "tiny"], "--biggan-config: options of biggan runs, and {run} is a stylegan2"),
+    ("singan", ["--rows", "3", "--interp", "z"], "--rows: options of biggan runs, and {run} is a singan run"),
+    ("singan", ["--interp", "z"], "--interp and --frames: interpolation of StyleGAN and BigGAN runs; {run} is a "
+                                  "singan run"),
+    ("infogan", ["--frames", "3"], "--interp and --frames: interpolation of StyleGAN and BigGAN runs"),
+    ("biggan", ["--seeds", "1-3", "--noise-mode", "none"], "--seeds, --noise-mode: options of stylegan2 runs, and "
+                                                           "{run} is a biggan run"),
+    ("biggan", ["--size", "8x8"], "--size: options of singan runs, and {run} is a biggan run"),
+    ("biggan", ["--sweep", "0"], "--sweep: options of infogan runs, and {run} is a biggan run"),
+    ("biggan", ["--rows", "2", "--mix-rows", "1"], "--mix-rows: options of stylegan2 runs; --rows: options of "
+                                                   "biggan runs: one kind of run per call"),
+])
+def test_generate_refuses_the_flags_of_another_family(tmp_path, capsys, recipe, argv, message):
+    """A family's generate flags with a run of another family: an error before anything loads (the family that
+    takes the call would ignore them), whichever family comes first in GENERATE_FAMILIES."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"recipe": recipe}))
+    assert main(["generate", "--run", str(run), *argv, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankern generate: error: ") and message.format(run=run) in err, err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "x.png")
+
+
+def test_train_refuses_stylegan2_flags_with_biggan(tmp_path, capsys):
+    for flag, value in (("--gamma", "1"), ("--aug", "ada"), ("--p", "0.2"), ("--target", "0.6")):
+        assert main(["train", "--config", "biggan", flag, value, "--kimg", "0.01", "--outdir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: config 'biggan' (recipe biggan) has no such option; it is a StyleGAN2 option" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
     """`gankern generate --run G.pth --class --trunc`: BG's own images for the same z and classes; --interp too."""
     c = BG_CASES["biggan-32-hier-attn"]
@@ -447,29 +482,41 @@ def test_generate_from_a_biggan_pytorch_state_dict(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_conditional_biggan_learns_the_digits(tmp_path):
-    """200 steps of 16 labelled digits (~60 s on two idle cores): finite losses throughout and digits-FID falls
-    (measured: 40.7, 34.6, 29.4 at steps 0, 100, 200). BG's CIFAR layout (a class embedding per BatchNorm, z once)
-    at width 4, BG's learning rates, one D step; the tiny preset's layout (shared embedding, skip-z) had not
-    started falling at 200 steps. Not asserted: agreement of a digits classifier with the requested class, which
-    stayed at chance (9-13%) through 500 steps of either layout; class conditioning takes longer than this."""
-    assert main(["train", "--config", "biggan", "--data", "digits", "--res", "32", "--batch", "16", "--kimg", "3.2",
-                 "--snap", "100", "--metrics", "digits-fid", "-q", "--no-tensorboard", "--outdir", str(tmp_path),
-                 "--set", "train.metric_samples=500", "--set", "train.log_steps=10", "--set", "recipe.G_ch=4",
-                 "--set", "recipe.D_ch=4",
-                 "--set", "recipe.G_shared=0", "--set", "recipe.hier=0", "--set", "recipe.shared_dim=0",
-                 "--set", "recipe.num_D_steps=1", "--set", "recipe.G_lr=2e-4", "--set", "recipe.D_lr=8e-4",
-                 "--set", "recipe.ema_start=1000000", "--set", "recipe.num_standing_accumulations=4",
-                 "--set", "recipe.standing_batch=32"]) == 0
+def test_a_tiny_conditional_biggan_learns_the_class_condition(tmp_path):
+    """`gankern train --config biggan-cpu` (the tiny preset at 16 px, batch 32, lrs 1e-3 / 2e-3) for 300 steps on
+    the labelled digits: finite losses throughout, digits-FID falls, and the digits-FID net's classifier (99% on
+    held-out real digits) names the requested class of most of G_ema's samples (standing statistics, 50 per class).
+    Measured at step 300 with seeds 0, 1, 2: agreement 81%, 76%, 96% (chance: 10%; the class condition appears
+    between steps 200 and 300; at BG's lrs, at width 4, or at batch 16 / 32 with one D step it stays at 10-38% through
+    300-400 steps); digits-FID 34.9 -> 5.5 (seed 0). 66 s of CPU time on one thread (the training: 58 s)."""
+    assert main(["train", "--config", "biggan-cpu", "--kimg", "9.6", "--snap", "300", "--metrics", "digits-fid", "-q",
+                 "--no-tensorboard", "--outdir", str(tmp_path), "--set", "train.metric_samples=500",
+                 "--set", "train.log_steps=50"]) == 0
     (run,) = glob.glob(str(tmp_path / "0*"))
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     losses = [v for r in rows for k, v in r.items() if "loss" in k]
-    assert len(losses) == 3 * 20 and np.isfinite(losses).all()        # D/loss_real, D/loss_fake, G/loss
+    assert len(losses) == 3 * 6 and np.isfinite(losses).all()         # D/loss_real, D/loss_fake, G/loss
     fid = [(r["step"], r["fid_digits"]) for r in rows if "fid_digits" in r]
-    assert [s for s, _ in fid] == [0, 100, 200] and fid[-1][1] < fid[0][1], fid
-    assert os.path.exists(os.path.join(run, "classes00000200.png"))
+    assert [s for s, _ in fid] == [0, 300] and fid[-1][1] < 0.5 * fid[0][1], fid
+    G, _, k, r = load_generator(run)
+    y = torch.arange(10).repeat_interleave(50)
+    z = B.truncated_z(len(y), G.z_dim, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        agreement = (extractor().logits(r.generate(G, z, y)).argmax(1) == y).float().mean().item()
+    assert agreement > 0.5, agreement
+
+
+def test_bf16_mixed_precision_trains(tmp_path):
+    """--amp bf16 (autocast on the CPU too): finite losses and sigmas, float32 weights and optimizer state."""
+    assert main(["train", "--config", "biggan", *ARGS, "--res", "16", "--kimg", "0.016", "--amp", "bf16",
+                 "--no-tensorboard", "--outdir", str(tmp_path)]) == 0
+    run, ckpt = last_checkpoint(tmp_path)
+    (row,) = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert row["step"] == 2 and all(np.isfinite(v) for k, v in row.items() if "/" in k)
+    assert all(v.dtype == torch.float32 for net in ("G", "D", "G_ema") for v in ckpt[net].values()
+               if v.is_floating_point())
 
 
 def test_train_refuses_a_resolution_biggan_has_not(tmp_path, capsys):
-    assert main(["train", "--config", "biggan", "--res", "16", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
-    assert "BigGAN trains at 32, 64, 128, 256 px, not 16" in capsys.readouterr().err
+    assert main(["train", "--config", "biggan", "--res", "8", "--kimg", "0.01", "--outdir", str(tmp_path), "-q"]) == 2
+    assert "BigGAN trains at 16, 32, 64, 128, 256 px, not 8" in capsys.readouterr().err

@@ -45,7 +45,7 @@ __all__ = ["BigGANConfig", "PRESETS", "preset", "Generator", "Discriminator", "b
 @dataclass
 class BigGANConfig:
     """The architecture; BG's argument names in brackets."""
-    resolution: int = 128             # 32, 64, 128 or 256 [resolution]
+    resolution: int = 128             # 32, 64, 128 or 256 [resolution]; 16 (not BG's: CPU-sized digits)
     n_classes: int = 1000             # [n_classes]
     channels: int = 3                 # image channels (BG: 3)
     g_ch: int = 96                    # G width multiplier [G_ch]
@@ -125,8 +125,8 @@ class BigGANConfig:
 # BG's width multipliers per resolution. G: the input width of each up block, then the last block's output width
 # (block i outputs resolution 8 * 2**i). D: the output width of each down block (BigGAN-deep: the stem's width,
 # then each stage's output width).
-_G_WIDTHS = {32: (4, 4, 4, 4), 64: (16, 16, 8, 4, 2), 128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
-_D_WIDTHS = {32: (4, 4, 4, 4), 64: (1, 2, 4, 8, 16), 128: (1, 2, 4, 8, 16, 16), 256: (1, 2, 4, 8, 8, 16, 16)}
+_G_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (16, 16, 8, 4, 2), 128: (16, 16, 8, 4, 2, 1), 256: (16, 16, 8, 8, 4, 2, 1)}
+_D_WIDTHS = {16: (4, 4, 4), 32: (4, 4, 4, 4), 64: (1, 2, 4, 8, 16), 128: (1, 2, 4, 8, 16, 16), 256: (1, 2, 4, 8, 8, 16, 16)}
 # BG's data sets: (resolution, classes), for configs that do not say
 _BG_DATASETS = {"I32": (32, 1000), "I64": (64, 1000), "I128": (128, 1000), "I256": (256, 1000), "C10": (32, 10),
                 "C100": (32, 100)}
@@ -141,11 +141,13 @@ def _g_resolutions(resolution: int) -> list[int]:
 def _d_plan(resolution: int, deep: bool) -> list[tuple[int, bool, int]]:
     """(width multiplier, downsample, resolution label) per D block (BigGAN-deep: per stage). BG's labels (what
     d_attn names) are the block's output resolution, except at 32 px where BG downsamples twice and labels every
-    block 16; BigGAN (not deep) does not downsample in its last block."""
+    block 16 (and at 16 px, not BG's: down to 8 px in the first block, every block labelled 8); BigGAN (not deep)
+    does not downsample in its last block."""
     widths = _D_WIDTHS[resolution][1:] if deep else _D_WIDTHS[resolution]
     n = len(widths)
-    if resolution == 32:
-        return [(w, i < 2, 16) for i, w in enumerate(widths)]
+    if resolution <= 32:                       # down to 8 px, then at 8 px
+        downs = resolution.bit_length() - 4
+        return [(w, i < downs, resolution // 2) for i, w in enumerate(widths)]
     down = [True] * n if deep else [True] * (n - 1) + [False]
     return [(w, d, resolution // 2 ** min(i + 1, n - (0 if deep else 1))) for i, (w, d) in enumerate(zip(widths, down))]
 
@@ -162,7 +164,10 @@ PRESETS = {
     # BG's launch_cifar_ema.sh (CIFAR-10): ch 64, no attention, no shared embedding or skip-z, xavier init
     "32": BigGANConfig(resolution=32, n_classes=10, g_ch=64, d_ch=64, z_dim=128, shared_dim=0, shared=False,
                        hier=False, g_attn=(), d_attn=(), sn_eps=1e-8, init="xavier"),
-    # a CPU-sized model with every part of the 128 px one (shared embedding, skip-z, attention in G and D)
+    # a CPU-sized model with every part of the 128 px one (shared embedding, skip-z, attention in G and D); what it
+    # changes from it: widths 32 (ch 8 on BG's 32 px multipliers), z 32 (4 chunks of 8 at 32 px; at 16 px 30, 3
+    # chunks of 10), shared embedding 16, 10 classes, one channel. Config biggan-cpu trains it at 16 px, batch 32,
+    # lrs 1e-3 / 2e-3: it learns the class condition of the digits in ~300 steps (BG's lrs: thousands)
     "tiny": BigGANConfig(resolution=32, n_classes=10, channels=1, g_ch=8, d_ch=8, z_dim=32, shared_dim=16,
                          g_attn=(16,), d_attn=(16,)),
 }

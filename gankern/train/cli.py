@@ -39,6 +39,7 @@ configs: gankern train --list-configs
 # Tried in order; the plain grid of ``generate_main`` below when none takes the call.
 GENERATE_FAMILIES = [f"gankern.train.recipes.{m}" for m in ("stylegan2", "infogan", "singan", "biggan")]
 INTERP_KINDS = ("z", "z-lerp", "w", "class", "both")      # --interp, shared: each family takes its own kinds
+_INTERP_FAMILIES = ("stylegan2", "biggan")                   # the recipes whose runs --interp / --frames serve
 
 
 def add_parsers(sub) -> None:
@@ -115,9 +116,12 @@ def add_parsers(sub) -> None:
     q.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
     q.add_argument("--device", type=device, default="cpu", metavar="DEV", help="(default: %(default)s)")
     add_threads_arg(q)
-    q.set_defaults(func=generate_main)
+    flags = {}                                  # family -> {dest: default} of the flags its module adds
     for module in GENERATE_FAMILIES:
+        before = vars(q.parse_args([]))
         importlib.import_module(module).add_generate_options(q)
+        flags[module.rsplit(".", 1)[1]] = {d: v for d, v in vars(q.parse_args([])).items() if d not in before}
+    q.set_defaults(func=generate_main, family_flags=flags)
 
 
 RECIPE_FLAGS = ("gamma", "aug", "p", "target")          # train flags that are recipe options (S2A's train.py)
@@ -324,6 +328,29 @@ def foreign_options(args, dests: tuple[str, ...], family: str, runs: str) -> int
     return None
 
 
+def _foreign_flags(args) -> str | None:
+    """The error of a ``generate`` call that mixes families, checked before any family runs (the first family that
+    takes the call would ignore the others' flags): flags of two families (``args.family_flags``: each
+    GENERATE_FAMILIES module's own, under the recipe it serves), a family's flags with a run of another family, or
+    --interp / --frames with a run of a family that does not interpolate. None when the call is consistent; each
+    family refuses its flags with other inputs itself (``foreign_options``)."""
+    given = {fam: [f"--{d.replace('_', '-')}" for d, default in dests.items() if getattr(args, d) != default]
+             for fam, dests in args.family_flags.items()}
+    given = {fam: flags for fam, flags in given.items() if flags}
+    if len(given) > 1:
+        return "; ".join(f"{', '.join(f)}: options of {fam} runs" for fam, f in given.items()) + \
+            ": one kind of run per call"
+    recipe = run_recipe(args.run)
+    if recipe not in args.family_flags:
+        return None
+    for fam, flags in given.items():
+        if recipe != fam:
+            return f"{', '.join(flags)}: options of {fam} runs, and {args.run} is a {recipe} run"
+    if (args.interp or args.frames) and recipe not in _INTERP_FAMILIES:
+        return f"--interp and --frames: interpolation of StyleGAN and BigGAN runs; {args.run} is a {recipe} run"
+    return None
+
+
 def _class_list(text: str) -> list[int]:
     """'3' -> [3], '0-9' -> [0, ..., 9], '1,4,7' -> [1, 4, 7]."""
     try:
@@ -352,6 +379,9 @@ def generate_main(args) -> int:
 
     from .loop import generate
     from .outputs import save_grid
+    error = _foreign_flags(args)
+    if error:
+        return _error("generate", error)
     for module in GENERATE_FAMILIES:
         code = importlib.import_module(module).generate_main(args)
         if code is not None:
@@ -360,7 +390,7 @@ def generate_main(args) -> int:
         return _error("generate", "give --run DIR (or a checkpoint file)")
     if args.interp or args.frames:
         return _error("generate", "--interp and --frames: interpolation of StyleGAN and BigGAN runs; "
-                                  f"{args.run} is a {run_recipe(args.run)} run")
+                                  f"{args.run} is not one")
     try:
         if args.trunc is not None and not args.trunc > 0:
             raise ValueError(f"--trunc {args.trunc}: the latent threshold must be > 0")
