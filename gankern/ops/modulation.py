@@ -676,7 +676,7 @@ def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0,
                          act="linear", alpha=None, gain=None, clamp=None, eps=1e-8):
     """Eager twin of :func:`modulated_conv2d`: StyleGAN2-ADA's formulation with per-sample weights
     w[n] = weight * s[n] (demodulated, computed in fp32 for fp16 inputs) in one grouped convolution."""
-    from .resample import conv2d_resample, conv2d_resample_size, setup_filter
+    from .resample import _padding, conv2d_resample, conv2d_resample_size, setup_filter
     N, I, H, W = x.shape
     O, _, kh, kw = weight.shape
     if resample_filter is None and (up > 1 or down > 1):
@@ -688,8 +688,14 @@ def modulated_conv2d_ref(x, weight, styles, noise=None, up=1, down=1, padding=0,
     w = weight[None].to(acc) * styles.to(acc).reshape(N, 1, I, 1, 1)   # [N, O, I, kh, kw]
     if demodulate:
         w = w * (w.square().sum([2, 3, 4]) + eps).rsqrt().reshape(N, O, 1, 1, 1)
-    y = conv2d_resample(x.reshape(1, N * I, H, W), w.reshape(N * O, I, kh, kw).to(x.dtype), resample_filter, up,
-                        down, padding, groups=N, flip_weight=flip_weight)
+    x = x.reshape(1, N * I, H, W)
+    if up == 1 and down == 1:
+        # zero padding as values, so that a NaN tap (an Inf weight or style times d = 0) makes every output it
+        # covers NaN, padded or not, whichever algorithm torch picks (its depthwise conv, groups of I = O = 1,
+        # skips padded taps; im2col and the fast path's d = NaN do not)
+        x, padding = F.pad(x, _padding(padding)), 0
+    y = conv2d_resample(x, w.reshape(N * O, I, kh, kw).to(x.dtype), resample_filter, up, down, padding, groups=N,
+                        flip_weight=flip_weight)
     y = y.reshape(N, O, *y.shape[2:])
     noise = _noise_4d(noise)
     strength = None if noise is None else torch.as_tensor(1.0 if noise_strength is None else noise_strength,
