@@ -263,29 +263,40 @@ def _adain_blocks(C, HW, channels_last):
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
+_NORM_PLANS: dict = {}  # (x shape, x strides, has gamma, has beta, per_sample, act, channels_last) -> launch
+
+
 def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
-    """(grid, (x, gamma, beta), (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch."""
-    N, C, H, W = x.shape
-    sxn, sxc, _, sxp = x.stride()
-    block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw,
-                  ONE_PASS=one_pass)
-    return ((N * cdiv(C, block_c),), (x, x if gamma is None else gamma, x if beta is None else beta),
-            (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts)
+    """(grid, (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch (cached per shape)."""
+    key = (x.shape, x.stride(), gamma is None, beta is None, per_sample, act, channels_last)
+    launch = _NORM_PLANS.get(key)
+    if launch is None:
+        N, C, H, W = x.shape
+        sxn, sxc, _, sxp = x.stride()
+        block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
+        consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c,
+                      BLOCK_HW=block_hw, ONE_PASS=one_pass)
+        if len(_NORM_PLANS) >= 4096:
+            _NORM_PLANS.clear()
+        launch = _NORM_PLANS[key] = ((N * cdiv(C, block_c),), (C, H * W, sxn, sxc, sxp, C if per_sample else 0),
+                                     consts)
+    return launch
 
 
 def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last, per_sample=True, act=0, alpha=0.0):
     """AdaIN (per_sample: gamma, beta (N, C)) or instance norm (gamma, beta (C,) or None) + activation code act."""
-    grid, ptrs, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
-    adain_fwd_kernel[grid](*ptrs, y, mean, rstd, *sizes, eps, alpha, **consts)
+    grid, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
+    adain_fwd_kernel[grid](x, x if gamma is None else gamma, x if beta is None else beta, y, mean, rstd, *sizes, eps,
+                           alpha, **consts)
 
 
 def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last, beta=None, per_sample=True, act=0,
               alpha=0.0):
     """The backward of :func:`adain_fwd` (beta is read only for a non-linear act); dgamma, dbeta: (N, C) sums."""
-    grid, (x, gamma, beta), sizes, consts = _norm_launch(x, gamma, beta if act else None, per_sample, act,
-                                                         channels_last)
-    adain_bwd_kernel[grid](x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, *sizes, alpha, **consts)
+    beta = beta if act else None
+    grid, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
+    adain_bwd_kernel[grid](x, x if gamma is None else gamma, x if beta is None else beta, mean, rstd, dy, dx, dgamma,
+                           dbeta, *sizes, alpha, **consts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,14 +370,24 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
     tl.store(sums + 2 * NC + nc, tl.sum(s_nz, axis=1), mask=cmask)
 
 
+_EPI_PLANS: dict = {}  # (y shape, y strides, snn, ssc, channels_last) -> _epi_args' result
+
+
 def _epi_args(y, noise, strength, channels_last):
-    N, C, H, W = y.shape
-    block_c, block_hw = EPI_TILE[channels_last]
-    syn, syc, _, syp = y.stride()
+    """(grid, (C, HW), (syn, syc, syp, snn, ssc), block constexprs) of one launch (cached per shape)."""
     snn = 0 if noise is None else noise.stride(0)
     ssc = 0 if strength is None or strength.numel() == 1 else 1
-    return (N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
-                                                                                     BLOCK_HW=block_hw)
+    key = (y.shape, y.stride(), snn, ssc, channels_last)
+    args = _EPI_PLANS.get(key)
+    if args is None:
+        N, C, H, W = y.shape
+        block_c, block_hw = EPI_TILE[channels_last]
+        syn, syc, _, syp = y.stride()
+        if len(_EPI_PLANS) >= 4096:
+            _EPI_PLANS.clear()
+        args = _EPI_PLANS[key] = ((N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc),
+                                  dict(BLOCK_C=block_c, BLOCK_HW=block_hw))
+    return args
 
 
 def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, channels_last):

@@ -55,7 +55,8 @@ def _tensor_params(impl: Callable) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None = None,
-             backward: Callable | None = None, mutates_args: tuple[str, ...] = ()) -> Callable:
+             backward: Callable | None = None, mutates_args: tuple[str, ...] = (),
+             unused_output_grads: bool = False) -> Callable:
     """The one way gankern registers an op: ``impl`` becomes the torch.library custom op ``gankern::<name>`` (with
     ``fake``, and the autograd formula ``setup`` / ``backward`` of ``register_autograd`` when given), and the
     returned function is what the family calls:
@@ -68,8 +69,10 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None =
     - in eager mode otherwise: ``impl`` itself (no autograd node to build).
 
     Tensor-list arguments (``list[torch.Tensor]``) reach the autograd.Function unpacked, so that autograd sees their
-    elements; ``backward`` returns one list of gradients for such an argument, as register_autograd wants. The
-    returned function carries the custom op as ``.op`` (for opcheck)."""
+    elements; ``backward`` returns one list of gradients for such an argument, as register_autograd wants.
+    ``unused_output_grads``: backward ignores the gradients of every output but the first (saved statistics), so the
+    eager Function does not fill them with zeros (allocations per backward; the custom op's still does) and gives
+    no gradient when the first output's is absent. The returned function carries the custom op as ``.op``."""
     op = torch.library.custom_op(f"gankern::{name}", impl, mutates_args=mutates_args)
     op.register_fake(fake)
     tensor_pos, list_pos = _tensor_params(impl)
@@ -104,9 +107,16 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None =
             def forward(ctx, *args):
                 out = impl(*args)
                 setup(ctx, args, out)
+                if unused_output_grads:
+                    ctx.set_materialize_grads(False)
                 return out
 
-            Eager = _function(name, forward, backward)
+            def eager_backward(ctx, *grads):
+                if unused_output_grads and grads[0] is None:  # a graph that reaches only the unused outputs
+                    return (None,) * len(ctx.needs_input_grad)
+                return backward(ctx, *grads)
+
+            Eager = _function(name, forward, eager_backward if unused_output_grads else backward)
 
             def call(*args):
                 m = mode(args)
