@@ -370,14 +370,14 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
     tl.store(sums + 2 * NC + nc, tl.sum(s_nz, axis=1), mask=cmask)
 
 
-_EPI_PLANS: dict = {}  # (y shape, y strides, snn, ssc, channels_last) -> _epi_args' result
+_EPI_PLANS: dict = {}  # (y shape, y strides, snn, ssc, channels_last, flags, act) -> _epi_args' result
 
 
-def _epi_args(y, noise, strength, channels_last):
-    """(grid, (C, HW), (syn, syc, syp, snn, ssc), block constexprs) of one launch (cached per shape)."""
+def _epi_args(y, d, bias, noise, strength, act, channels_last):
+    """(grid, (C, HW), (syn, syc, syp, snn, ssc), constexprs) of one launch (cached per shape and flags)."""
     snn = 0 if noise is None else noise.stride(0)
     ssc = 0 if strength is None or strength.numel() == 1 else 1
-    key = (y.shape, y.stride(), snn, ssc, channels_last)
+    key = (y.shape, y.stride(), snn, ssc, channels_last, d is None, bias is None, noise is None, act)
     args = _EPI_PLANS.get(key)
     if args is None:
         N, C, H, W = y.shape
@@ -386,25 +386,23 @@ def _epi_args(y, noise, strength, channels_last):
         if len(_EPI_PLANS) >= 4096:
             _EPI_PLANS.clear()
         args = _EPI_PLANS[key] = ((N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc),
-                                  dict(BLOCK_C=block_c, BLOCK_HW=block_hw))
+                                  dict(HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
+                                       ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw))
     return args
 
 
 def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
+    grid, sizes, strides, consts = _epi_args(y, d, bias, noise, strength, act, channels_last)
     modconv_epilogue_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                   y if noise is None else noise, y if strength is None else strength, out, *sizes,
-                                  *strides, alpha, gain, clamp, HAS_D=d is not None, HAS_B=bias is not None,
-                                  HAS_NOISE=noise is not None, ACT=act, **blocks)
+                                  *strides, alpha, gain, clamp, **consts)
 
 
 def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
+    grid, sizes, strides, consts = _epi_args(y, d, bias, noise, strength, act, channels_last)
     modconv_epilogue_bwd_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                       y if noise is None else noise, y if strength is None else strength, dout, dy,
-                                      sums, *sizes, y.shape[0] * y.shape[1], *strides, alpha, gain, clamp,
-                                      HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
-                                      ACT=act, **blocks)
+                                      sums, *sizes, sizes[0] * y.shape[0], *strides, alpha, gain, clamp, **consts)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -452,7 +452,7 @@ def _adain_double_backward(ctx, ddx, ddgamma, ddbeta):
     return gx, ggamma, None, None, gdy, None, None
 
 
-_adain_op = fused_op("adain", _adain_impl, _adain_fake, _adain_setup, _adain_backward, unused_output_grads=True)
+_adain_op = fused_op("adain", _adain_impl, _adain_fake, _adain_setup, _adain_backward, aux_outputs=2)
 _adain_backward_op = fused_op("adain_backward", _adain_backward_impl, _adain_backward_fake,
                               _adain_backward_setup, _adain_double_backward)
 
@@ -584,7 +584,7 @@ def _instance_norm_double_backward(ctx, ddx, ddw, ddb):
 
 
 _instance_norm_op = fused_op("instance_norm", _instance_norm_impl, _instance_norm_fake, _instance_norm_setup,
-                             _instance_norm_backward, unused_output_grads=True)
+                             _instance_norm_backward, aux_outputs=2)
 _instance_norm_backward_op = fused_op("instance_norm_backward", _instance_norm_backward_impl,
                                       _instance_norm_backward_fake, _instance_norm_backward_setup,
                                       _instance_norm_double_backward)
@@ -761,7 +761,7 @@ def _epilogue_impl(y: torch.Tensor, d: torch.Tensor | None, bias: torch.Tensor |
     y, cl = _adain_layout(y)
     out = torch.empty_like(y)
     if y.numel():
-        _triton().modconv_epilogue(y, _flat(d), _flat(bias), _noise_rows(noise, y), _flat(strength), out,
+        _triton().modconv_epilogue(y, _flat(d), _flat(bias), _noise_rows(noise, y.shape[0]), _flat(strength), out,
                                    ACTIVATIONS[act].code, alpha, gain, clamp, cl)
     return out
 
@@ -772,13 +772,13 @@ def _flat(t):
     return None if t is None else t.contiguous()
 
 
-def _noise_rows(noise, y):
+def _noise_rows(noise, N: int):
     """noise (N | 1, 1, H, W) with contiguous planes and a 0 batch stride for a shared map (the kernels read
     noise[n * stride(0) + p])."""
     if noise is None:
         return None
-    noise = noise if noise.is_contiguous() else noise.contiguous()
-    return noise if noise.shape[0] == y.shape[0] else noise.expand(y.shape[0], *noise.shape[1:])
+    noise = noise.contiguous()
+    return noise if noise.shape[0] == N else noise.expand(N, -1, -1, -1)
 
 
 def _epilogue_fake(y, d, bias, noise, strength, act, alpha, gain, clamp, backend):
@@ -792,11 +792,12 @@ def _epilogue_backward_impl(y: torch.Tensor, d: torch.Tensor | None, bias: torch
     """(dy, sums): dy (like y); sums (3, N, O) fp32 = per (n, o) sums of dv * y, dv and dv * noise."""
     y, cl = _adain_layout(y)
     dy = torch.empty_like(y)
-    N, O = y.shape[0], y.shape[1]
-    sums = (torch.empty if y.numel() else torch.zeros)(3, N, O, dtype=torch.float32, device=y.device)  # all written
-    if y.numel():
-        _triton().modconv_epilogue_bwd(y, _flat(d), _flat(bias), _noise_rows(noise, y), _flat(strength),
-                                       _like(dout, y), dy, sums, ACTIVATIONS[act].code, alpha, gain, clamp, cl)
+    N, O, _, _ = y.shape
+    if not y.numel():
+        return dy, torch.zeros(3, N, O, dtype=torch.float32, device=y.device)
+    sums = torch.empty(3, N, O, dtype=torch.float32, device=y.device)  # all written
+    _triton().modconv_epilogue_bwd(y, _flat(d), _flat(bias), _noise_rows(noise, N), _flat(strength), _like(dout, y),
+                                   dy, sums, ACTIVATIONS[act].code, alpha, gain, clamp, cl)
     return dy, sums
 
 
