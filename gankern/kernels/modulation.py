@@ -263,12 +263,14 @@ def _adain_blocks(C, HW, channels_last):
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
-_NORM_PLANS: dict = {}  # (x shape, x strides, has gamma, has beta, per_sample, act, channels_last) -> launch
+_NORM_PLANS: dict = {}  # (x shape, x strides, flags, tile settings) -> launch
 
 
 def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
-    """(grid, (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch (cached per shape)."""
-    key = (x.shape, x.stride(), gamma is None, beta is None, per_sample, act, channels_last)
+    """(grid, (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch (cached per shape and
+    tile settings, which tests change)."""
+    key = (x.shape, x.stride(), gamma is None, beta is None, per_sample, act, channels_last, ADAIN_ONE_PASS_MAX_HW,
+           ADAIN_ONE_PASS_TILE, ADAIN_TWO_PASS_TILE[channels_last])
     launch = _NORM_PLANS.get(key)
     if launch is None:
         N, C, H, W = x.shape
@@ -471,13 +473,23 @@ def demod_split(N, O, I):
     return cdiv(I, per), per
 
 
+_DEMOD_PLANS: dict = {}  # (N, O, I, KK, DEMOD_MIN_PROGRAMS) -> (split, per, grid)
+
+
 def demodulation(w, s, d, eps):
-    O, I = w.shape[:2]
+    """d (N, O) fp32 from w (O, I, kh, kw) and s (N, I), both contiguous."""
+    O, I, kh, kw = w.shape
     N = s.shape[0]
-    split, per = demod_split(N, O, I)
-    part = d if split == 1 else d.new_empty((split, N, O))
-    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)
-    demod_kernel[grid](w, s, d, part, N, O, I, w[0, 0].numel(), per, eps, BLOCK_N=DEMOD_BLOCK_N,
+    key = (N, O, I, kh * kw, DEMOD_MIN_PROGRAMS)
+    plan = _DEMOD_PLANS.get(key)
+    if plan is None:
+        split, per = demod_split(N, O, I)
+        if len(_DEMOD_PLANS) >= 4096:
+            _DEMOD_PLANS.clear()
+        plan = _DEMOD_PLANS[key] = (split, per, (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split))
+    split, per, grid = plan
+    part = d if split == 1 else d.new_empty(split, N, O)
+    demod_kernel[grid](w, s, d, part, N, O, I, kh * kw, per, eps, BLOCK_N=DEMOD_BLOCK_N,
                        BLOCK_O=DEMOD_BLOCK_O, BLOCK_I=DEMOD_BLOCK_I, PARTIAL=split > 1)
     if split > 1:
         demod_finish_kernel[(cdiv(N * O, DEMOD_FINISH_BLOCK),)](part, d, N * O, split, eps,

@@ -641,7 +641,7 @@ def _demodulation_ref(weight: torch.Tensor, styles: torch.Tensor, eps: float) ->
 
 
 def _demodulation_impl(weight: torch.Tensor, styles: torch.Tensor, eps: float, backend: str) -> torch.Tensor:
-    d = weight.new_empty((styles.shape[0], weight.shape[0]), dtype=torch.float32)
+    d = weight.new_empty(styles.shape[0], weight.shape[0], dtype=torch.float32)
     if d.numel():
         _triton().demodulation(weight.contiguous(), styles.contiguous(), d, eps)
     return d
@@ -675,13 +675,14 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: f
     small kernel (no (N, O, I, kh, kw) tensor), differentiable to any order. NaN where the sum is Inf (an Inf
     weight or style), so that the output channel is NaN as in the reference's w * s * d.
     weight (O, I, kh, kw), styles (N, I) -> (N, O) fp32."""
-    _validate.tensor("weight", weight, ndim=4)
-    _validate.tensor("styles", styles, ndim=2, device=weight.device)
+    if not (isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.dtype in _validate.FLOATS):
+        _validate.tensor("weight", weight, ndim=4)
+    if not (_is_float_on(styles, weight.device) and styles.dim() == 2):
+        _validate.tensor("styles", styles, ndim=2, device=weight.device)
     if styles.shape[1] != weight.shape[1]:
         raise ValueError(f"styles has {styles.shape[1]} input channels but weight has {weight.shape[1]} (styles "
                          f"{tuple(styles.shape)}, weight {tuple(weight.shape)})")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    _positive_eps(eps)
     backend = _backend.select(weight.device, weight.dtype, TRITON_ONLY, KERNEL_DTYPES)
     if backend == "ref":
         return _demodulation_ref(weight, styles, eps)
