@@ -823,9 +823,11 @@ def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
         per_o = sums.sum(1)  # (3, O): the sums over the batch, one reduction for both
         if want_b:
             db = _cast(per_o[1], bias.dtype)
-        if want_s:  # one strength, or one per channel
-            ds = per_o[2].sum() if strength.numel() == 1 else per_o[2]
-            ds = _cast(ds if ds.shape == strength.shape else ds.reshape(strength.shape), strength.dtype)
+        if want_s:  # one strength (shape () or (1,)), or one per channel (O,)
+            ds = per_o[2]
+            if strength.numel() == 1:
+                ds = ds.sum() if strength.dim() == 0 else ds.sum().reshape(strength.shape)
+            ds = _cast(ds, strength.dtype)
     return dy, dd, db, None, ds
 
 
