@@ -820,14 +820,15 @@ def _epilogue_grads(ctx, y, d, bias, noise, strength, dy, sums):
     want_b, want_s = bias is not None and need[2], strength is not None and need[4]
     db = ds = None
     if want_b or want_s:
-        per_o = sums.sum(1)  # (3, O): the sums over the batch, one reduction for both
-        if want_b:
-            db = _cast(per_o[1], bias.dtype)
+        # the sums over the batch: one reduction and one split for both (each torch op in a backward costs ~2 us)
+        _, db, ds = sums.sum(1).unbind(0)
+        db = _cast(db, bias.dtype) if want_b else None
         if want_s:  # one strength (shape () or (1,)), or one per channel (O,)
-            ds = per_o[2]
             if strength.numel() == 1:
                 ds = ds.sum() if strength.dim() == 0 else ds.sum().reshape(strength.shape)
             ds = _cast(ds, strength.dtype)
+        else:
+            ds = None
     return dy, dd, db, None, ds
 
 
