@@ -264,6 +264,15 @@ def _adain_blocks(C, HW, channels_last):
 
 
 _NORM_PLANS: dict = {}  # (x shape, x strides, flags, tile settings) -> launch
+PLAN_CACHE_SIZE = 4096  # entries per launch-plan cache (a few per layer of a model; emptied when full)
+
+
+def _remember(cache: dict, key, value):
+    """cache[key] = value (the cache emptied first when full); value."""
+    if len(cache) >= PLAN_CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
@@ -278,10 +287,8 @@ def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
         block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
         consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c,
                       BLOCK_HW=block_hw, ONE_PASS=one_pass)
-        if len(_NORM_PLANS) >= 4096:
-            _NORM_PLANS.clear()
-        launch = _NORM_PLANS[key] = ((N * cdiv(C, block_c),), (C, H * W, sxn, sxc, sxp, C if per_sample else 0),
-                                     consts)
+        launch = _remember(_NORM_PLANS, key, ((N * cdiv(C, block_c),),
+                                              (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts))
     return launch
 
 
@@ -385,11 +392,10 @@ def _epi_args(y, d, bias, noise, strength, act, channels_last):
         N, C, H, W = y.shape
         block_c, block_hw = EPI_TILE[channels_last]
         syn, syc, _, syp = y.stride()
-        if len(_EPI_PLANS) >= 4096:
-            _EPI_PLANS.clear()
-        args = _EPI_PLANS[key] = ((N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc),
-                                  dict(HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
-                                       ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw))
+        args = _remember(_EPI_PLANS, key, ((N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc),
+                                           dict(HAS_D=d is not None, HAS_B=bias is not None,
+                                                HAS_NOISE=noise is not None, ACT=act, BLOCK_C=block_c,
+                                                BLOCK_HW=block_hw)))
     return args
 
 
@@ -484,9 +490,7 @@ def demodulation(w, s, d, eps):
     plan = _DEMOD_PLANS.get(key)
     if plan is None:
         split, per = demod_split(N, O, I)
-        if len(_DEMOD_PLANS) >= 4096:
-            _DEMOD_PLANS.clear()
-        plan = _DEMOD_PLANS[key] = (split, per, (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split))
+        plan = _remember(_DEMOD_PLANS, key, (split, per, (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)))
     split, per, grid = plan
     part = d if split == 1 else d.new_empty(split, N, O)
     demod_kernel[grid](w, s, d, part, N, O, I, kh * kw, per, eps, BLOCK_N=DEMOD_BLOCK_N,

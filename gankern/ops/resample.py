@@ -12,7 +12,6 @@ Floor: read x once and write the output once. Speed: not measured on a GPU yet.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -80,15 +79,9 @@ _is_compiling = torch.compiler.is_compiling
 _grad_enabled = torch.is_grad_enabled
 
 
-@functools.cache
-def _identity_filter(device: torch.device) -> torch.Tensor:
-    """f = None: the 1 x 1 filter [[1]] (one constant per device)."""
-    return torch.ones(1, 1, dtype=torch.float32, device=device)
-
-
 def _check_filter(f, device) -> torch.Tensor:
     if f is None:
-        return _identity_filter(device)
+        return torch.ones(1, 1, dtype=torch.float32, device=device)
     if not (isinstance(f, torch.Tensor) and f.dtype in _FILTER_DTYPES and 0 < f.dim() < 3 and f.device == device):
         _validate.tensor("f", f, ndim=(1, 2), dtypes=_FILTER_DTYPES, device=device)  # raises, naming the problem
     if f.requires_grad and _grad_enabled():
