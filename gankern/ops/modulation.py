@@ -83,13 +83,16 @@ _NUMBER_TYPES = (float, int, type(None))
 
 def _act_params(act, alpha, gain, clamp) -> tuple[Activation, float, float, float]:
     """Table row and the resolved (alpha, gain, clamp); clamp -1 means none."""
-    if type(act) is str and type(alpha) in _NUMBER_TYPES and type(gain) in _NUMBER_TYPES and \
-            type(clamp) in _NUMBER_TYPES:  # not bool (True == 1 would hit 1's entry)
+    # the cache only for plain arguments (not bool: True == 1 would hit 1's entry; not numpy scalars) and not
+    # under torch.compile (a traced read of a growing dict would guard on it)
+    plain = type(act) is str and type(alpha) in _NUMBER_TYPES and type(gain) in _NUMBER_TYPES and \
+        type(clamp) in _NUMBER_TYPES and not torch.compiler.is_compiling()
+    if plain:
         hit = _ACT_PARAMS.get((act, alpha, gain, clamp))
         if hit is not None:
             return hit
     params = _check_act_params(act, alpha, gain, clamp)
-    if len(_ACT_PARAMS) < 1024 and type(act) is str:
+    if plain and len(_ACT_PARAMS) < 1024:
         _ACT_PARAMS[(act, alpha, gain, clamp)] = params
     return params
 
