@@ -26,6 +26,14 @@ SAN's maxima reduced by a finishing kernel, its backward a kernel; triton / cuda
 7.8 / 1.7x, cuda 21.1 / 4.9x -> 8.2 / 1.8x; spectral_normalize_all fwd 35.7 / 2.1x -> 21.0 / 1.2x (cuda 1.2x),
 fwd+bwd 172 / 1.9x -> 167 / 1.7x (cuda 1.8x); san_constants fwd 107 / 13x -> 11.8 / 1.4x, fwd+bwd 495 / 7.7x -> 101 /
 1.4x.
+And (launch plans cached per shape, checks that test the valid case first, no tuple sizes in torch.empty, no
+indexing ops for sizes, statistics outside the eager Function's outputs): upfirdn2d fwd 15.1 / 3.44x -> 6.5 / 1.48x,
+fwd+bwd 2.46x -> 1.75x; upsample2d 3.84x -> 1.73x; downsample2d 3.66x -> 1.71x; filter2d 3.58x -> 1.67x; adain fwd
+2.22x -> 1.73x, fwd+bwd 2.10x -> 1.64x; instance_norm+lrelu fwd 2.19x -> 1.68x, fwd+bwd 2.49x -> 1.96-2.00x;
+noise_bias_act fwd+bwd 2.44x -> 2.01-2.07x; demodulation_coefficients 1.96x -> 1.09x (runs a few minutes apart).
+instance_norm's and noise_bias_act's backward sum per-sample partial sums over the batch with a torch reduction,
+and the first non-factory torch op inside a backward costs about 4-6 us on these CPUs (a Function whose backward
+runs one ``sum`` costs that much more than one that only allocates, as the floor's does): those two stay at ~2x.
 Rows: ``{family, workload, backend, dtype, shape, ms, floor_ms, vs_eager, vs_floor, launches, ...}`` with ``ms`` the
 host time per call, ``floor_ms`` the floor's, ``vs_eager`` the ratio to F.leaky_relu on the op's main tensor and
 ``launches`` the kernel launches one call makes (an op of several launches pays one launcher per launch: the floor

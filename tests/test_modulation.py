@@ -480,6 +480,28 @@ def test_modulated_conv2d_reference_is_per_sample_convolution():
                                .rsqrt().float())
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("name,value", [("weight", math.inf), ("weight", -math.inf), ("styles", math.inf)])
+@pytest.mark.parametrize("io", [(1, 1), (2, 3)], ids=["depthwise", "grouped"])
+def test_modulated_conv2d_inf_weight_with_padding_is_nan_where_reference_puts_it(name, value, io):
+    """An Inf weight or style makes its output channels NaN everywhere, padded border included (Inf * d = Inf * 0
+    taps meet the zero padding). Regression (test_op_properties' nan_and_inf, N = 2, I = O = 1, padding 1): the
+    reference's grouped convolution with one input and one output channel per group is torch's depthwise kernel,
+    which skips padded taps, so the reference left the border finite where the Triton path put NaN."""
+    i, o = io
+    x, weight, styles = torch.randn(2, i, 3, 3), torch.randn(o, i, 3, 3), torch.randn(2, i) + 1.5
+    bad = {"weight": weight, "styles": styles}[name].clone()
+    bad.view(-1)[0] = value
+    args = {"x": x, "weight": weight, "styles": styles, name: bad}
+    want = modulated_conv2d_ref(**args, padding=1, bias=torch.zeros(o))
+    nan_channels = want.isnan().flatten(2).all(2)
+    assert nan_channels.any() and torch.equal(want.isnan().flatten(2).any(2), nan_channels)
+    with backend_ctx("triton"):
+        got = modulated_conv2d(**args, padding=1, bias=torch.zeros(o))
+    assert torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
 def test_modulated_conv2d_reference_gradcheck_float64():
     x = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)

@@ -139,3 +139,45 @@ def test_fused_op_paths_agree_with_tensor_lists():
         torch.testing.assert_close(b, a)
         torch.testing.assert_close(c, a)
     torch.library.opcheck(_scaled_cat.op, ([x.detach().requires_grad_(True) for x in xs], s, 1.5))
+
+
+def _scaled_sum_impl(x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x * s, x.sum()  # the second output stands for statistics that only the backward reads
+
+
+def _scaled_sum_fake(x, s):
+    return torch.empty_like(x), x.new_empty(())
+
+
+def _scaled_sum_setup(ctx, inputs, output):
+    x, s = inputs
+    ctx.save_for_backward(x, s, output[1])
+
+
+def _scaled_sum_backward(ctx, g, g_total):  # g_total ignored: None from the eager Function
+    x, s, total = ctx.saved_tensors
+    return g * s if ctx.needs_input_grad[0] else None, (g * x).sum().reshape(s.shape) + 0 * total
+
+
+_scaled_sum = _launch.fused_op("test_overhead_scaled_sum", _scaled_sum_impl, _scaled_sum_fake, _scaled_sum_setup,
+                               _scaled_sum_backward, aux_outputs=1)
+
+
+def test_fused_op_aux_outputs_leave_the_eager_function_through_a_list():
+    """aux_outputs: every path returns all outputs; the eager Function's node has one output; gradients (and
+    needs_input_grad, without the list) agree with the custom op's."""
+    x, s = torch.randn(3, 4, requires_grad=True), torch.randn(1, requires_grad=True)
+    with torch.no_grad():
+        y0, t0 = _scaled_sum(x, s)
+    y, t = _scaled_sum(x, s)
+    assert "_eager" in type(y.grad_fn).__name__ and not t.requires_grad
+    torch.testing.assert_close((y, t), (y0, t0))
+    w = torch.randn(3, 4)
+    got = torch.autograd.grad((y * w).sum(), (x, s))
+    yo, _ = _scaled_sum.op(x, s)
+    want = torch.autograd.grad((yo * w).sum(), (x, s))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    (gs,) = torch.autograd.grad((_scaled_sum(x.detach(), s)[0] * w).sum(), (s,))  # x needs no grad
+    torch.testing.assert_close(gs, want[1])
+    torch.library.opcheck(_scaled_sum.op, (x, s))

@@ -263,29 +263,49 @@ def _adain_blocks(C, HW, channels_last):
     return (*ADAIN_TWO_PASS_TILE[channels_last], False)
 
 
+_NORM_PLANS: dict = {}  # (x shape, x strides, flags, tile settings) -> launch
+PLAN_CACHE_SIZE = 4096  # entries per launch-plan cache (a few per layer of a model; emptied when full)
+
+
+def _remember(cache: dict, key, value):
+    """cache[key] = value (the cache emptied first when full); value."""
+    if len(cache) >= PLAN_CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _norm_launch(x, gamma, beta, per_sample, act, channels_last):
-    """(grid, (x, gamma, beta), (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch."""
-    N, C, H, W = x.shape
-    sxn, sxc, _, sxp = x.stride()
-    block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
-    consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c, BLOCK_HW=block_hw,
-                  ONE_PASS=one_pass)
-    return ((N * cdiv(C, block_c),), (x, x if gamma is None else gamma, x if beta is None else beta),
-            (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts)
+    """(grid, (C, HW, sxn, sxc, sxp, sgn), constexprs) of one forward or backward launch (cached per shape and
+    tile settings, which tests change)."""
+    key = (x.shape, x.stride(), gamma is None, beta is None, per_sample, act, channels_last, ADAIN_ONE_PASS_MAX_HW,
+           ADAIN_ONE_PASS_TILE, ADAIN_TWO_PASS_TILE[channels_last])
+    launch = _NORM_PLANS.get(key)
+    if launch is None:
+        N, C, H, W = x.shape
+        sxn, sxc, _, sxp = x.stride()
+        block_c, block_hw, one_pass = _adain_blocks(C, H * W, channels_last)
+        consts = dict(HAS_W=gamma is not None, HAS_B=beta is not None, ACT=act, BLOCK_C=block_c,
+                      BLOCK_HW=block_hw, ONE_PASS=one_pass)
+        launch = _remember(_NORM_PLANS, key, ((N * cdiv(C, block_c),),
+                                              (C, H * W, sxn, sxc, sxp, C if per_sample else 0), consts))
+    return launch
 
 
 def adain_fwd(x, gamma, beta, y, mean, rstd, eps, channels_last, per_sample=True, act=0, alpha=0.0):
     """AdaIN (per_sample: gamma, beta (N, C)) or instance norm (gamma, beta (C,) or None) + activation code act."""
-    grid, ptrs, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
-    adain_fwd_kernel[grid](*ptrs, y, mean, rstd, *sizes, eps, alpha, **consts)
+    grid, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
+    adain_fwd_kernel[grid](x, x if gamma is None else gamma, x if beta is None else beta, y, mean, rstd, *sizes, eps,
+                           alpha, **consts)
 
 
 def adain_bwd(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, channels_last, beta=None, per_sample=True, act=0,
               alpha=0.0):
     """The backward of :func:`adain_fwd` (beta is read only for a non-linear act); dgamma, dbeta: (N, C) sums."""
-    grid, (x, gamma, beta), sizes, consts = _norm_launch(x, gamma, beta if act else None, per_sample, act,
-                                                         channels_last)
-    adain_bwd_kernel[grid](x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, *sizes, alpha, **consts)
+    beta = beta if act else None
+    grid, sizes, consts = _norm_launch(x, gamma, beta, per_sample, act, channels_last)
+    adain_bwd_kernel[grid](x, x if gamma is None else gamma, x if beta is None else beta, mean, rstd, dy, dx, dgamma,
+                           dbeta, *sizes, alpha, **consts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,31 +379,38 @@ def modconv_epilogue_bwd_kernel(y, d, bias, noise, strength, dout, dy, sums, C, 
     tl.store(sums + 2 * NC + nc, tl.sum(s_nz, axis=1), mask=cmask)
 
 
-def _epi_args(y, noise, strength, channels_last):
-    N, C, H, W = y.shape
-    block_c, block_hw = EPI_TILE[channels_last]
-    syn, syc, _, syp = y.stride()
+_EPI_PLANS: dict = {}  # (y shape, y strides, snn, ssc, channels_last, flags, act) -> _epi_args' result
+
+
+def _epi_args(y, d, bias, noise, strength, act, channels_last):
+    """(grid, (C, HW), (syn, syc, syp, snn, ssc), constexprs) of one launch (cached per shape and flags)."""
     snn = 0 if noise is None else noise.stride(0)
     ssc = 0 if strength is None or strength.numel() == 1 else 1
-    return (N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc), dict(BLOCK_C=block_c,
-                                                                                     BLOCK_HW=block_hw)
+    key = (y.shape, y.stride(), snn, ssc, channels_last, d is None, bias is None, noise is None, act)
+    args = _EPI_PLANS.get(key)
+    if args is None:
+        N, C, H, W = y.shape
+        block_c, block_hw = EPI_TILE[channels_last]
+        syn, syc, _, syp = y.stride()
+        args = _remember(_EPI_PLANS, key, ((N * cdiv(C, block_c),), (C, H * W), (syn, syc, syp, snn, ssc),
+                                           dict(HAS_D=d is not None, HAS_B=bias is not None,
+                                                HAS_NOISE=noise is not None, ACT=act, BLOCK_C=block_c,
+                                                BLOCK_HW=block_hw)))
+    return args
 
 
 def modconv_epilogue(y, d, bias, noise, strength, out, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
+    grid, sizes, strides, consts = _epi_args(y, d, bias, noise, strength, act, channels_last)
     modconv_epilogue_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                   y if noise is None else noise, y if strength is None else strength, out, *sizes,
-                                  *strides, alpha, gain, clamp, HAS_D=d is not None, HAS_B=bias is not None,
-                                  HAS_NOISE=noise is not None, ACT=act, **blocks)
+                                  *strides, alpha, gain, clamp, **consts)
 
 
 def modconv_epilogue_bwd(y, d, bias, noise, strength, dout, dy, sums, act, alpha, gain, clamp, channels_last):
-    grid, sizes, strides, blocks = _epi_args(y, noise, strength, channels_last)
+    grid, sizes, strides, consts = _epi_args(y, d, bias, noise, strength, act, channels_last)
     modconv_epilogue_bwd_kernel[grid](y, y if d is None else d, y if bias is None else bias,
                                       y if noise is None else noise, y if strength is None else strength, dout, dy,
-                                      sums, *sizes, y.shape[0] * y.shape[1], *strides, alpha, gain, clamp,
-                                      HAS_D=d is not None, HAS_B=bias is not None, HAS_NOISE=noise is not None,
-                                      ACT=act, **blocks)
+                                      sums, *sizes, sizes[0] * y.shape[0], *strides, alpha, gain, clamp, **consts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -452,13 +479,21 @@ def demod_split(N, O, I):
     return cdiv(I, per), per
 
 
+_DEMOD_PLANS: dict = {}  # (N, O, I, KK, DEMOD_MIN_PROGRAMS) -> (split, per, grid)
+
+
 def demodulation(w, s, d, eps):
-    O, I = w.shape[:2]
+    """d (N, O) fp32 from w (O, I, kh, kw) and s (N, I), both contiguous."""
+    O, I, kh, kw = w.shape
     N = s.shape[0]
-    split, per = demod_split(N, O, I)
-    part = d if split == 1 else d.new_empty((split, N, O))
-    grid = (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)
-    demod_kernel[grid](w, s, d, part, N, O, I, w[0, 0].numel(), per, eps, BLOCK_N=DEMOD_BLOCK_N,
+    key = (N, O, I, kh * kw, DEMOD_MIN_PROGRAMS)
+    plan = _DEMOD_PLANS.get(key)
+    if plan is None:
+        split, per = demod_split(N, O, I)
+        plan = _remember(_DEMOD_PLANS, key, (split, per, (cdiv(N, DEMOD_BLOCK_N), cdiv(O, DEMOD_BLOCK_O), split)))
+    split, per, grid = plan
+    part = d if split == 1 else d.new_empty(split, N, O)
+    demod_kernel[grid](w, s, d, part, N, O, I, kh * kw, per, eps, BLOCK_N=DEMOD_BLOCK_N,
                        BLOCK_O=DEMOD_BLOCK_O, BLOCK_I=DEMOD_BLOCK_I, PARTIAL=split > 1)
     if split > 1:
         demod_finish_kernel[(cdiv(N * O, DEMOD_FINISH_BLOCK),)](part, d, N * O, split, eps,

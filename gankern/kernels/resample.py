@@ -202,34 +202,32 @@ def upfirdn2d_down_kernel(x, f, out, C, H, W, Ho, Wo, n_tx, n_tiles, sxn, sxc, s
                  mask=c_ok[:, None] & ((ox < Wo) & (oy >= oy0))[None, :])
 
 
-def _max_offset(t) -> int:
-    """The largest element offset inside one (n, c) plane of a 4-D tensor."""
-    return (t.shape[2] - 1) * t.stride(2) + (t.shape[3] - 1) * t.stride(3)
-
-
 def _check_grid(programs: int) -> None:
     if programs > INT32_MAX:
         raise ValueError(f"upfirdn2d: {programs} programs, over the grid's 2^31 (split the batch)")
 
 
-def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
-    """f: (fh, fw) or separable (ft,), contiguous; up, down, pad0: (x, y); flip_filter as in
-    gankern.ops.resample.upfirdn2d. In-plane offsets are int32 when every plane fits, else int64 (WIDE)."""
-    N, C, H, W = x.shape
-    Ho, Wo = out.shape[2:]
-    fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
-    wide = max(_max_offset(x), _max_offset(out)) > INT32_MAX
+def plan(x_shape, x_strides, f_shape, out_shape, out_strides, up, down, pad0, flip_filter) -> tuple:
+    """The launch of upfirdn2d for these shapes and strides: (kernel name, grid, size and stride arguments,
+    constexpr keywords), for :func:`launch` (the ops layer caches it per shape). f_shape: (fh, fw) or separable
+    (ft,); up, down, pad0: (x, y); flip_filter as in gankern.ops.resample.upfirdn2d. In-plane offsets are int32 when
+    every plane fits, else int64 (WIDE)."""
+    N, C, H, W = x_shape
+    Ho, Wo = out_shape[2:]
+    fh, fw = (f_shape[0], f_shape[0]) if len(f_shape) == 1 else f_shape
+    wide = max((H - 1) * x_strides[2] + (W - 1) * x_strides[3],
+               (Ho - 1) * out_strides[2] + (Wo - 1) * out_strides[3]) > INT32_MAX
+    common = dict(PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=len(f_shape) == 1, FLIP=not flip_filter,
+                  WIDE=wide)
     if tuple(up) == (1, 1) and down[1] < fh <= 2 * down[1]:
         block_x = min(128, max(32, next_power_of_2(Wo)))
         n_ty, n_tx = cdiv(Ho, DOWN_ROWS), cdiv(Wo, block_x)
         block_c = min(DOWN_CHANNELS, next_power_of_2(C))
         grid = N * cdiv(C, block_c) * n_ty * n_tx
         _check_grid(grid)
-        upfirdn2d_down_kernel[(grid,)](
-            x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, DOWNX=down[0],
-            DOWNY=down[1], PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=f.dim() == 1, FLIP=not flip_filter,
-            WIDE=wide, ROWS=DOWN_ROWS, BLOCK_C=block_c, BLOCK_X=block_x, num_warps=block_x // 32)
-        return
+        return ("upfirdn2d_down_kernel", (grid,), (C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x_strides, *out_strides),
+                dict(DOWNX=down[0], DOWNY=down[1], **common, ROWS=DOWN_ROWS, BLOCK_C=block_c, BLOCK_X=block_x,
+                     num_warps=block_x // 32))
     phy, phx = up[1] // math.gcd(up[1], down[1]), up[0] // math.gcd(up[0], down[0])
     block_x = min(64, next_power_of_2(cdiv(Wo, phx)))
     per_thread = PER_THREAD[phy * phx > 1 and max(phy, phx) <= 2]
@@ -237,7 +235,17 @@ def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
     num_warps = max(1, block_y * block_x // (32 * per_thread))
     n_ty, n_tx = cdiv(cdiv(Ho, phy), block_y), cdiv(cdiv(Wo, phx), block_x)
     _check_grid(N * C * n_ty * n_tx)
-    upfirdn2d_kernel[(N * C * n_ty * n_tx,)](
-        x, f, out, C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x.stride(), *out.stride(), gain, UPX=up[0], UPY=up[1],
-        DOWNX=down[0], DOWNY=down[1], PX0=pad0[0], PY0=pad0[1], FW=fw, FH=fh, SEPARABLE=f.dim() == 1,
-        FLIP=not flip_filter, WIDE=wide, BLOCK_Y=block_y, BLOCK_X=block_x, num_warps=num_warps)
+    return ("upfirdn2d_kernel", (N * C * n_ty * n_tx,), (C, H, W, Ho, Wo, n_tx, n_ty * n_tx, *x_strides, *out_strides),
+            dict(UPX=up[0], UPY=up[1], DOWNX=down[0], DOWNY=down[1], **common, BLOCK_Y=block_y, BLOCK_X=block_x,
+                 num_warps=num_warps))
+
+
+def launch(p: tuple, x, f, out, gain: float) -> None:
+    """Run a :func:`plan` on x, f (contiguous) and out, whose shapes and strides it was made for."""
+    name, grid, args, kw = p
+    globals()[name][grid](x, f, out, *args, gain, **kw)  # looked up per call: the benchmark stubs the kernels
+
+
+def upfirdn2d(x, f, out, up, down, pad0, flip_filter, gain):
+    """Launch upfirdn2d on x, f (contiguous) and out (arguments as :func:`plan`'s)."""
+    launch(plan(x.shape, x.stride(), f.shape, out.shape, out.stride(), up, down, pad0, flip_filter), x, f, out, gain)

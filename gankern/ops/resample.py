@@ -33,8 +33,13 @@ KERNEL_DTYPES = {"triton": CUDA_DTYPES}
 
 def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     """An int or [x, y] -> (x, y), each an int >= minimum."""
-    if type(v) is int and v >= minimum:  # the common case, without the general checks
+    kind = type(v)
+    if kind is int and v >= minimum:  # the common cases, without the general checks
         return v, v
+    if (kind is tuple or kind is list) and len(v) == 2:
+        a, b = v
+        if type(a) is int and type(b) is int and a >= minimum and b >= minimum:
+            return a, b
     vals = [v, v] if isinstance(v, int) and not isinstance(v, bool) else list(v) if isinstance(v, (list, tuple)) \
         else None
     if vals is None or len(vals) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum
@@ -45,8 +50,13 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 
 def _padding(padding) -> tuple[int, int, int, int]:
     """int, [px, py] or [px0, px1, py0, py1] -> (px0, px1, py0, py1)."""
-    if type(padding) is int:
+    kind = type(padding)
+    if kind is int:
         return (padding,) * 4
+    if (kind is list or kind is tuple) and len(padding) == 4:  # the common forms, without the general checks
+        a, b, c, d = padding
+        if type(a) is int and type(b) is int and type(c) is int and type(d) is int:
+            return a, b, c, d
     if isinstance(padding, int) and not isinstance(padding, bool):
         return (padding,) * 4
     if isinstance(padding, (list, tuple)) and all(isinstance(p, int) and not isinstance(p, bool) for p in padding):
@@ -64,25 +74,34 @@ def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     return (f.shape[-1], f.shape[0]) if f.dim() == 2 else (f.shape[0], f.shape[0])
 
 
+_FILTER_DTYPES = (torch.float32, torch.float64)
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
 def _check_filter(f, device) -> torch.Tensor:
     if f is None:
         return torch.ones(1, 1, dtype=torch.float32, device=device)
-    _validate.tensor("f", f, ndim=(1, 2), dtypes=(torch.float32, torch.float64), device=device)
-    if f.numel() == 0:
-        raise ValueError(f"f must not be empty, got shape {tuple(f.shape)}")
-    if f.requires_grad and torch.is_grad_enabled():
+    if not (isinstance(f, torch.Tensor) and f.dtype in _FILTER_DTYPES and 0 < f.dim() < 3 and f.device == device):
+        _validate.tensor("f", f, ndim=(1, 2), dtypes=_FILTER_DTYPES, device=device)  # raises, naming the problem
+    if f.requires_grad and _grad_enabled():
         raise ValueError("f must not require grad: upfirdn2d's filter is a constant (register it as a buffer)")
-    # a NaN / Inf tap would reach only some outputs in the kernel (it skips taps that land on inserted zeros and
-    # padding) where the reference makes all of them NaN: refused. Checked once per filter and version of its
-    # contents (a filter is a constant buffer), so the host sync is not paid on every call (inference tensors have
-    # no version counter: checked on every call).
-    if torch.compiler.is_compiling():
+    # emptiness and a NaN / Inf tap (which would reach only some outputs in the kernel: it skips taps that land on
+    # inserted zeros and padding, where the reference makes all of them NaN) are refused. Checked once per filter
+    # and version of its contents (a filter is a constant buffer), so the host sync is not paid on every call
+    # (inference tensors have no version counter: checked on every call).
+    if _is_compiling():
         return f
-    version = None if f.is_inference() else f._version
-    if version is None or getattr(f, "_gankern_finite_version", None) != version:
+    try:
+        version = f._version
+    except RuntimeError:  # an inference tensor
+        version = None
+    if version is None or f.__dict__.get("_gankern_checked_version") != version:
+        if f.numel() == 0:
+            raise ValueError(f"f must not be empty, got shape {tuple(f.shape)}")
         if not bool(torch.isfinite(f).all()):
             raise ValueError(f"f has non-finite values (NaN or inf): {f.tolist()}")
-        f._gankern_finite_version = version
+        f._gankern_checked_version = version
     return f
 
 
@@ -144,14 +163,46 @@ def _out_size(H, W, f, up, down, pad) -> tuple[int, int]:
     return (H * upy + py0 + py1 - fh) // downy + 1, (W * upx + px0 + px1 - fw) // downx + 1
 
 
+# per (x shape, x strides, f shape, up, down, padding, flip_filter): [output shape, output strides, the kernel's
+# launch plan (made at the first launch)]; a few entries per layer of a model
+_PLANS: dict = {}
+_MAX_PLANS = 4096
+
+
+def _checked_out_size(x, f, up, down, padding) -> tuple[int, int]:
+    """_out_size, or a ValueError for an empty output."""
+    Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"upfirdn2d of x {tuple(x.shape)} with a {tuple(f.shape)} filter, up={tuple(up)}, "
+                         f"down={tuple(down)}, padding={tuple(padding)} would have an empty output ({Ho} x {Wo})")
+    return Ho, Wo
+
+
+def _plan(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bool) -> list:
+    """The cached output layout and launch of one call (ValueError for an empty output, before any launch)."""
+    key = (x.shape, x.stride(), f.shape, tuple(up), tuple(down), tuple(padding), flip_filter)
+    plan = _PLANS.get(key)
+    if plan is None:
+        Ho, Wo = _checked_out_size(x, f, up, down, padding)
+        shape = (x.shape[0], x.shape[1], Ho, Wo)
+        strides = torch.empty(shape, device="meta", memory_format=_memory_format(x)).stride()
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = [shape, strides, None]
+    return plan
+
+
 def _upfirdn2d_impl(x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int],
                   flip_filter: bool, gain: float, backend: str) -> torch.Tensor:
-    k = kernels("resample")
-    Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
-    out = torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
-                       memory_format=_memory_format(x))
+    plan = _plan(x, f, up, down, padding, flip_filter)
+    shape, strides, launch = plan
+    out = x.new_empty_strided(shape, strides)
     if out.numel():
-        k.upfirdn2d(x, f.contiguous(), out, up, down, (padding[0], padding[2]), flip_filter, gain)
+        k = kernels("resample")
+        if launch is None:
+            launch = plan[2] = k.plan(x.shape, x.stride(), f.shape, shape, strides, up, down,
+                                      (padding[0], padding[2]), flip_filter)
+        k.launch(launch, x, f.contiguous(), out, gain)
     return out
 
 
@@ -161,7 +212,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def _upfirdn2d_fake(x, f, up, down, padding, flip_filter, gain, backend):
-    Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
+    Ho, Wo = _checked_out_size(x, f, up, down, padding)
     return torch.empty((x.shape[0], x.shape[1], Ho, Wo), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(x))
 
@@ -180,9 +231,8 @@ def _upfirdn2d_backward(ctx, dy):
     fw, fh = _filter_size(f)
     H, W = ctx.in_size
     Ho, Wo = dy.shape[2:]
-    p = [fw - px0 - 1, W * upx - Wo * downx + px0 - upx + 1, fh - py0 - 1, H * upy - Ho * downy + py0 - upy + 1]
-    dx = _upfirdn2d_op(dy, f, [downx, downy], [upx, upy], p, not flip_filter, gain, backend)
-    assert tuple(dx.shape[2:]) == (H, W)
+    p = (fw - px0 - 1, W * upx - Wo * downx + px0 - upx + 1, fh - py0 - 1, H * upy - Ho * downy + py0 - upy + 1)
+    dx = _upfirdn2d_op(dy, f, (downx, downy), (upx, upy), p, not flip_filter, gain, backend)
     return dx, None, None, None, None, None, None, None
 
 
@@ -208,23 +258,24 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0, 
     Returns:
         (N, C, (H * up_y + py0 + py1 - fh) // down_y + 1, (W * up_x + px0 + px1 - fw) // down_x + 1), dtype of x.
     """
-    _validate.tensor("x", x, ndim=4)
-    impl = s2a_impl(impl)
+    if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.dtype in _validate.FLOATS):
+        _validate.tensor("x", x, ndim=4)  # raises, naming the problem
+    if impl is not None:
+        impl = s2a_impl(impl)
     f = _check_filter(f, x.device)
     up, down, padding = _pair("up", up, 1), _pair("down", down, 1), _padding(padding)
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain):
-        raise ValueError(f"gain must be a finite number, got {gain!r}")
-    Ho, Wo = _out_size(x.shape[2], x.shape[3], f, up, down, padding)
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"upfirdn2d of x {tuple(x.shape)} with a {tuple(f.shape)} filter, up={up}, down={down}, "
-                         f"padding={padding} would have an empty output ({Ho} x {Wo})")
+    if not (type(gain) is float or type(gain) is int) or not math.isfinite(gain):
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain):
+            raise ValueError(f"gain must be a finite number, got {gain!r}")
+    flip_filter = bool(flip_filter)
     backend = "ref" if impl == "ref" else _backend.select(x.device, x.dtype, PREFERENCE, KERNEL_DTYPES)
     if backend == "ref":
+        _checked_out_size(x, f, up, down, padding)
         return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     if backend == "cuda":
         raise _backend.BackendUnavailable("gankern backend 'cuda' was asked for but cannot run: upfirdn2d has a "
                                           "Triton kernel only (use the triton backend)")
-    return _upfirdn2d_op(x, f, list(up), list(down), list(padding), bool(flip_filter), float(gain), backend)
+    return _upfirdn2d_op(x, f, up, down, padding, flip_filter, float(gain), backend)  # its plan checks the sizes
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl=None):
