@@ -58,7 +58,7 @@ if __name__ == "__main__" and not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gankern  # noqa: E402
 from gankern import _bench, _ext, ops  # noqa: E402
-from gankern.ops import fid, penalty, resample, san, spectral_norm  # noqa: E402
+from gankern.ops import augment, fid, penalty, resample, san, spectral_norm  # noqa: E402
 from gankern.ops.modulation import demodulation_coefficients  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,17 +76,10 @@ def _noop(*args, **kwargs):
 
 
 class _NoLaunch:
-    """Stands for a @triton.jit kernel: ``kernel[grid](...)`` does nothing (or only ``write``, for a kernel whose
-    output the host reads back as indices)."""
-
-    def __init__(self, write=_noop):
-        self.write = write
+    """Stands for a @triton.jit kernel: ``kernel[grid](...)`` does nothing."""
 
     def __getitem__(self, grid):
-        return self.write
-
-
-_WRITES: dict = {}  # kernel name -> what its stub writes, for a kernel whose output the host reads back
+        return _noop
 
 
 _QUERIES = ("mb_std_partials", "static_smem_bytes")  # host-only functions of the CUDA module: kept
@@ -118,7 +111,7 @@ def stubbed_launches():
         for name, value in list(vars(mod).items()):
             if isinstance(value, jit_types):
                 saved.append((mod, name, value))
-                setattr(mod, name, _NoLaunch(_WRITES.get(name, _noop)))
+                setattr(mod, name, _NoLaunch())
     modules = dict(_ext._MODULES)
     name = "_C" if DEVICE.type == "cuda" else _ext._SIM
     real, err = _ext._import(name)
@@ -334,6 +327,14 @@ def cases():
     yield ("san", "san_constants (2 layers) fwd+bwd", ("triton",),
            _grad(lambda: san.san_constants(wlg, sizes).sum(), wlg),
            _grad(lambda: Empty.apply(torch.cat([w_.reshape(-1) for w_ in wlg])).sum(), wlg), wl[0])
+
+    xa, xag = _randn(2, 3, 5, 5), _randn(2, 3, 5, 5, grad=True)
+    theta, cm = torch.eye(2, 3, device=DEVICE).repeat(2, 1, 1), torch.eye(4, device=DEVICE).repeat(2, 1, 1)
+    for name, op, arg in (("affine_grid_sample", augment.affine_grid_sample, theta),
+                          ("color_transform", augment.color_transform, cm)):
+        yield "augment", f"{name} fwd", ("triton",), lambda op=op, arg=arg: op(xa, arg), lambda: Empty.apply(xa), xa
+        yield ("augment", f"{name} fwd+bwd", ("triton",), _grad(lambda op=op, arg=arg: op(xag, arg), (xag,)),
+               _grad(lambda: Empty.apply(xag), (xag,)), xa)
 
     c1 = torch.cov(torch.randn(4, 16, device=DEVICE, dtype=torch.float64))
     c2 = torch.cov(torch.randn(4, 16, device=DEVICE, dtype=torch.float64))

@@ -9,7 +9,7 @@ import torch
 
 import gankern
 from gankern import ops
-from gankern.ops import _launch, penalty, resample, san, spectral_norm
+from gankern.ops import _launch, augment, penalty, resample, san, spectral_norm
 from gankern.ops.modulation import demodulation_coefficients
 
 ROOT = pathlib.Path(gankern.__file__).parent
@@ -36,7 +36,7 @@ def test_only_fused_op_registers_ops():
 
 
 def test_every_family_op_is_in_the_registry():
-    families = ("modulation", "resample", "minibatch", "penalty", "spectral_norm", "san")
+    families = ("modulation", "resample", "minibatch", "penalty", "spectral_norm", "san", "augment")
     found = {}
     for fam in families:
         mod = getattr(ops, fam)
@@ -82,6 +82,8 @@ def _public_calls():
         "spectral_normalize_all": lambda: spectral_norm.spectral_normalize_all(sw, su, sv),
         "san_constants": lambda: san.san_constants([w], [(5, 5)]),
         "san_constant": lambda: san.san_constant(w, (5, 5)),
+        "affine_grid_sample": lambda: augment.affine_grid_sample(x, torch.eye(2, 3).expand(2, 2, 3)),
+        "color_transform": lambda: augment.color_transform(x, torch.eye(4).expand(2, 4, 4)),
     }
 
 
@@ -89,7 +91,7 @@ def _public_calls():
 def test_every_public_op_runs_through_fused_op(name, monkeypatch):
     """Each module-level fused op is wrapped to count its calls; the public op must make at least one."""
     calls = []
-    for fam in ("modulation", "resample", "minibatch", "penalty", "spectral_norm", "san"):
+    for fam in ("modulation", "resample", "minibatch", "penalty", "spectral_norm", "san", "augment"):
         mod = getattr(ops, fam)
         for attr, v in list(vars(mod).items()):
             if _launch.REGISTRY.get(getattr(v, "__name__", None)) is v:
