@@ -102,9 +102,18 @@ def fused_op(name: str, impl: Callable, fake: Callable, setup: Callable | None =
                 need = need or t.requires_grad
         return _GRAD if need and grad_enabled() else _NO_GRAD
 
-    if backward is None:
+    if backward is None:  # no autograd node either way: only tracing decides
         def call(*args):
-            return op(*args) if mode(args) == _TRACED else impl(*args)
+            if is_compiling():
+                return op(*args)
+            for t in tensors_of(args):
+                if t is not None and type(t) not in eager_types:
+                    return op(*args)
+            for i in list_pos:
+                for t in args[i]:
+                    if type(t) not in eager_types:
+                        return op(*args)
+            return impl(*args)
     else:
         op.register_autograd(backward, setup_context=setup)
         if aux_outputs:

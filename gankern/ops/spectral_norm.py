@@ -449,8 +449,8 @@ def _power_iteration(weights, us, vs, n_power_iterations, eps, dims):
     are constants of the gradient, as in torch)."""
     traced = torch.compiler.is_compiling()
     weights, us, vs, dims, backend, cached = _prepare(weights, us, vs, dims, n_power_iterations, eps, traced)
-    if cached:  # plain eager tensors, not tracing: what the op runs in eager mode, without its dispatch
-        sigma, buf = _power_iteration_impl(weights, us, vs, dims, n_power_iterations, float(eps), backend)
+    if cached:  # plain eager tensors, not tracing: no grad mode to enter (the op has no autograd formula)
+        sigma, buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
     else:
         with torch.no_grad():
             sigma, buf = _sn_power_iteration(weights, us, vs, dims, n_power_iterations, float(eps), backend)
