@@ -127,7 +127,7 @@ _FIELDS = {"data": "data", "kimg": "kimg", "batch": "batch", "seed": "seed", "re
 
 
 def _resolve(args):
-    from .config import CONFIGS, RunConfig, named_config, set_field
+    from .config import CONFIGS, RunConfig, apply_train_defaults, named_config, set_field
     if args.resume:
         path = os.path.join(args.resume, "config.json")
         if not os.path.exists(path):
@@ -154,6 +154,11 @@ def _resolve(args):
             set_field(cfg, f"recipe.{name}={getattr(args, name)}")
     for s in args.set:
         set_field(cfg, s)
+    if not args.resume:                                    # the recipe's train defaults, where the user set none
+        explicit = {f for a, f in _FIELDS.items() if getattr(args, a) is not None} | \
+            ({"snap_steps", "ckpt_steps", "log_steps"} if args.snap is not None else set()) | \
+            {s.partition("=")[0].split(".")[-1] for s in args.set if s.startswith("train.")}
+        apply_train_defaults(cfg, explicit, int(os.environ.get("WORLD_SIZE", 0)) or args.gpus or 1)
     data = cfg.train.data
     if not data.startswith(("digits", "ring")) and ":" not in data and not os.path.exists(data):  # built-ins, KIND:X
         raise FileNotFoundError(f"--data {data}: no such file or folder (or a built-in: digits, ring, ...)")

@@ -197,11 +197,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       model=dict(arch="resnet", d_sn=True, d_san=True, d_norm="none", g_ch=64, d_ch=64),
                       loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
     "stylegan2": _row("StyleGAN2-ADA (Karras et al. 2020): S2A's --cfg auto (recipe.cfg), lazy R1 and path length, "
-                      "style mixing, ADA; on a CPU: --set recipe.cfg=tiny", recipe="stylegan2",
-                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+                      "style mixing, ADA; batch and G_ema's half-life / ramp-up from the cfg; on a CPU: --set "
+                      "recipe.cfg=tiny", recipe="stylegan2"),
     "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
-                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
-                     train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain"),
     "biggan": _row("BigGAN as BigGAN-PyTorch trains it: shared class embedding, skip-z, attention, SN everywhere, "
                    "hinge, TTUR, 2 D steps, ortho reg, EMA from ema_start (Brock et al. 2019; --set "
                    "recipe.preset=32|64|128|tiny, auto: tiny on the CPU)", recipe="biggan", train=_BIGGAN_TRAIN),
@@ -284,6 +283,23 @@ def named_config(name: str) -> RunConfig:
     cfg = RunConfig(config=name, recipe=recipe, options=_recipe(recipe).Options())
     _apply(cfg.train, over.pop("train"))
     _apply(cfg.options, over)
+    return apply_train_defaults(cfg, set())
+
+
+def apply_train_defaults(cfg: RunConfig, explicit: set[str], gpus: int = 1) -> RunConfig:
+    """Set the train fields that cfg's recipe decides, ``Recipe.train_defaults(options, resolution, gpus) -> dict``
+    (StyleGAN2's cfg: batch and G_ema's half-life / ramp-up), except those given by the user (``explicit``: names of
+    train fields set on the command line or with --set) or by the CONFIGS row. For a new run, before config.json is
+    written: it records the effective values, which --resume reads back."""
+    fn = getattr(_recipe(cfg.recipe), "train_defaults", None)
+    if fn is None:
+        return cfg
+    row = set(CONFIGS[cfg.config][1]["train"]) if cfg.config in CONFIGS else set()
+    for k, v in fn(cfg.options, cfg.train.resolution, gpus).items():
+        if not hasattr(cfg.train, k):
+            raise ValueError(f"recipe '{cfg.recipe}': train_defaults names no train field '{k}'")
+        if k not in explicit and k not in row:
+            setattr(cfg.train, k, v)
     return cfg
 
 
