@@ -56,3 +56,33 @@ def test_bad_cfg_is_a_message(capsys):
     with pytest.raises(ValueError, match="power of two"):
         from gankern.train.recipes.stylegan2 import StyleGAN2Options, StyleGAN2Recipe
         StyleGAN2Recipe.train_defaults(StyleGAN2Options(), 2)
+
+
+def _tiny_run(name="dcgan", steps=4, **train):
+    cfg = named_config(name)
+    t = cfg.train
+    t.resolution, t.batch, t.kimg, t.log_steps, t.snap_steps, t.ckpt_steps = 8, 8, 8 * steps / 1000, 2, steps, steps
+    t.metrics, t.grid = "none", 4
+    for k, v in train.items():
+        setattr(t, k, v)
+    cfg.model.g_ch = cfg.model.d_ch = 8
+    cfg.model.z_dim = 16
+    return cfg
+
+
+def _rows(run) -> list[dict]:
+    return [json.loads(line) for line in open(run / "metrics.jsonl")]
+
+
+def test_log_rows_carry_seconds_per_kimg_and_peak_memory(tmp_path, monkeypatch):
+    import torch
+
+    from gankern.train import Trainer
+    monkeypatch.setattr("gankern.train.snapshots.plot_run", lambda *a, **k: None)
+    Trainer(_tiny_run(), str(tmp_path), progress=False).train()
+    ticks = [r for r in _rows(tmp_path) if "img_per_s" in r]
+    assert [r["step"] for r in ticks] == [2, 4]
+    mem = "resources/peak_mem_gb" if torch.cuda.is_available() else "resources/peak_rss_gb"
+    for r in ticks:
+        assert r["timing/s_per_kimg"] == pytest.approx(1000 / r["img_per_s"], rel=0.02)
+        assert 0 < r[mem] < 1024

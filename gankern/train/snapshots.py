@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 
 import torch
 
@@ -38,12 +40,24 @@ def log_tick(tr, img_per_s: float) -> dict:
         _fail(tr, bad[0], f"loss '{bad[1]}' = {bad[2]}")
     if bad := first_nonfinite({**tr.nets, **({"G_ema": tr.G_ema} if tr.G_ema is not None else {})}):
         _fail(tr, tr.step, f"tensor '{bad}'")
-    row = {"step": tr.step, "kimg": tr.nimg / 1000, "img_per_s": round(img_per_s, 2), **means}
+    row = {"step": tr.step, "kimg": tr.nimg / 1000, "img_per_s": round(img_per_s, 2),
+           "timing/s_per_kimg": round(1000 / max(img_per_s, 1e-9), 3), **_peak_memory(tr.dist.device), **means}
     if tr.rank0:
         tr.log.append(row)
         if tr.tb:
             tr.tb.scalars(row)
     return row
+
+
+def _peak_memory(device: torch.device) -> dict:
+    """S2A's resources/peak_gpu_mem_gb: on CUDA the peak of allocated memory since the previous tick (GiB; the
+    peak is reset), elsewhere ``resources/peak_rss_gb``: the process' peak resident set since it started."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+        return {"resources/peak_mem_gb": round(peak, 3)}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"resources/peak_rss_gb": round(rss / 2 ** 30, 3)}
 
 
 def _fail(tr, step: int, what: str) -> None:
