@@ -3,6 +3,7 @@ sets; the log rows' timing and memory; Inception FID at snapshots with its real 
 import json
 
 import pytest
+import torch
 
 from gankern.cli import main
 from gankern.train.config import named_config
@@ -75,8 +76,6 @@ def _rows(run) -> list[dict]:
 
 
 def test_log_rows_carry_seconds_per_kimg_and_peak_memory(tmp_path, monkeypatch):
-    import torch
-
     from gankern.train import Trainer
     monkeypatch.setattr("gankern.train.snapshots.plot_run", lambda *a, **k: None)
     Trainer(_tiny_run(), str(tmp_path), progress=False).train()
@@ -86,3 +85,85 @@ def test_log_rows_carry_seconds_per_kimg_and_peak_memory(tmp_path, monkeypatch):
     for r in ticks:
         assert r["timing/s_per_kimg"] == pytest.approx(1000 / r["img_per_s"], rel=0.02)
         assert 0 < r[mem] < 1024
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """A randomly initialized FID Inception-v3 state dict (the loader checks keys and shapes, not values), He-scaled
+    so that its features are not ~0."""
+    from gankern.metrics import inception as inc
+    torch.manual_seed(0)
+    m = inc.FIDInceptionV3()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("w") / inc.WEIGHTS_NAME
+    torch.save({k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    return str(path)
+
+
+def _image_folder(path, n=4):
+    import numpy as np
+    from PIL import Image
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return str(path)
+
+
+class _First(torch.nn.Module):
+    """The FID Inception's first 64 pool features: a 2048 x 2048 eigh takes seconds on a CPU, 64 x 64 none."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[0][:, :64]
+
+
+def _fid_train(out, data, *args) -> int:
+    return main(["train", "--config", "dcgan", "--data", data, "--res", "8", "--batch", "4", "--kimg", "0.008",
+                 "--snap", "2", "--device", "cpu", "--outdir", str(out), "-q", "--no-tensorboard", "--set",
+                 "model.g_ch=8", "--set", "model.d_ch=8", "--set", "train.metric_samples=3", "--set", "train.grid=4",
+                 *args])
+
+
+def test_inception_fid_at_snapshots_with_the_reals_cached(tmp_path, monkeypatch, capsys, inception_weights):
+    import os
+
+    from gankern.metrics import inception as inc
+    from gankern.train import inception_fid
+    monkeypatch.setattr("gankern.train.snapshots.plot_run", lambda *a, **k: None)
+    data = _image_folder(tmp_path / "imgs")
+    # without the weights: auto is none with a notice; fid is an error before any run directory is made
+    monkeypatch.setenv(inc.WEIGHTS_ENV, str(tmp_path / "absent.pth"))
+    assert _fid_train(tmp_path / "r0", data, "--metrics", "fid") == 2
+    assert "--metrics fid: $GANKERN_INCEPTION_WEIGHTS=" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "r0") or not os.listdir(tmp_path / "r0")
+    assert main(["train", "--config", "dcgan", "--data", data, "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert "no FID Inception weights" in out.err and json.loads(out.out)["train"]["metrics"] == "auto"
+    assert main(["train", "--config", "gan-ring", "--metrics", "fid", "--dry-run"]) == 2
+    assert "2-D points" in capsys.readouterr().err
+    # with them: auto picks fid (config.json keeps it), a row at each snapshot, the reals' statistics once
+    monkeypatch.setenv(inc.WEIGHTS_ENV, inception_weights)
+    load = inception_fid.load_fid_inception            # the loader finds and checks the weights; the FID runs on the
+    monkeypatch.setattr(inception_fid, "load_fid_inception", lambda **k: _First(load(**k)))   # first 64 features
+    real_passes = []
+    compute = inception_fid.compute_stats
+    monkeypatch.setattr(inception_fid, "compute_stats", lambda images, *a, **k: (
+        real_passes.append(1) if isinstance(images, inception_fid._UnitImages) else None) or compute(images, *a, **k))
+    out = tmp_path / "runs"
+    assert _fid_train(out, data) == 0
+    run = out / os.listdir(out)[0]
+    assert json.loads((run / "config.json").read_text())["train"]["metrics"] == "fid"
+    fids = [r["fid_inception"] for r in _rows(run) if "fid_inception" in r]
+    assert len(fids) == 2 and all(f > 0 and f == f for f in fids), fids               # steps 0 and 2
+    assert len(real_passes) == 1 and os.path.exists(run / inception_fid.REALS)
+    mtime = os.stat(run / inception_fid.REALS).st_mtime_ns
+    assert main(["train", "--resume", str(run), "--kimg", "0.016", "--device", "cpu", "-q"]) == 0
+    rows = [r for r in _rows(run) if "fid_inception" in r]
+    assert [r["step"] for r in rows] == [0, 2, 4] and len(real_passes) == 1       # resumed: read, not recomputed
+    assert os.stat(run / inception_fid.REALS).st_mtime_ns == mtime

@@ -13,6 +13,9 @@ from .recipes import RECIPES
 from .recipes.classic import ClassicOptions, LossConfig, OptConfig  # noqa: F401  (the classic recipe's sections)
 
 
+METRICS = ("auto", "digits-fid", "fid", "none")   # train.metrics (--metrics): the FID at snapshots
+
+
 @dataclass
 class TrainConfig:
     data: str = "digits"         # digits | folder | .zip | .npz | .npy
@@ -32,8 +35,9 @@ class TrainConfig:
     snap_steps: int = 500        # image grid + metrics every N steps (multiple of log_steps)
     ckpt_steps: int = 500        # checkpoint every N steps (multiple of log_steps)
     keep: int = 3                # checkpoints kept
-    metrics: str = "auto"        # auto (digits-fid on digits) | digits-fid | none
-    metric_samples: int = 1000   # generated images per FID/KID evaluation
+    metrics: str = "auto"        # auto | digits-fid | fid (Inception) | none; auto: digits-fid on digits (CLI: fid
+    #                              elsewhere when the Inception weights are found here)
+    metric_samples: int = 1000   # generated images per FID/KID evaluation (fid: S2A's fid50k_full at 50000)
     workers: int = 2             # loader worker processes (file data sets)
     grid: int = 64               # images in each snapshot grid
 
@@ -84,6 +88,10 @@ class RunConfig:
                 raise ValueError(f"train.{n}={getattr(t, n)} must be a multiple of train.log_steps={t.log_steps}")
         if t.batch % t.accum:
             raise ValueError(f"train.batch={t.batch} must divide by train.accum={t.accum}")
+        if t.metrics not in METRICS:
+            raise ValueError(f"train.metrics must be one of {', '.join(METRICS)}, not '{t.metrics}'")
+        if t.metrics != "none" and t.metric_samples < 2:
+            raise ValueError(f"train.metric_samples={t.metric_samples}: FID needs at least 2 images")
         if t.amp not in ("off", "bf16", "fp16"):
             raise ValueError(f"train.amp must be off, bf16 or fp16, not '{t.amp}'")
         cls = _recipe(self.recipe)
