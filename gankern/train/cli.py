@@ -75,8 +75,10 @@ def add_parsers(sub) -> None:
     t.add_argument("--snap", type=int_at_least(1), metavar="STEPS",
                    help="image grid + metrics + checkpoint every STEPS")
     t.add_argument("--keep", type=int_at_least(0), metavar="N", help="checkpoints kept (0: all)")
-    t.add_argument("--metrics", choices=["auto", "digits-fid", "none"], help="FID/KID at snapshots "
-                   "(auto: digits-fid on digits)")
+    t.add_argument("--metrics", choices=["auto", "digits-fid", "fid", "none"], help="FID at snapshots: digits-fid "
+                   "(FID/KID of a digits classifier's features), fid (Inception FID, S2A's fid50k_full with --set "
+                   "train.metric_samples=50000; the weights found locally: $GANKERN_INCEPTION_WEIGHTS or `gankern "
+                   "fid --download`), auto: digits-fid on digits, else fid when the weights are here")
     t.add_argument("--set", action="append", default=[], metavar="SEC.FIELD=VAL",
                    help="set any config field, e.g. loss.r1=10, opt.d_lr=4e-4 (repeatable)")
     t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
@@ -131,7 +133,7 @@ _FIELDS = {"data": "data", "kimg": "kimg", "batch": "batch", "seed": "seed", "re
 
 
 def _resolve(args):
-    from .config import CONFIGS, RunConfig, named_config, set_field
+    from .config import CONFIGS, RunConfig, apply_train_defaults, named_config, set_field
     if args.resume:
         path = os.path.join(args.resume, "config.json")
         if not os.path.exists(path):
@@ -158,10 +160,41 @@ def _resolve(args):
             set_field(cfg, f"recipe.{name}={getattr(args, name)}")
     for s in args.set:
         set_field(cfg, s)
+    if not args.resume:                                    # the recipe's train defaults, where the user set none
+        explicit = {f for a, f in _FIELDS.items() if getattr(args, a) is not None} | \
+            ({"snap_steps", "ckpt_steps", "log_steps"} if args.snap is not None else set()) | \
+            {s.partition("=")[0].split(".")[-1] for s in args.set if s.startswith("train.")}
+        apply_train_defaults(cfg, explicit, int(os.environ.get("WORLD_SIZE", 0)) or args.gpus or 1)
+    _choose_metrics(cfg, args.resume)
     data = cfg.train.data
     if not data.startswith(("digits", "ring")) and ":" not in data and not os.path.exists(data):  # built-ins, KIND:X
         raise FileNotFoundError(f"--data {data}: no such file or folder (or a built-in: digits, ring, ...)")
     return cfg.validate()
+
+
+def _choose_metrics(cfg, resume: str | None) -> None:
+    """--metrics auto of a new run on images other than the digits: fid when the FID Inception weights are found
+    here (config.json keeps the choice), else none with a notice; fid: image data and the weights, checked now."""
+    from ..metrics.inception import WEIGHTS_NAME, find_weights
+    from .inception_fid import image_data
+    from .recipes import RECIPES
+    t = cfg.train
+    images = image_data(t.data) and RECIPES[cfg.recipe].ema is not None          # G samples images like the data
+    if t.metrics == "auto" and not resume and t.data != "digits" and images:
+        try:
+            find_weights()
+            t.metrics = "fid"
+        except FileNotFoundError:
+            print(f"note: --metrics auto: no FID Inception weights ({WEIGHTS_NAME}) here, so no FID at snapshots "
+                  f"(`gankern fid --download` or $GANKERN_INCEPTION_WEIGHTS for --metrics fid)", file=sys.stderr)
+    if t.metrics == "fid":
+        if not images:
+            raise ValueError(f"--metrics fid: Inception FID compares G's samples with an image data set; config "
+                             f"'{cfg.config}' on --data {t.data} has none (2-D points, pairs or one image)")
+        try:
+            find_weights()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--metrics fid: {e}") from None
 
 
 def _run_dir(outdir: str, cfg) -> str:

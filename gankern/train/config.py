@@ -13,6 +13,9 @@ from .recipes import RECIPES
 from .recipes.classic import ClassicOptions, LossConfig, OptConfig  # noqa: F401  (the classic recipe's sections)
 
 
+METRICS = ("auto", "digits-fid", "fid", "none")   # train.metrics (--metrics): the FID at snapshots
+
+
 @dataclass
 class TrainConfig:
     data: str = "digits"         # digits | folder | .zip | .npz | .npy
@@ -32,8 +35,9 @@ class TrainConfig:
     snap_steps: int = 500        # image grid + metrics every N steps (multiple of log_steps)
     ckpt_steps: int = 500        # checkpoint every N steps (multiple of log_steps)
     keep: int = 3                # checkpoints kept
-    metrics: str = "auto"        # auto (digits-fid on digits) | digits-fid | none
-    metric_samples: int = 1000   # generated images per FID/KID evaluation
+    metrics: str = "auto"        # auto | digits-fid | fid (Inception) | none; auto: digits-fid on digits (CLI: fid
+    #                              elsewhere when the Inception weights are found here)
+    metric_samples: int = 1000   # generated images per FID/KID evaluation (fid: S2A's fid50k_full at 50000)
     workers: int = 2             # loader worker processes (file data sets)
     grid: int = 64               # images in each snapshot grid
 
@@ -84,6 +88,10 @@ class RunConfig:
                 raise ValueError(f"train.{n}={getattr(t, n)} must be a multiple of train.log_steps={t.log_steps}")
         if t.batch % t.accum:
             raise ValueError(f"train.batch={t.batch} must divide by train.accum={t.accum}")
+        if t.metrics not in METRICS:
+            raise ValueError(f"train.metrics must be one of {', '.join(METRICS)}, not '{t.metrics}'")
+        if t.metrics != "none" and t.metric_samples < 2:
+            raise ValueError(f"train.metric_samples={t.metric_samples}: FID needs at least 2 images")
         if t.amp not in ("off", "bf16", "fp16"):
             raise ValueError(f"train.amp must be off, bf16 or fp16, not '{t.amp}'")
         cls = _recipe(self.recipe)
@@ -197,11 +205,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                       model=dict(arch="resnet", d_sn=True, d_san=True, d_norm="none", g_ch=64, d_ch=64),
                       loss=dict(name="hinge"), opt=dict(g_betas=(0.0, 0.9), d_betas=(0.0, 0.9), n_critic=5)),
     "stylegan2": _row("StyleGAN2-ADA (Karras et al. 2020): S2A's --cfg auto (recipe.cfg), lazy R1 and path length, "
-                      "style mixing, ADA; on a CPU: --set recipe.cfg=tiny", recipe="stylegan2",
-                      train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+                      "style mixing, ADA; batch and G_ema's half-life / ramp-up from the cfg; on a CPU: --set "
+                      "recipe.cfg=tiny", recipe="stylegan2"),
     "stylegan": _row("StyleGAN (Karras et al. 2019): AdaIN layers with per-layer noise, on StyleGAN2-ADA's mapping, "
-                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain",
-                     train=dict(batch=32, ema_kimg=10.0, ema_rampup=0.05)),
+                     "D and training (recipe stylegan2, layer=adain)", recipe="stylegan2", layer="adain"),
     "biggan": _row("BigGAN as BigGAN-PyTorch trains it: shared class embedding, skip-z, attention, SN everywhere, "
                    "hinge, TTUR, 2 D steps, ortho reg, EMA from ema_start (Brock et al. 2019; --set "
                    "recipe.preset=32|64|128|tiny, auto: tiny on the CPU)", recipe="biggan", train=_BIGGAN_TRAIN),
@@ -291,6 +298,23 @@ def named_config(name: str) -> RunConfig:
     cfg = RunConfig(config=name, recipe=recipe, options=_recipe(recipe).Options())
     _apply(cfg.train, over.pop("train"))
     _apply(cfg.options, over)
+    return apply_train_defaults(cfg, set())
+
+
+def apply_train_defaults(cfg: RunConfig, explicit: set[str], gpus: int = 1) -> RunConfig:
+    """Set the train fields that cfg's recipe decides, ``Recipe.train_defaults(options, resolution, gpus) -> dict``
+    (StyleGAN2's cfg: batch and G_ema's half-life / ramp-up), except those given by the user (``explicit``: names of
+    train fields set on the command line or with --set) or by the CONFIGS row. For a new run, before config.json is
+    written: it records the effective values, which --resume reads back."""
+    fn = getattr(_recipe(cfg.recipe), "train_defaults", None)
+    if fn is None:
+        return cfg
+    row = set(CONFIGS[cfg.config][1]["train"]) if cfg.config in CONFIGS else set()
+    for k, v in fn(cfg.options, cfg.train.resolution, gpus).items():
+        if not hasattr(cfg.train, k):
+            raise ValueError(f"recipe '{cfg.recipe}': train_defaults names no train field '{k}'")
+        if k not in explicit and k not in row:
+            setattr(cfg.train, k, v)
     return cfg
 
 

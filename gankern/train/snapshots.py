@@ -1,9 +1,12 @@
 """What a run writes besides checkpoints and the log: config.json and run.json, image grids of G_ema on fixed
-latents, digits-FID/KID rows and the loss plot; and ``generate``, the sampler of snapshots and ``gankern generate``."""
+latents, digits-FID/KID or Inception FID rows and the loss plot; and ``generate``, the sampler of snapshots and
+``gankern generate``."""
 from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 
 import torch
 
@@ -38,12 +41,24 @@ def log_tick(tr, img_per_s: float) -> dict:
         _fail(tr, bad[0], f"loss '{bad[1]}' = {bad[2]}")
     if bad := first_nonfinite({**tr.nets, **({"G_ema": tr.G_ema} if tr.G_ema is not None else {})}):
         _fail(tr, tr.step, f"tensor '{bad}'")
-    row = {"step": tr.step, "kimg": tr.nimg / 1000, "img_per_s": round(img_per_s, 2), **means}
+    row = {"step": tr.step, "kimg": tr.nimg / 1000, "img_per_s": round(img_per_s, 2),
+           "timing/s_per_kimg": round(1000 / max(img_per_s, 1e-9), 3), **_peak_memory(tr.dist.device), **means}
     if tr.rank0:
         tr.log.append(row)
         if tr.tb:
             tr.tb.scalars(row)
     return row
+
+
+def _peak_memory(device: torch.device) -> dict:
+    """S2A's resources/peak_gpu_mem_gb: on CUDA the peak of allocated memory since the previous tick (GiB; the
+    peak is reset), elsewhere ``resources/peak_rss_gb``: the process' peak resident set since it started."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+        return {"resources/peak_mem_gb": round(peak, 3)}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"resources/peak_rss_gb": round(rss / 2 ** 30, 3)}
 
 
 def _fail(tr, step: int, what: str) -> None:
@@ -62,8 +77,9 @@ def sample(tr, n: int, seed: int, truncation: float | None = None, net: torch.nn
 
 def snapshot(tr, bar=None) -> dict:
     """Grid of G_ema on fixed latents and the grids of the recipe's optional ``snapshot_sheets(G, seed)`` (G_ema, or
-    the trained G of a recipe without one: image-to-image's input | output | target), FID/KID (digits-fid), and the
-    loss plot of Trainer ``tr``; returns the metric row (empty without metrics), printed under the progress ``bar``."""
+    the trained G of a recipe without one: image-to-image's input | output | target), FID/KID (digits-fid) or
+    Inception FID (fid: gankern.train.inception_fid), and the loss plot of Trainer ``tr``; returns the metric row
+    (empty without metrics), printed under the progress ``bar``."""
     t, row = tr.cfg.train, {}
     grids = {"fakes": (sample(tr, t.grid, derive_seed(t.seed, "grid") % 2 ** 31), None)} if tr.G_ema is not None else {}
     if hasattr(tr.recipe, "snapshot_sheets"):                # a recipe's own grids: {name: (images, nrow)}
@@ -74,19 +90,30 @@ def snapshot(tr, bar=None) -> dict:
         save_grid(images, os.path.join(tr.run_dir, f"{name}-latest.png"), nrow)
         if tr.tb:
             tr.tb.grid(name, images, tr.nimg, nrow)
-    if tr.G_ema is not None:
+    if tr.G_ema is not None and tr.metrics in ("digits-fid", "fid"):
         if tr.metrics == "digits-fid":
             from .digits_features import fid_kid
             row = fid_kid(sample(tr, t.metric_samples, derive_seed(t.seed, "metric") % 2 ** 31), t.resolution)
-            row = {"step": tr.step, "kimg": tr.nimg / 1000, **{k: round(v, 5) for k, v in row.items()}}
-            tr.log.append(row)
-            if tr.tb:
-                tr.tb.scalars(row)
-            if bar is not None:
-                bar.write(f"step {tr.step}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                        if k not in ("step", "kimg")))
+        else:
+            row = {"fid_inception": inception_fid(tr)(
+                lambda n, i: sample(tr, n, derive_seed(t.seed, "metric", i) % 2 ** 31), t.metric_samples)}
+        row = {"step": tr.step, "kimg": tr.nimg / 1000, **{k: round(v, 5) for k, v in row.items()}}
+        tr.log.append(row)
+        if tr.tb:
+            tr.tb.scalars(row)
+        if bar is not None:
+            bar.write(f"step {tr.step}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                    if k not in ("step", "kimg")))
     plot_run(tr.log.rows(), os.path.join(tr.run_dir, "plot.png"))
     return row
+
+
+def inception_fid(tr):
+    """Trainer ``tr``'s InceptionFID (built at its first snapshot: the Inception and the data set's statistics)."""
+    if "inception_fid" not in tr.__dict__:
+        from .inception_fid import InceptionFID
+        tr.inception_fid = InceptionFID(tr.run_dir, tr.dataset, tr.dist.device)
+    return tr.inception_fid
 
 
 @torch.no_grad()

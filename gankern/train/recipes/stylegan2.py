@@ -137,11 +137,9 @@ class StyleGAN2Recipe(Recipe):
         self.phases = [Phase("G", "G")] + ([Phase("Greg", "G", o.pl_interval)] if self.pl_weight else []) + \
             [Phase("D", "D")] + ([Phase("Dreg", "D", o.r1_interval)] if self.gamma else [])
         self.force_fp32 = env.device.type == "cpu"           # CPU: no half-precision blocks
-        if env.rank == 0:   # the trainer's settings of S2A's cfg are the run's (train.*): say what S2A would use
-            ramp = spec["ramp"] or 0
-            _log.info("stylegan2: cfg %s at %d px: gamma %g, lr %g, %d mapping layers, mbstd group %d; S2A's cfg also "
-                      "sets --batch %d --set train.ema_kimg=%g --set train.ema_rampup=%g", o.cfg, env.resolution,
-                      spec["gamma"], spec["lrate"], spec["map"], spec["mbstd"], spec["mb"], spec["ema"], ramp)
+        if env.rank == 0:   # batch and EMA: train.* (train_defaults: the cfg's, unless set)
+            _log.info("stylegan2: cfg %s at %d px: gamma %g, lr %g, %d mapping layers, mbstd group %d", o.cfg,
+                      env.resolution, spec["gamma"], spec["lrate"], spec["map"], spec["mbstd"])
         if self.force_fp32 and o.cfg != "tiny":
             n = sum(p.numel() for net in self.nets.values() for p in net.parameters())
             _log.warning("stylegan2: cfg '%s' at %d px (%.1fM parameters, %d-channel blocks) on the CPU is slow; "
@@ -155,6 +153,13 @@ class StyleGAN2Recipe(Recipe):
             if o.aug == "ada":
                 self.ada = AdaController(self.augment_pipe, o.target, o.ada_interval, o.ada_kimg)
         self._step_images = 0                                 # real images D saw in this step, all ranks
+
+    @staticmethod
+    def train_defaults(o: StyleGAN2Options, resolution: int, gpus: int = 1) -> dict:
+        """The trainer's settings of S2A's cfg (config.apply_train_defaults): batch ``mb``, G_ema's half-life
+        ``ema`` (kimg) and ramp-up ``ramp`` (None in the paper cfgs: off, 0)."""
+        spec = resolve(o, resolution, gpus)
+        return {"batch": int(spec["mb"]), "ema_kimg": float(spec["ema"]), "ema_rampup": float(spec["ramp"] or 0)}
 
     # -- networks --------------------------------------------------------------------------------------------
 
