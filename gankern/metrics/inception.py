@@ -239,8 +239,8 @@ def find_weights(weights: str | os.PathLike | None = None) -> pathlib.Path:
             return p
     raise FileNotFoundError(
         f"the FID Inception weights ({WEIGHTS_NAME}) were not found; looked at: {', '.join(map(str, looked))}. "
-        f"Pass --weights PATH (or weights=PATH), set ${WEIGHTS_ENV}, or download it with `gankern fid --download` "
-        f"(or by hand from {WEIGHTS_URL}) into {looked[0].parent}")
+        f"Set ${WEIGHTS_ENV} (every command), pass it (`gankern fid --weights PATH`, weights=PATH in Python), or "
+        f"download it with `gankern fid --download` (or by hand from {WEIGHTS_URL}) into {looked[0].parent}")
 
 
 def download_weights(dest_dir: str | os.PathLike | None = None, url: str = WEIGHTS_URL) -> pathlib.Path:
