@@ -235,7 +235,8 @@ def cases():
     yield ("resample", "upfirdn2d fwd", ("triton",), lambda: ops.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1]),
            lambda: Empty.apply(x), x)
     yield ("resample", "upfirdn2d fwd+bwd", ("triton",),
-           _grad(lambda: ops.upfirdn2d(xg, f, up=2, padding=[2, 1, 2, 1]), (xg,)), _grad(lambda: Empty.apply(xg), (xg,)), x)
+           _grad(lambda: ops.upfirdn2d(xg, f, up=2, padding=[2, 1, 2, 1]), (xg,)),
+           _grad(lambda: Empty.apply(xg), (xg,)), x)
     yield "resample", "upsample2d fwd", ("triton",), lambda: ops.upsample2d(x, f), lambda: Empty.apply(x), x
     yield "resample", "downsample2d fwd", ("triton",), lambda: ops.downsample2d(x, f), lambda: Empty.apply(x), x
     yield "resample", "filter2d fwd", ("triton",), lambda: ops.filter2d(x, f), lambda: Empty.apply(x), x
