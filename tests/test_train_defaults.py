@@ -33,7 +33,7 @@ def test_stylegan2_cfg_decides_batch_and_ema_unless_set(capsys, tmp_path):
     t = named_config("stylegan").train
     assert (t.batch, t.ema_kimg, t.ema_rampup) == (32, 10.0, 0.05)
     # other recipes keep their rows' values
-    assert _ema(json.loads(_dry_other(capsys, "pggan"))) == (16, 10.0, 0.05)
+    assert _ema(json.loads(_dry_other(capsys, "pggan"))) == (16, 11.1, 0.0)        # the official beta 0.999 at 16
     # resume reads config.json back as written: the cfg's defaults are not applied again
     run = tmp_path / "run"
     run.mkdir()
