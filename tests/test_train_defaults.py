@@ -7,6 +7,7 @@ import torch
 
 from gankern.cli import main
 from gankern.train.config import named_config
+from test_train import rows, tiny
 
 
 def _dry(capsys, *args) -> dict:
@@ -59,27 +60,12 @@ def test_bad_cfg_is_a_message(capsys):
         StyleGAN2Recipe.train_defaults(StyleGAN2Options(), 2)
 
 
-def _tiny_run(name="dcgan", steps=4, **train):
-    cfg = named_config(name)
-    t = cfg.train
-    t.resolution, t.batch, t.kimg, t.log_steps, t.snap_steps, t.ckpt_steps = 8, 8, 8 * steps / 1000, 2, steps, steps
-    t.metrics, t.grid = "none", 4
-    for k, v in train.items():
-        setattr(t, k, v)
-    cfg.model.g_ch = cfg.model.d_ch = 8
-    cfg.model.z_dim = 16
-    return cfg
-
-
-def _rows(run) -> list[dict]:
-    return [json.loads(line) for line in open(run / "metrics.jsonl")]
-
-
 def test_log_rows_carry_seconds_per_kimg_and_peak_memory(tmp_path, monkeypatch):
     from gankern.train import Trainer
     monkeypatch.setattr("gankern.train.snapshots.plot_run", lambda *a, **k: None)
-    Trainer(_tiny_run(), str(tmp_path), progress=False).train()
-    ticks = [r for r in _rows(tmp_path) if "img_per_s" in r]
+    Trainer(tiny("dcgan", steps=4, batch=8, log_steps=2, snap_steps=4, ckpt_steps=4, grid=4), str(tmp_path),
+            progress=False).train()
+    ticks = [r for r in rows(tmp_path) if "img_per_s" in r]
     assert [r["step"] for r in ticks] == [2, 4]
     mem = "resources/peak_mem_gb" if torch.cuda.is_available() else "resources/peak_rss_gb"
     for r in ticks:
@@ -159,11 +145,11 @@ def test_inception_fid_at_snapshots_with_the_reals_cached(tmp_path, monkeypatch,
     assert _fid_train(out, data) == 0
     run = out / os.listdir(out)[0]
     assert json.loads((run / "config.json").read_text())["train"]["metrics"] == "fid"
-    fids = [r["fid_inception"] for r in _rows(run) if "fid_inception" in r]
+    fids = [r["fid_inception"] for r in rows(run) if "fid_inception" in r]
     assert len(fids) == 2 and all(f > 0 and f == f for f in fids), fids               # steps 0 and 2
     assert len(real_passes) == 1 and os.path.exists(run / inception_fid.REALS)
     mtime = os.stat(run / inception_fid.REALS).st_mtime_ns
     assert main(["train", "--resume", str(run), "--kimg", "0.016", "--device", "cpu", "-q"]) == 0
-    rows = [r for r in _rows(run) if "fid_inception" in r]
-    assert [r["step"] for r in rows] == [0, 2, 4] and len(real_passes) == 1       # resumed: read, not recomputed
+    fid_rows = [r for r in rows(run) if "fid_inception" in r]
+    assert [r["step"] for r in fid_rows] == [0, 2, 4] and len(real_passes) == 1       # resumed: read, not recomputed
     assert os.stat(run / inception_fid.REALS).st_mtime_ns == mtime
