@@ -11,6 +11,7 @@ import gankern
 from gankern.ops import augment as A
 
 from conftest import assert_close_scaled, backend_ctx, gpu_rtol
+from test_resample import grads_to_second_order  # (y, dx of <y, w>, d/dw of <dx, u>), as R1 takes them
 
 FP32_TOL = dict(rtol=2e-5, atol=2e-5)
 
@@ -159,15 +160,6 @@ def test_several_tiles_and_positions_far_outside():
 
 # ----------------------------------------------------------------------------------------------------------------
 # gradients
-
-
-def grads_to_second_order(fn, x, w, u):
-    """(y, dx of <y, w>, d/dw of <dx, u>): first and second-order gradients as R1 takes them."""
-    x, w = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
-    y = fn(x)
-    (gx,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)
-    (gw,) = torch.autograd.grad((gx * u).sum(), w)
-    return y, gx, gw
 
 
 def _sample_case(gen):
